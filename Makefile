@@ -1,0 +1,25 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install what they need.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU wheel of torch 2.13.0 lies on this disk; a bare `torch` would pull a multi-GB CUDA build.
+TORCH := torch==2.13.0
+
+.PHONY: install demo test bench clean
+
+$(BIN)/graphcalc: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH) numpy
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/graphcalc
+
+demo: install
+	$(BIN)/graphcalc analyze samples/seed_cnn.py --batch 16 --optim adam
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) *.egg-info

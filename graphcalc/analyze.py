@@ -1,0 +1,198 @@
+"""The pipeline: load -> replay the step on fake tensors -> cost each layer -> walk memory -> report."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import DataDependentOutputException
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+
+from . import loader
+from .errors import GraphcalcError, ShapeError, TraceError, UsageError
+from .options import Options
+from .replay import LOSS, OPTIMIZER, Replay, replay
+from .report import ROOT, Breakdown, Layer, Memory, Report, TimelinePoint, Totals
+
+
+def _name(path: str) -> str:
+    return ROOT if path == "" else path
+
+
+def _parameter_rows(model: nn.Module):
+    """Own parameters per module path, each distinct tensor counted once at its first owner."""
+    seen: dict[int, str] = {}
+    rows = {}
+    for path, mod in model.named_modules():
+        params = trainable = buffers = 0
+        shared = []
+        for pname, p in mod.named_parameters(recurse=False, remove_duplicate=False):
+            owner = seen.get(id(p))
+            if owner is not None:
+                shared.append(f"{pname} = {owner}")
+                continue
+            seen[id(p)] = f"{path + '.' if path else ''}{pname}"
+            params += p.numel()
+            trainable += p.numel() if p.requires_grad else 0
+        for bname, b in mod.named_buffers(recurse=False, remove_duplicate=False):
+            if b is None or id(b) in seen:
+                continue
+            seen[id(b)] = f"{path}.{bname}"
+            buffers += b.numel()
+        rows[path] = (params, trainable, buffers, tuple(shared))
+    return rows
+
+
+def _layers(model: nn.Module, rp: Replay) -> tuple[Layer, ...]:
+    rec = rp.recorder
+    prows = _parameter_rows(model)
+    out = []
+    names = [path for path, _ in model.named_modules()]
+    types = {path: type(mod).__name__ for path, mod in model.named_modules()}
+    if LOSS in rec.layers:
+        names.append(LOSS)
+        types[LOSS] = "loss"
+    for path in names:
+        t = rec.layers.get(path)
+        params, trainable, buffers, shared = prows.get(path, (0, 0, 0, ()))
+        if t is None and path not in prows:
+            continue
+        macs_f = t.macs_forward if t else 0
+        macs_b = t.macs_backward if t else 0
+        out.append(Layer(
+            name=_name(path), type=types[path],
+            depth=0 if path == "" or path == LOSS else path.count(".") + 1,
+            output_shapes=tuple(tuple(int(d) for d in s) for s in (t.output_shapes or ())) if t else (),
+            output_dtype=t.output_dtype if t else None,
+            params=params, trainable_params=trainable, frozen_params=params - trainable,
+            buffers=buffers, flops_forward=2 * macs_f, flops_backward=2 * macs_b,
+            macs_forward=macs_f, bias_adds_forward=t.bias_adds_forward if t else 0,
+            activation_bytes=t.output_bytes if t else 0,
+            saved_bytes=sum(t.saved.values()) if t else 0, calls=t.calls if t else 0,
+            shared=shared, unknown_ops=tuple(sorted(t.unknown.items())) if t else (),
+        ))
+    # Ops recorded outside any known path (should not happen) still count, so rows sum to totals.
+    known = set(names)
+    for path, t in rec.layers.items():
+        if path not in known and (t.macs_forward or t.macs_backward or t.unknown):
+            out.append(Layer(_name(path), "other", 0, (), None, 0, 0, 0, 0, 2 * t.macs_forward,
+                             2 * t.macs_backward, t.macs_forward, t.bias_adds_forward, 0,
+                             sum(t.saved.values()), t.calls, (),
+                             tuple(sorted(t.unknown.items()))))
+    return tuple(out)
+
+
+def _memory(rp: Replay, options: Options) -> Memory:
+    rec = rp.recorder
+    events = rec.tracker.events
+    categories = {}
+    for s, phase in rec.serial_phase.items():
+        categories[s] = "optimizer_state" if phase == "optimizer" else "activations"
+    for s in rp.grad_serials:
+        categories[s] = "gradients"
+    for s in rp.state_serials:
+        categories[s] = "optimizer_state"
+    for s in rp.batch_serials:
+        categories[s] = "batch"
+    for s in rp.param_serials:
+        categories[s] = "parameters"
+    sums = Counter()
+    for serial, delta in events[: rec.tracker.peak_event]:
+        sums[categories.get(serial, "activations")] += delta
+    breakdown = Breakdown(parameters=sums["parameters"], gradients=sums["gradients"],
+                          optimizer_state=sums["optimizer_state"], batch=sums["batch"],
+                          activations=sums["activations"])
+    # Per-step peaks and a timeline: the highest point of each (step, phase, layer) stretch.
+    level = 0
+    running = []
+    for _, delta in events:
+        level += delta
+        running.append(level)
+
+    def peak_between(a: int, b: int) -> int:
+        if b <= a:
+            return running[a - 1] if a > 0 else 0
+        return max(running[a:b])
+
+    starts = rp.step_events
+    step_peaks = [peak_between(starts[i], starts[i + 1]) for i in range(len(starts) - 1)]
+    timeline = []
+    marks = [m for m in rec.marks if m.phase in ("forward", "loss", "backward", "optimizer", "end")]
+    for i, m in enumerate(marks):
+        end = marks[i + 1].event if i + 1 < len(marks) else starts[-1]
+        if m.phase == "end" or m.event > starts[-1]:
+            continue
+        timeline.append(TimelinePoint(m.step, m.phase, _name(m.owner),
+                                      peak_between(m.event, max(end, m.event))))
+    step, phase, owner = rec.peak_where or (0, "setup", "")
+    return Memory(
+        device=options.device, peak_bytes=rec.tracker.peak,
+        inference_peak_bytes=rp.inference_peak, breakdown=breakdown,
+        first_step_peak_bytes=step_peaks[0] if step_peaks else 0,
+        steady_step_peak_bytes=step_peaks[-1] if step_peaks else 0,
+        peak_step=step + 1, peak_phase=phase,
+        peak_layer=_name(owner) if owner != OPTIMIZER else OPTIMIZER,
+        timeline=tuple(timeline))
+
+
+def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options: Options, *,
+                   loss_fn=None, name: str | None = None) -> Report:
+    """Analyse a model: every figure of the report, from one replay of the step on fake tensors."""
+    try:
+        rp = replay(model, make_inputs, loss_fn, options)
+    except GraphcalcError:
+        raise
+    except Exception as e:  # the model's own code failed under fake tensors: say where
+        raise _explain(e, model) from e
+    layers = _layers(model, rp)
+    unknown = tuple(sorted(rp.recorder.unknown.items()))
+    distinct_saved = {}
+    for t in rp.recorder.layers.values():
+        distinct_saved.update(t.saved)
+    params = sum(layer.params for layer in layers)
+    trainable = sum(layer.trainable_params for layer in layers)
+    totals = Totals(
+        params=params, trainable_params=trainable, frozen_params=params - trainable,
+        buffers=sum(layer.buffers for layer in layers),
+        flops_forward=sum(layer.flops_forward for layer in layers),
+        flops_backward=sum(layer.flops_backward for layer in layers),
+        macs_forward=sum(layer.macs_forward for layer in layers),
+        mult_adds_with_bias=sum(layer.macs_forward + layer.bias_adds_forward for layer in layers),
+        saved_bytes=sum(distinct_saved.values()))
+    return Report(model=name or type(model).__name__, config=options.as_dict(), totals=totals,
+                  memory=_memory(rp, options), layers=layers, unknown_ops=unknown,
+                  edges=tuple((_name(a), _name(b), s) for (a, b), s in rp.recorder.edges.items()))
+
+
+def _explain(e: Exception, model: nn.Module) -> GraphcalcError:
+    owner = getattr(e, "_graphcalc_owner", None)
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, (DataDependentOutputException, GuardOnDataDependentSymNode)):
+        return TraceError(f"layer '{_name(owner or '')}' reads tensor values (.item(), .tolist() or "
+                          f"a branch on a tensor), which a static analysis cannot see: {msg}")
+    return ShapeError(f"the model failed on the given inputs in layer '{_name(owner or '')}': {msg}")
+
+
+def analyze_file(spec: str, options: Options, *, inputs: list[str] | None = None) -> Report:
+    """`graphcalc analyze FILE[:NAME]`: load the file, build the model on meta, analyse."""
+    source = loader.load(spec)
+    if inputs:
+        make_inputs = loader.inputs_from_specs([loader.InputSpec.parse(s) for s in inputs])
+    elif source.example_inputs is not None:
+        make_inputs = source.example_inputs
+    else:
+        raise UsageError(f"{source.path} defines no example_inputs(batch_size): give the input "
+                         "shape with --input, e.g. --input 3x224x224")
+    try:
+        model = loader.build_model(source, device="meta")
+        return analyze_module(model, make_inputs, options, loss_fn=source.loss, name=source.name)
+    except (ShapeError, TraceError) as first:
+        # Some models compute real values at build time (a constant table, not a buffer) that do
+        # not survive the meta device: build those for real and try again.
+        try:
+            model = loader.build_model(source, device=None)
+        except GraphcalcError:
+            raise first from None
+        return analyze_module(model, make_inputs, options, loss_fn=source.loss, name=source.name)

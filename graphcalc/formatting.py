@@ -1,0 +1,120 @@
+"""Renderers of a Report: terminal table, Markdown, CSV, JSON. They read the report, nothing else."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from .report import Report
+from .units import format_bytes, format_count
+
+COLUMNS = ("Layer", "Type", "Output shape", "Params", "FLOPs fwd", "FLOPs bwd", "Output", "Saved")
+
+
+def _shape(layer) -> str:
+    shapes = [list(s) for s in layer.output_shapes]
+    if not shapes:
+        return "--"
+    text = ", ".join(str(s) for s in shapes[:2])
+    return text + (f" +{len(shapes) - 2}" if len(shapes) > 2 else "")
+
+
+def _cells(layer, indent: bool) -> list[str]:
+    name = ("  " * layer.depth if indent else "") + layer.name
+    params = format_count(layer.params) if layer.params else "--"
+    if layer.shared:
+        params += " (shared)"
+    return [name, layer.type, _shape(layer), params,
+            format_count(layer.flops_forward) if layer.flops_forward else "--",
+            format_count(layer.flops_backward) if layer.flops_backward else "--",
+            format_bytes(layer.activation_bytes) if layer.activation_bytes else "--",
+            format_bytes(layer.saved_bytes) if layer.saved_bytes else "--"]
+
+
+def summary_lines(report: Report) -> list[str]:
+    t, m = report.totals, report.memory
+    b = m.breakdown
+    cfg = report.config
+    amp = f", autocast {cfg['amp']}" if cfg.get("amp") else ""
+    lines = [
+        f"Model {report.model}: batch {cfg['batch']}, {cfg['dtype']}{amp}, optimizer "
+        f"{cfg['optimizer']}, memory for {m.device}",
+        f"Params: {t.params:,} ({format_count(t.params)}); trainable {t.trainable_params:,}, "
+        f"frozen {t.frozen_params:,}; buffers {t.buffers:,} elements",
+        f"FLOPs (2 per multiply-accumulate, as FlopCounterMode): forward {format_count(t.flops_forward)}"
+        f", backward {format_count(t.flops_backward)}, step {format_count(t.flops)}",
+        f"MACs forward: {t.macs_forward:,}; with one add per bias element (torchinfo's mult-adds): "
+        f"{t.mult_adds_with_bias:,}",
+        f"Peak training memory: {format_bytes(m.peak_bytes)} ({m.peak_bytes:,} B), step "
+        f"{m.peak_step} {m.peak_phase} at {m.peak_layer}; first step {format_bytes(m.first_step_peak_bytes)}"
+        f", steady {format_bytes(m.steady_step_peak_bytes)}",
+        f"  parameters {format_bytes(b.parameters)} | gradients {format_bytes(b.gradients)} | "
+        f"optimizer state {format_bytes(b.optimizer_state)} | batch {format_bytes(b.batch)} | "
+        f"activations {format_bytes(b.activations)}",
+        f"Inference peak (no_grad, eval): {format_bytes(m.inference_peak_bytes)}",
+    ]
+    if report.unknown_ops:
+        ops = ", ".join(f"{op} x{n}" for op, n in report.unknown_ops)
+        lines.append(f"INCOMPLETE: no FLOP formula for {ops}; FLOP totals are a lower bound")
+    return lines
+
+
+def to_table(report: Report, width: int | None = None) -> str:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(show_lines=False, header_style="bold")
+    for i, c in enumerate(COLUMNS):
+        table.add_column(c, justify="left" if i < 3 else "right", overflow="fold")
+    for layer in report.layers:
+        table.add_row(*(escape(c) for c in _cells(layer, indent=True)))
+    t = report.totals
+    table.add_section()
+    table.add_row("Total", "", "", format_count(t.params), format_count(t.flops_forward),
+                  format_count(t.flops_backward), "", format_bytes(t.saved_bytes))
+    buf = io.StringIO()
+    console = Console(file=buf, width=width or 140, no_color=True, highlight=False)
+    console.print(table)
+    for line in summary_lines(report):
+        console.print(escape(line), soft_wrap=True)
+    return buf.getvalue()
+
+
+def to_markdown(report: Report) -> str:
+    rows = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for layer in report.layers:
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(layer, False)) + " |")
+    return "\n".join(rows) + "\n\n" + "\n".join(f"- {line}" for line in summary_lines(report)) + "\n"
+
+
+CSV_FIELDS = ("name", "type", "depth", "output_shapes", "output_dtype", "params",
+              "trainable_params", "frozen_params", "buffers", "flops_forward", "flops_backward",
+              "macs_forward", "bias_adds_forward", "activation_bytes", "saved_bytes", "calls")
+
+
+def to_csv(report: Report) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_FIELDS)
+    for layer in report.layers:
+        row = []
+        for f in CSV_FIELDS:
+            v = getattr(layer, f)
+            row.append(";".join("x".join(map(str, s)) for s in v) if f == "output_shapes" else v)
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def render(report: Report, fmt: str) -> str:
+    fmt = fmt.lower()
+    if fmt == "json":
+        return report.to_json() + "\n"
+    if fmt == "csv":
+        return to_csv(report)
+    if fmt == "md":
+        return to_markdown(report)
+    return to_table(report)
+
+
+FORMATS = ("table", "json", "csv", "md")

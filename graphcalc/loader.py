@@ -1,0 +1,207 @@
+"""Load a model file: find the model, its example inputs and its training loss.
+
+The contract (also in the README):
+- `FILE[:NAME]`: NAME is an nn.Module instance, an nn.Module subclass (built with no arguments) or
+  a zero-argument factory. Without NAME: `build_model()`, else a module-level `model`, else the one
+  nn.Module subclass defined in the file.
+- `example_inputs(batch_size)` returns a tensor, a tuple of tensors or a dict of keyword tensors.
+- `loss(output, *inputs)` is the training loss; without it, `output.loss` when present, else the
+  mean of the first tensor in the output.
+Loading a file executes it, as importing it would.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import itertools
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .errors import ModelBuildError, ModelFileError, ModelNotFoundError, UsageError
+
+_counter = itertools.count()
+
+
+@dataclass
+class ModelSource:
+    """What a model file provides."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    example_inputs: Callable[[int], Any] | None
+    loss: Callable[..., torch.Tensor] | None
+    path: Path
+
+
+def _line_in(tb, path: Path) -> int | None:
+    line = None
+    for frame in traceback.extract_tb(tb):
+        if Path(frame.filename).resolve() == path:
+            line = frame.lineno
+    return line
+
+
+def import_file(path: Path):
+    if not path.exists():
+        raise ModelFileError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ModelFileError(f"not a file: {path}")
+    try:
+        source = path.read_text()
+    except UnicodeDecodeError:
+        raise ModelFileError(f"{path} is not a Python file (it is not text)") from None
+    try:
+        compile(source, str(path), "exec")
+    except SyntaxError as e:
+        raise ModelFileError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
+    except ValueError as e:  # null bytes
+        raise ModelFileError(f"{path} is not a Python file ({e})") from None
+    module_name = f"_graphcalc_model_{next(_counter)}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    folder = str(path.parent)
+    sys.path.insert(0, folder)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        line = _line_in(e.__traceback__, path.resolve())
+        where = f"{path}:{line}" if line else str(path)
+        raise ModelFileError(f"{where}: importing the model file failed: "
+                             f"{type(e).__name__}: {e}") from e
+    finally:
+        if sys.path and sys.path[0] == folder:
+            sys.path.pop(0)
+    return module
+
+
+def _defined_here(module, obj) -> bool:
+    return getattr(obj, "__module__", None) == module.__name__
+
+
+def _as_builder(module, name: str, obj) -> Callable[[], nn.Module]:
+    if isinstance(obj, nn.Module):
+        return lambda: obj
+    if inspect.isclass(obj):
+        if not issubclass(obj, nn.Module):
+            raise ModelNotFoundError(f"'{name}' in {module.__file__} is a class but not an nn.Module")
+        return obj
+    if callable(obj):
+        return obj
+    raise ModelNotFoundError(
+        f"'{name}' in {module.__file__} is not an nn.Module, an nn.Module subclass or a factory")
+
+
+def find_model(module, name: str | None) -> tuple[str, Callable[[], nn.Module]]:
+    path = module.__file__
+    if name:
+        if not hasattr(module, name):
+            raise ModelNotFoundError(f"{path} has no '{name}'")
+        return name, _as_builder(module, name, getattr(module, name))
+    if callable(getattr(module, "build_model", None)):
+        return "build_model", module.build_model
+    if isinstance(getattr(module, "model", None), nn.Module):
+        return "model", _as_builder(module, "model", module.model)
+    classes = [n for n, obj in vars(module).items()
+               if inspect.isclass(obj) and issubclass(obj, nn.Module) and _defined_here(module, obj)]
+    if len(classes) == 1:
+        return classes[0], getattr(module, classes[0])
+    if not classes:
+        raise ModelNotFoundError(
+            f"no model found in {path}: define build_model(), a module-level `model`, "
+            "or one nn.Module subclass")
+    raise ModelNotFoundError(
+        f"several models in {path}: {', '.join(classes)}; pick one with {path}:NAME")
+
+
+def load(spec: str) -> ModelSource:
+    """Load 'FILE[:NAME]'."""
+    file_part, _, name = spec.partition(":")
+    if len(file_part) == 1 and name and spec[1:3] in (":\\", ":/"):  # a Windows drive letter
+        file_part, _, name = spec[2:].partition(":")
+        file_part = spec[:2] + file_part
+    path = Path(file_part)
+    module = import_file(path)
+    model_name, build = find_model(module, name or None)
+    ex = getattr(module, "example_inputs", None)
+    loss = getattr(module, "loss", None)
+    return ModelSource(name=f"{path.stem}:{model_name}" if name else path.stem, build=build,
+                       example_inputs=ex if callable(ex) else None,
+                       loss=loss if callable(loss) else None, path=path)
+
+
+def build_model(source: ModelSource, device: str | None = "meta") -> nn.Module:
+    """Build the model; on the meta device by default, so that no weight is allocated."""
+    try:
+        if device is None:
+            model = source.build()
+        else:
+            with torch.device(device):
+                model = source.build()
+    except Exception as e:
+        line = _line_in(e.__traceback__, source.path.resolve())
+        where = f"{source.path}:{line}" if line else str(source.path)
+        raise ModelBuildError(f"{where}: building the model failed: {type(e).__name__}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise ModelBuildError(
+            f"{source.path}: the factory returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+# --- --input specs -------------------------------------------------------------------------------
+
+_INPUT_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+                 "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+                 "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+                 "int64": torch.int64, "long": torch.int64, "int32": torch.int32,
+                 "int": torch.int64, "bool": torch.bool}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input without its batch dimension, e.g. 3x224x224 or 128:int64."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @classmethod
+    def parse(cls, text: str) -> "InputSpec":
+        dims, _, dtype_name = text.strip().partition(":")
+        dtype = torch.float32
+        if dtype_name:
+            if dtype_name.lower() not in _INPUT_DTYPES:
+                raise UsageError(f"input '{text}': unknown dtype '{dtype_name}' (choose one of "
+                                 f"{', '.join(_INPUT_DTYPES)})")
+            dtype = _INPUT_DTYPES[dtype_name.lower()]
+        parts = dims.lower().replace(",", "x").split("x") if dims else []
+        try:
+            shape = tuple(int(p) for p in parts)
+        except ValueError:
+            shape = ()
+        if not shape or any(d < 1 for d in shape):
+            raise UsageError(f"input '{text}' does not parse: write sizes without the batch, "
+                             "like 3x224x224 or 128:int64")
+        return cls(shape, dtype)
+
+    def make(self, batch: int) -> torch.Tensor:
+        size = (batch, *self.shape)
+        if self.dtype.is_floating_point:
+            return torch.randn(size, dtype=self.dtype)
+        if self.dtype == torch.bool:
+            return torch.ones(size, dtype=torch.bool)
+        return torch.zeros(size, dtype=self.dtype)  # token 0 is a valid id for any vocabulary
+
+
+def inputs_from_specs(specs: list[InputSpec]) -> Callable[[int], Any]:
+    def make(batch: int):
+        tensors = tuple(s.make(batch) for s in specs)
+        return tensors[0] if len(tensors) == 1 else tensors
+
+    return make

@@ -1,0 +1,415 @@
+"""Replay a training step on fake tensors and record what every ATen op costs and holds.
+
+The step is the one the tutorials write (see `training_step`): zero_grad, forward, loss, backward,
+optimizer step. It runs for real through PyTorch — autograd, the optimizer, autocast — but on
+`FakeTensorMode` tensors, which carry shapes, dtypes and devices and allocate nothing, so its cost
+does not depend on the batch. A `TorchDispatchMode` sees every ATen op and records:
+
+- its FLOPs (the registry in `graphcalc.flops`), attributed to the module that ran it: in forward,
+  the innermost module whose forward is running; in backward, the module whose forward created the
+  autograd node being run (matched by the node's sequence number);
+- every storage it returns, counted live until the storage dies (`tracking.LiveStorages`): the
+  memory timeline and its peak, exactly as autograd and the optimizer hold and free memory;
+- the shapes each module returns and the tensors autograd saves for backward inside it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.nn.utils.stateless import _reparametrize_module
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves, tree_map
+
+from . import flops
+from .options import Options, make_optimizer
+from .tracking import LiveStorages
+
+LOSS = "[loss]"
+OPTIMIZER = "[optimizer]"
+SETUP = "[setup]"
+PHASES = ("forward", "loss", "backward", "optimizer")
+
+
+@dataclass
+class LayerTrace:
+    """What one module (by path) did in the first step: its own ops, not its children's."""
+
+    macs_forward: int = 0
+    macs_backward: int = 0
+    bias_adds_forward: int = 0
+    calls: int = 0
+    output_shapes: list[tuple[int, ...]] | None = None
+    output_dtype: str | None = None
+    output_bytes: int = 0
+    saved: dict[int, int] = field(default_factory=dict)  # storage serial -> bytes
+    unknown: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class Mark:
+    """From event `event` on, the step ran `phase` of step `step` inside `owner`."""
+
+    event: int
+    step: int
+    phase: str
+    owner: str
+
+
+class StepRecorder(TorchDispatchMode):
+    def __init__(self, round_to: int = 1):
+        super().__init__()
+        self.tracker = LiveStorages(round_to=round_to, on_peak=self._on_peak)
+        self.phase = "setup"
+        self.step = 0
+        self.count_flops = False
+        self.frames: list[tuple[str, int]] = []  # (module path, first autograd sequence nr)
+        self.seq_owner: dict[int, str] = {}
+        self._seq_keys: list[int] = []
+        self.param_owner: dict[int, str] = {}
+        self.layers: dict[str, LayerTrace] = defaultdict(LayerTrace)
+        self.unknown: Counter = Counter()
+        self.serial_phase: dict[int, str] = {}
+        self.serial_owner: dict[int, str] = {}
+        self.edges: dict[tuple[str, str], tuple[int, ...]] = {}
+        self.marks: list[Mark] = []
+        self.peak_where: tuple[int, str, str] | None = None
+        self.error_owner: str | None = None
+        self._owner = SETUP
+
+    # --- who is running -------------------------------------------------------------------------
+    def set_phase(self, phase: str) -> None:
+        self.phase = phase
+        if phase == "loss":
+            self.frames.append((LOSS, torch.autograd._get_sequence_nr()))
+        elif phase == "backward":
+            self._seq_keys = sorted(self.seq_owner)
+        if phase in ("backward", "optimizer", "end"):
+            while self.frames and self.frames[-1][0] == LOSS:
+                self.frames.pop()
+        self._mark(OPTIMIZER if phase == "optimizer" else self._owner)
+
+    def _mark(self, owner: str) -> None:
+        self._owner = owner
+        m = Mark(len(self.tracker.events), self.step, self.phase, owner)
+        if self.marks and self.marks[-1].event == m.event:
+            self.marks[-1] = m
+        elif not self.marks or (self.marks[-1].phase, self.marks[-1].owner, self.marks[-1].step) != (
+                m.phase, m.owner, m.step):
+            self.marks.append(m)
+
+    def _owner_of_seq(self, seq: int) -> str:
+        owner = self.seq_owner.get(seq)
+        if owner is not None:
+            return owner
+        # A node no recorded op created (a custom autograd.Function): the module of the nearest
+        # earlier node.
+        i = bisect.bisect_right(self._seq_keys, seq) - 1
+        return self.seq_owner[self._seq_keys[i]] if i >= 0 else LOSS
+
+    def current_owner(self) -> str:
+        if self.phase == "backward":
+            node = torch._C._current_autograd_node()
+            if node is None:
+                return LOSS  # the seed gradient, made before the engine starts
+            if "AccumulateGrad" in node.name():
+                return self.param_owner.get(id(node.variable), "")
+            return self._owner_of_seq(node._sequence_nr())
+        if self.phase in ("forward", "loss") and self.frames:
+            path, start = self.frames[-1]
+            node_seq = torch.autograd._get_sequence_nr() - 1  # the node this op just made, if any
+            if node_seq >= start:
+                self.seq_owner.setdefault(node_seq, path)
+            return path
+        if self.phase == "optimizer":
+            return OPTIMIZER
+        return SETUP
+
+    def _on_peak(self) -> None:
+        self.peak_where = (self.step, self.phase, self._owner)
+
+    # --- the dispatch hook -----------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        owner = self.current_owner()
+        if owner != self._owner:
+            self._mark(owner)
+        try:
+            out = func(*args, **kwargs)
+        except Exception:
+            if self.error_owner is None:
+                self.error_owner = owner
+            raise
+        if self.count_flops and self.phase in ("forward", "loss", "backward"):
+            self._count(func, args, kwargs, out, owner)
+        tracker = self.tracker
+        first_new = tracker._next
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                serial = tracker.track(t)
+                if serial is not None and serial >= first_new:
+                    self.serial_phase[serial] = self.phase
+                    self.serial_owner[serial] = owner
+        return out
+
+    def _count(self, func, args, kwargs, out, owner: str) -> None:
+        cost = flops.cost_of(func, args, kwargs, out)
+        layer = self.layers[owner]
+        if cost is None:
+            name = flops.op_name(func)
+            self.unknown[name] += 1
+            layer.unknown[name] += 1
+            return
+        if self.phase == "backward":
+            layer.macs_backward += cost.macs
+        else:
+            layer.macs_forward += cost.macs
+            layer.bias_adds_forward += cost.bias_adds
+            if self.phase == "forward":
+                self._edges(args, owner)
+
+    def _edges(self, args, owner: str) -> None:
+        for t in tree_leaves(args):
+            if isinstance(t, torch.Tensor):
+                src = self.serial_owner.get(self.tracker.serial(t))
+                if src is not None and src != owner and src != SETUP:
+                    self.edges.setdefault((src, owner), tuple(t.shape))
+
+    # --- module hooks ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def watching(self, model: nn.Module):
+        paths = {}
+        for path, mod in model.named_modules():
+            paths.setdefault(id(mod), path)
+        handles = []
+
+        def pre(mod, args):
+            self.frames.append((paths[id(mod)], torch.autograd._get_sequence_nr()))
+
+        def post(mod, args, output):
+            path, _ = self.frames.pop()
+            if self.phase == "forward" and self.count_flops:
+                self._record_output(path, output)
+
+        for mod in model.modules():
+            handles.append(mod.register_forward_pre_hook(pre))
+            handles.append(mod.register_forward_hook(post))
+
+        def pack(t):
+            if self.frames and self.count_flops and self.phase in ("forward", "loss"):
+                serial = self.tracker.serial(t)
+                if serial is not None and self.serial_phase.get(serial) in ("forward", "loss"):
+                    self.layers[self.frames[-1][0]].saved[serial] = self.tracker._bytes_of.get(serial, 0)
+            return t.detach()
+
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _record_output(self, path: str, output) -> None:
+        layer = self.layers[path]
+        layer.calls += 1
+        tensors = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
+        layer.output_bytes += sum(t.numel() * t.element_size() for t in tensors)
+        if layer.output_shapes is None:
+            layer.output_shapes = [tuple(t.shape) for t in tensors]
+            layer.output_dtype = str(tensors[0].dtype).replace("torch.", "") if tensors else None
+
+
+# --- the step ------------------------------------------------------------------------------------
+
+def call_model(model: nn.Module, inputs):
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def default_loss(output, *args, **kwargs) -> torch.Tensor:
+    loss = getattr(output, "loss", None)
+    if loss is None and isinstance(output, dict):
+        loss = output.get("loss")
+    if isinstance(loss, torch.Tensor):
+        return loss
+    for t in tree_leaves(output):
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            return t.mean()
+    raise TypeError("the model's output holds no floating-point tensor to take a loss of")
+
+
+def compute_loss(loss_fn, output, inputs) -> torch.Tensor:
+    fn = loss_fn or default_loss
+    if isinstance(inputs, dict):
+        return fn(output, **inputs)
+    if isinstance(inputs, (tuple, list)):
+        return fn(output, *inputs)
+    return fn(output, inputs)
+
+
+def training_step(model, inputs, loss_fn, optimizer, *, amp_dtype=None, device_type="cpu",
+                  on_phase: Callable[[str], None] = lambda phase: None) -> None:
+    """One step as the tutorials write it; `output` and `loss` live until the step returns."""
+    optimizer.zero_grad(set_to_none=True)
+    autocast = (torch.autocast(device_type, dtype=amp_dtype) if amp_dtype is not None
+                else contextlib.nullcontext())
+    on_phase("forward")
+    with autocast:
+        output = call_model(model, inputs)
+        on_phase("loss")
+        loss = compute_loss(loss_fn, output, inputs)
+    on_phase("backward")
+    loss.backward()
+    on_phase("optimizer")
+    optimizer.step()
+    on_phase("end")
+
+
+def cast_inputs(inputs, dtype: torch.dtype):
+    """Floating inputs follow the model's dtype, as `model.to(dtype)` users cast their batch."""
+    return tree_map(lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point()
+                    else t, inputs)
+
+
+@dataclass
+class Replay:
+    recorder: StepRecorder
+    param_serials: set[int]
+    batch_serials: set[int]
+    grad_serials: set[int]
+    state_serials: set[int]
+    step_events: list[int]  # event index where each step starts
+    fake_params: dict[str, torch.Tensor]
+    inference_peak: int
+
+
+def fake_parameters(model: nn.Module, dtype: torch.dtype, device: str) -> dict[str, torch.Tensor]:
+    """One fake tensor per distinct parameter and buffer, under every name it has (ties kept)."""
+    made: dict[int, torch.Tensor] = {}
+    named: dict[str, torch.Tensor] = {}
+
+    def fake_of(t: torch.Tensor, is_param: bool) -> torch.Tensor:
+        f = made.get(id(t))
+        if f is None:
+            target = dtype if t.is_floating_point() else t.dtype
+            f = torch.empty(t.shape, dtype=target, device=device)
+            if is_param and t.requires_grad:
+                f.requires_grad_(True)
+            made[id(t)] = f
+        return f
+
+    for name, p in model.named_parameters(remove_duplicate=False):
+        named[name] = fake_of(p, True)
+    for name, b in model.named_buffers(remove_duplicate=False):
+        if b is not None:
+            named[name] = fake_of(b, False)
+    return named
+
+
+def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options: Options) -> Replay:
+    """Run `options.steps` training steps and one inference forward on fake tensors."""
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    round_to = 512 if options.device == "cuda" else 1
+    rec = StepRecorder(round_to=round_to)
+    dtype = options.torch_dtype
+    was_training = {m: m.training for m in model.modules()}
+    param_paths = {}
+    for path, mod in model.named_modules():
+        for pname, p in mod.named_parameters(recurse=False):
+            param_paths.setdefault(id(p), path)
+    try:
+        with fake_mode:
+            with rec:
+                fakes = fake_parameters(model, dtype, options.device)
+                originals = dict(model.named_parameters(remove_duplicate=False))
+                param_serials = {rec.tracker.track(t) for t in fakes.values()}
+                for name, f in fakes.items():
+                    if name in originals:
+                        rec.param_owner.setdefault(id(f), param_paths.get(id(originals[name]), ""))
+                rec.phase = "batch"
+                inputs = make_inputs(options.batch)
+                if options.amp is None:
+                    inputs = cast_inputs(inputs, dtype)
+                inputs = tree_map(
+                    lambda t: t.to(options.device) if isinstance(t, torch.Tensor) else t, inputs)
+                batch_serials = {rec.tracker.track(t) for t in tree_leaves(inputs)
+                                 if isinstance(t, torch.Tensor)}
+                trainable = list({id(f): f for f in fakes.values() if f.requires_grad}.values())
+                optimizer = make_optimizer(options.optimizer, trainable,
+                                           foreach=True if options.device == "cuda" else None)
+                grad_serials: set[int] = set()
+                state_serials: set[int] = set()
+                step_events = []
+                model.train()
+                with _reparametrize_module(model, fakes), rec.watching(model):
+                    for step in range(options.steps):
+                        rec.step = step
+                        rec.count_flops = step == 0
+                        step_events.append(len(rec.tracker.events))
+
+                        def on_phase(phase):
+                            if phase == "optimizer":
+                                grad_serials.update(rec.tracker.serial(f.grad) for f in trainable
+                                                    if f.grad is not None)
+                            rec.set_phase(phase)
+
+                        training_step(model, inputs, loss_fn, optimizer,
+                                      amp_dtype=options.amp_dtype, device_type=options.device,
+                                      on_phase=on_phase)
+                        for state in optimizer.state.values():
+                            state_serials.update(rec.tracker.serial(t) for t in state.values()
+                                                 if isinstance(t, torch.Tensor))
+                    step_events.append(len(rec.tracker.events))
+                    rec.phase = "end"
+                    rec.count_flops = False
+                del optimizer
+            with _reparametrize_module(model, fakes):
+                inference_peak = _inference(model, inputs, fakes, options)
+    except Exception as e:
+        if not hasattr(e, "_graphcalc_owner"):
+            e._graphcalc_owner = rec.error_owner or (rec.frames[-1][0] if rec.frames else "")
+        raise
+    finally:
+        for m, t in was_training.items():
+            m.training = t
+        rec.tracker.close()
+    return Replay(rec, param_serials, batch_serials, grad_serials - {None},
+                  state_serials - {None}, step_events, fakes, inference_peak)
+
+
+def _inference(model, inputs, fakes, options: Options) -> int:
+    """Peak of a no-grad forward in eval mode: weights, batch and the live activations."""
+    tracker = LiveStorages(round_to=512 if options.device == "cuda" else 1, keep_events=False)
+    class Counting(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    tracker.track(t)
+            return out
+
+    for t in {id(f): f for f in fakes.values()}.values():
+        tracker.track(t)
+    for t in tree_leaves(inputs):
+        if isinstance(t, torch.Tensor):
+            tracker.track(t)
+    model.eval()
+    autocast = (torch.autocast(options.device, dtype=options.amp_dtype) if options.amp
+                else contextlib.nullcontext())
+    try:
+        with Counting(), torch.no_grad(), autocast:
+            output = call_model(model, inputs)
+            del output
+    finally:
+        tracker.close()
+    return tracker.peak

@@ -1,0 +1,176 @@
+"""The report: plain frozen data, no formatting. Renderers and the CLI only read it.
+
+`to_dict()` is the JSON contract (`SCHEMA_VERSION`); every byte and FLOP figure is an int.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+SCHEMA_VERSION = 1
+ROOT = "(root)"
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str  # module path; "(root)" for the model itself, "[loss]" for the loss function
+    type: str
+    depth: int
+    output_shapes: tuple[tuple[int, ...], ...]
+    output_dtype: str | None
+    params: int  # own parameters, each distinct parameter counted once, at its first owner
+    trainable_params: int
+    frozen_params: int
+    buffers: int  # own buffer elements
+    flops_forward: int
+    flops_backward: int
+    macs_forward: int
+    bias_adds_forward: int
+    activation_bytes: int  # bytes of the tensors the layer returns, over all its calls
+    saved_bytes: int  # bytes of activations autograd keeps for this layer's backward
+    calls: int
+    shared: tuple[str, ...] = ()  # "weight = transformer.wte.weight": parameters owned elsewhere
+    unknown_ops: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def flops(self) -> int:
+        return self.flops_forward + self.flops_backward
+
+
+@dataclass(frozen=True)
+class Totals:
+    params: int
+    trainable_params: int
+    frozen_params: int
+    buffers: int
+    flops_forward: int
+    flops_backward: int
+    macs_forward: int
+    mult_adds_with_bias: int  # torchinfo's "mult-adds": MACs plus one add per bias and output
+    saved_bytes: int
+
+    @property
+    def flops(self) -> int:
+        return self.flops_forward + self.flops_backward
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    parameters: int  # parameters and buffers
+    gradients: int
+    optimizer_state: int  # state tensors, plus the optimizer's temporaries when the peak is in step()
+    batch: int
+    activations: int  # forward activations, saved tensors, backward temporaries, the output
+
+    @property
+    def total(self) -> int:
+        return (self.parameters + self.gradients + self.optimizer_state + self.batch
+                + self.activations)
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    step: int
+    phase: str
+    layer: str
+    peak_bytes: int
+
+
+@dataclass(frozen=True)
+class Memory:
+    device: str
+    peak_bytes: int
+    inference_peak_bytes: int
+    breakdown: Breakdown
+    first_step_peak_bytes: int
+    steady_step_peak_bytes: int
+    peak_step: int
+    peak_phase: str
+    peak_layer: str
+    timeline: tuple[TimelinePoint, ...] = ()
+
+
+@dataclass(frozen=True)
+class Report:
+    model: str
+    config: dict
+    totals: Totals
+    memory: Memory
+    layers: tuple[Layer, ...]
+    unknown_ops: tuple[tuple[str, int], ...]
+    tracer: str = "fake-tensor step replay (ATen dispatch)"
+    edges: tuple[tuple[str, str, tuple[int, ...]], ...] = field(default=(), repr=False)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def complete(self) -> bool:
+        """False when some op had no FLOP formula: the FLOP totals are then a lower bound."""
+        return not self.unknown_ops
+
+    def to_dict(self) -> dict:
+        mem = asdict(self.memory)
+        mem["timeline"] = [asdict(p) for p in self.memory.timeline]
+        return {
+            "schema_version": self.schema_version,
+            "model": self.model,
+            "tracer": self.tracer,
+            "config": dict(self.config),
+            "totals": asdict(self.totals),
+            "memory": mem,
+            "layers": [_layer_dict(layer) for layer in self.layers],
+            "unknown_ops": [{"op": op, "count": n} for op, n in self.unknown_ops],
+            "complete": self.complete,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def at_depth(self, depth: int | None) -> "Report":
+        """The same report with every layer deeper than `depth` folded into its ancestor."""
+        if depth is None:
+            return self
+        return replace(self, layers=group_layers(self.layers, depth))
+
+
+def _layer_dict(layer: Layer) -> dict:
+    d = asdict(layer)
+    d["output_shapes"] = [list(s) for s in layer.output_shapes]
+    d["shared"] = list(layer.shared)
+    d["unknown_ops"] = [{"op": op, "count": n} for op, n in layer.unknown_ops]
+    return d
+
+
+def ancestor(name: str, depth: int) -> str:
+    if name.startswith("[") or name == ROOT:
+        return name
+    parts = name.split(".")
+    return ".".join(parts[:depth]) if depth > 0 else ROOT
+
+
+_SUMMED = ("params", "trainable_params", "frozen_params", "buffers", "flops_forward",
+           "flops_backward", "macs_forward", "bias_adds_forward", "saved_bytes")
+
+
+def group_layers(layers: tuple[Layer, ...], depth: int) -> tuple[Layer, ...]:
+    by_name = {layer.name: layer for layer in layers}
+    sums: dict[str, dict] = {}
+    order: list[str] = []
+    for layer in layers:
+        key = ancestor(layer.name, depth) if layer.depth > depth else layer.name
+        if key not in sums:
+            sums[key] = {f: 0 for f in _SUMMED}
+            sums[key]["unknown"] = {}
+            order.append(key)
+        acc = sums[key]
+        for f in _SUMMED:
+            acc[f] += getattr(layer, f)
+        for op, n in layer.unknown_ops:
+            acc["unknown"][op] = acc["unknown"].get(op, 0) + n
+    out = []
+    for key in order:
+        base = by_name[key]
+        acc = sums[key]
+        unknown = tuple(sorted(acc.pop("unknown").items()))
+        out.append(replace(base, unknown_ops=unknown, **acc))
+    return tuple(out)

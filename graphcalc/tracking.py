@@ -1,0 +1,93 @@
+"""Live tensor storage accounting: the memory a step holds at each moment.
+
+Each storage is counted once however many tensors view it, from the moment an op returns it until
+its storage object dies (a `weakref.finalize` on the storage, which PyTorch keeps alive exactly as
+long as the underlying allocation). This is the quantity `torch.cuda.memory_allocated` reports on a
+GPU, less the allocator's rounding, which `round_to` adds back (512 bytes on CUDA).
+
+Used twice: by the replay on fake tensors (the prediction) and by `verify` on real tensors (the
+measurement), so both sides count the same thing.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Callable
+
+import torch
+
+
+def storage_bytes(nbytes: int, round_to: int) -> int:
+    if round_to <= 1 or nbytes == 0:
+        return nbytes
+    return -(-nbytes // round_to) * round_to
+
+
+class LiveStorages:
+    """Counts live storages. Each gets a serial number (pointers are reused, serials are not)."""
+
+    def __init__(self, round_to: int = 1, on_peak: Callable[[], None] | None = None,
+                 keep_events: bool = True):
+        self.round_to = round_to
+        self.on_peak = on_peak
+        self.keep_events = keep_events
+        self._serial_of: dict[int, int] = {}  # storage pointer -> serial, while live
+        self._bytes_of: dict[int, int] = {}  # serial -> bytes, while live
+        self._finalizers: list[weakref.finalize] = []
+        self._next = 0
+        self.current = 0
+        self.peak = 0
+        self.peak_event = 0
+        # (serial, +bytes | -bytes), in order: the memory timeline.
+        self.events: list[tuple[int, int]] = []
+
+    def track(self, t: torch.Tensor) -> int | None:
+        """Start counting t's storage if it is new; returns its serial (None if it has none)."""
+        try:
+            st = t.untyped_storage()
+        except (RuntimeError, NotImplementedError, TypeError):
+            return None  # sparse, nested and other storage-less layouts
+        key = st._cdata
+        serial = self._serial_of.get(key)
+        if serial is not None:
+            return serial
+        serial = self._next
+        self._next += 1
+        nbytes = storage_bytes(st.nbytes(), self.round_to)
+        self._serial_of[key] = serial
+        self._bytes_of[serial] = nbytes
+        self._finalizers.append(weakref.finalize(st, self._free, key, serial))
+        self.current += nbytes
+        if self.keep_events:
+            self.events.append((serial, nbytes))
+        if self.current > self.peak:
+            self.peak = self.current
+            self.peak_event = len(self.events)
+            if self.on_peak is not None:
+                self.on_peak()
+        return serial
+
+    def serial(self, t: torch.Tensor) -> int | None:
+        try:
+            return self._serial_of.get(t.untyped_storage()._cdata)
+        except (RuntimeError, NotImplementedError, TypeError):
+            return None
+
+    def _free(self, key: int, serial: int) -> None:
+        if self._serial_of.get(key) != serial:
+            return
+        del self._serial_of[key]
+        nbytes = self._bytes_of.pop(serial)
+        self.current -= nbytes
+        if self.keep_events:
+            self.events.append((serial, -nbytes))
+
+    def reset_peak(self) -> None:
+        self.peak = self.current
+        self.peak_event = len(self.events)
+
+    def close(self) -> None:
+        """Stop watching: storages still alive no longer call back into this object."""
+        for f in self._finalizers:
+            f.detach()
+        self._finalizers.clear()

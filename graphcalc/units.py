@@ -1,0 +1,72 @@
+"""Human units, parsed and printed in one place.
+
+Counts use decimal suffixes (K, M, G, T: 25M = 25,000,000). Bytes take binary suffixes with an i
+(KiB, MiB, GiB, TiB: powers of 1024) or decimal ones (KB, MB, GB, TB: powers of 1000), as written.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import UsageError
+
+_COUNT = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "B": 10**9, "T": 10**12, "P": 10**15}
+_BYTES = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "K": 2**10, "M": 2**20,
+          "G": 2**30, "T": 2**40}
+_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
+
+def _parse(text, table: dict, what: str) -> int:
+    if isinstance(text, bool):
+        raise UsageError(f"{what} '{text}' is not a number")
+    if isinstance(text, (int, float)):
+        if text < 0:
+            raise UsageError(f"{what} '{text}' is negative")
+        return int(text)
+    m = _NUMBER.match(str(text))
+    if not m or m.group(2).upper() not in table:
+        raise UsageError(f"{what} '{text}' does not parse: write e.g. "
+                         + ("25M, 4.5G" if table is _COUNT else "16GiB, 512MB"))
+    return int(round(float(m.group(1)) * table[m.group(2).upper()]))
+
+
+def parse_count(text) -> int:
+    """'25M' -> 25_000_000, '4.5G' -> 4_500_000_000."""
+    return _parse(text, _COUNT, "count")
+
+
+def parse_bytes(text) -> int:
+    """'16GiB' -> 17_179_869_184, '1.5 TB' -> 1_500_000_000_000, '512MB' -> 512_000_000."""
+    return _parse(text, _BYTES, "size")
+
+
+def parse_percent(text) -> float:
+    s = str(text).strip()
+    try:
+        return float(s[:-1]) / 100 if s.endswith("%") else float(s)
+    except ValueError:
+        raise UsageError(f"percentage '{text}' does not parse: write e.g. 5%") from None
+
+
+def format_count(n: int | float, digits: int = 3) -> str:
+    """26926 -> '26.9K', 11963392 -> '12.0M'; exact below 1000."""
+    n = float(n)
+    for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.{_decimals(n / scale, digits)}f}{suffix}"
+    return f"{int(n)}" if n == int(n) else f"{n:.2f}"
+
+
+def format_bytes(n: int | float) -> str:
+    """Binary units: 1379224 -> '1.32 MiB'."""
+    n = float(n)
+    for suffix, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.{_decimals(n / scale, 3)}f} {suffix}"
+    return f"{int(n)} B"
+
+
+def _decimals(x: float, digits: int) -> int:
+    x = abs(x)
+    return max(0, digits - (1 if x < 10 else 2 if x < 100 else 3))
