@@ -89,7 +89,7 @@ def _memory(rp: Replay, options: Options) -> Memory:
     events = rec.tracker.events
     categories = {}
     for s, phase in rec.serial_phase.items():
-        categories[s] = "optimizer_state" if phase == "optimizer" else "activations"
+        categories[s] = "optimizer_temporaries" if phase == "optimizer" else "activations"
     for s in rp.grad_serials:
         categories[s] = "gradients"
     for s in rp.state_serials:
@@ -102,8 +102,8 @@ def _memory(rp: Replay, options: Options) -> Memory:
     for serial, delta in events[: rec.tracker.peak_event]:
         sums[categories.get(serial, "activations")] += delta
     breakdown = Breakdown(parameters=sums["parameters"], gradients=sums["gradients"],
-                          optimizer_state=sums["optimizer_state"], batch=sums["batch"],
-                          activations=sums["activations"])
+                          optimizer_state=sums["optimizer_state"] + sums["optimizer_temporaries"],
+                          batch=sums["batch"], activations=sums["activations"])
     # Per-step peaks and a timeline: the highest point of each (step, phase, layer) stretch.
     level = 0
     running = []
@@ -134,6 +134,8 @@ def _memory(rp: Replay, options: Options) -> Memory:
         steady_step_peak_bytes=step_peaks[-1] if step_peaks else 0,
         peak_step=step + 1, peak_phase=phase,
         peak_layer=_name(owner) if owner != OPTIMIZER else OPTIMIZER,
+        optimizer_state_bytes=rp.state_bytes,
+        optimizer_temporary_bytes=sums["optimizer_temporaries"],
         timeline=tuple(timeline))
 
 

@@ -51,6 +51,8 @@ def summary_lines(report: Report) -> list[str]:
         f"  parameters {format_bytes(b.parameters)} | gradients {format_bytes(b.gradients)} | "
         f"optimizer state {format_bytes(b.optimizer_state)} | batch {format_bytes(b.batch)} | "
         f"activations {format_bytes(b.activations)}",
+        f"  optimizer state once created: {format_bytes(m.optimizer_state_bytes)}; "
+        f"step() temporaries at the peak: {format_bytes(m.optimizer_temporary_bytes)}",
         f"Inference peak (no_grad, eval): {format_bytes(m.inference_peak_bytes)}",
     ]
     if report.unknown_ops:

@@ -55,10 +55,10 @@ def measure_step(model: nn.Module, make_inputs: Callable[[int], Any], options: O
     inputs = tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, inputs)
     params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     trainable = [p for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad]
-    optimizer = make_optimizer(options.optimizer, trainable)
     step_peaks = []
     times = []
     if device.type == "cuda":
+        optimizer = make_optimizer(options.optimizer, trainable)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         for step in range(options.steps):
@@ -79,6 +79,8 @@ def measure_step(model: nn.Module, make_inputs: Callable[[int], Any], options: O
             tracker.track(t)
     try:
         with _LiveCounter(tracker):
+            # Made inside the counter: some optimizers (Adagrad) create their state right here.
+            optimizer = make_optimizer(options.optimizer, trainable)
             for step in range(options.steps):
                 tracker.reset_peak()
                 start = time.perf_counter()

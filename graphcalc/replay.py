@@ -291,6 +291,7 @@ class Replay:
     step_events: list[int]  # event index where each step starts
     fake_params: dict[str, torch.Tensor]
     inference_peak: int
+    state_bytes: int
 
 
 def fake_parameters(model: nn.Module, dtype: torch.dtype, device: str) -> dict[str, torch.Tensor]:
@@ -366,9 +367,11 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                         training_step(model, inputs, loss_fn, optimizer,
                                       amp_dtype=options.amp_dtype, device_type=options.device,
                                       on_phase=on_phase)
-                        for state in optimizer.state.values():
-                            state_serials.update(rec.tracker.serial(t) for t in state.values()
-                                                 if isinstance(t, torch.Tensor))
+                        state_tensors = [t for state in optimizer.state.values()
+                                         for t in state.values() if isinstance(t, torch.Tensor)]
+                        state_serials.update(rec.tracker.serial(t) for t in state_tensors)
+                        state_bytes = sum(rec.tracker._bytes_of.get(rec.tracker.serial(t), 0)
+                                          for t in {id(t): t for t in state_tensors}.values())
                     step_events.append(len(rec.tracker.events))
                     rec.phase = "end"
                     rec.count_flops = False
@@ -384,7 +387,7 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
             m.training = t
         rec.tracker.close()
     return Replay(rec, param_serials, batch_serials, grad_serials - {None},
-                  state_serials - {None}, step_events, fakes, inference_peak)
+                  state_serials - {None}, step_events, fakes, inference_peak, state_bytes)
 
 
 def _inference(model, inputs, fakes, options: Options) -> int:

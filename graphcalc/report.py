@@ -88,6 +88,8 @@ class Memory:
     peak_step: int
     peak_phase: str
     peak_layer: str
+    optimizer_state_bytes: int  # the optimizer's state tensors once created (steady state)
+    optimizer_temporary_bytes: int  # temporaries of optimizer.step() live at the peak
     timeline: tuple[TimelinePoint, ...] = ()
 
 

@@ -38,7 +38,10 @@ upsample_bicubic2d_backward reflection_pad1d reflection_pad2d reflection_pad3d
 reflection_pad1d_backward reflection_pad2d_backward replication_pad1d replication_pad2d
 replication_pad1d_backward replication_pad2d_backward pixel_shuffle pixel_unshuffle
 channel_shuffle im2col col2im _efficientzerotensor _to_dense _conj _neg_view _resolve_conj
-_resolve_neg resolve_conj resolve_neg view_as_real view_as_complex complex polar
+_resolve_neg resolve_conj resolve_neg view_as_real view_as_complex complex polar slice_backward select_backward
+diagonal_backward unfold_backward index_select_backward narrow_copy expand_copy permute_copy
+view_copy transpose_copy t_copy unsqueeze_copy squeeze_copy slice_copy select_copy
+embedding_backward repeat_interleave _unsafe_masked_index _unsafe_masked_index_put_accumulate
 """
 
 _REDUCTIONS = """
