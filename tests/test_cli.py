@@ -1,0 +1,205 @@
+"""The command line: formats, the JSON contract, and one clear sentence for each bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from graphcalc.analyze import analyze_file
+from graphcalc.options import Options
+from graphcalc_cli.app import app
+
+from conftest import SAMPLES
+
+runner = CliRunner()
+CNN = str(SAMPLES / "seed_cnn.py")
+
+
+def run(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_json_follows_the_contract_and_equals_the_library():
+    result = run("analyze", CNN, "--batch", "16", "--optim", "adam", "--format", "json")
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    assert d["schema_version"] == 1
+    assert set(d["config"]) >= {"batch", "dtype", "optimizer"}
+    assert set(d["totals"]) >= {"params", "trainable_params", "buffers", "flops_forward",
+                                "flops_backward", "macs_forward"}
+    assert set(d["memory"]) >= {"peak_bytes", "inference_peak_bytes", "breakdown"}
+    assert set(d["memory"]["breakdown"]) == {"parameters", "gradients", "optimizer_state",
+                                             "batch", "activations"}
+    for layer in d["layers"]:
+        assert set(layer) >= {"name", "type", "output_shapes", "params", "flops_forward",
+                              "flops_backward", "activation_bytes", "saved_bytes"}
+        assert all(isinstance(layer[k], int) for k in ("params", "flops_forward",
+                                                       "activation_bytes", "saved_bytes"))
+    assert isinstance(d["unknown_ops"], list)
+    assert d == analyze_file(CNN, Options(batch=16, optimizer="adam")).to_dict()
+
+
+@pytest.mark.parametrize("fmt,marker", [("table", "Peak training memory"), ("md", "| Layer |"),
+                                        ("csv", "name,type,depth")])
+def test_formats(fmt, marker):
+    result = run("analyze", CNN, "--batch", "16", "--format", fmt)
+    assert result.exit_code == 0, result.output
+    assert marker in result.stdout
+
+
+def test_output_file_and_depth(tmp_path):
+    out = tmp_path / "r.json"
+    result = run("analyze", CNN, "--batch", "4", "-f", "json", "-o", str(out), "--depth", "1")
+    assert result.exit_code == 0, result.output
+    d = json.loads(out.read_text())
+    assert [layer["name"] for layer in d["layers"]] == ["(root)", "conv", "flatten", "fc", "[loss]"]
+    assert sum(layer["params"] for layer in d["layers"]) == 26_926
+
+
+def test_input_option_and_named_factory(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+        def build_net():
+            return nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+        class Other(nn.Module):
+            pass
+    """))
+    result = run("analyze", f"{f}:build_net", "--input", "3x2x2", "--batch", "5", "-f", "json")
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    assert d["totals"]["params"] == 52
+    assert d["layers"][0]["output_shapes"] == [[5, 4]]
+
+
+def _bad(tmp_path, source: str, *extra):
+    f = tmp_path / "bad.py"
+    f.write_text(textwrap.dedent(source))
+    return run("analyze", str(f), *extra)
+
+
+def _one_sentence(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_missing_file():
+    result = run("analyze", "no/such/model.py")
+    assert result.exit_code == 2
+    assert "not found" in _one_sentence(result)
+
+
+def test_syntax_error_names_file_and_line(tmp_path):
+    result = _bad(tmp_path, "import torch\ndef build_model(:\n")
+    assert result.exit_code == 2
+    assert "bad.py:2" in _one_sentence(result)
+
+
+def test_import_error_names_the_line(tmp_path):
+    result = _bad(tmp_path, "import torch\nimport no_such_module_here\n")
+    assert result.exit_code == 2
+    assert "bad.py:2" in _one_sentence(result)
+
+
+def test_not_python(tmp_path):
+    f = tmp_path / "weights.py"
+    f.write_bytes(b"\x00\x01\x02\xff")
+    result = run("analyze", str(f))
+    assert result.exit_code == 2
+    assert "not a Python file" in _one_sentence(result)
+
+
+def test_no_model(tmp_path):
+    result = _bad(tmp_path, "x = 1\n", "--input", "3")
+    assert result.exit_code == 2
+    assert "no model found" in _one_sentence(result)
+
+
+def test_several_models_are_listed(tmp_path):
+    result = _bad(tmp_path, """
+        from torch import nn
+        class A(nn.Module): pass
+        class B(nn.Module): pass
+    """, "--input", "3")
+    assert result.exit_code == 2
+    line = _one_sentence(result)
+    assert "A" in line and "B" in line
+
+
+def test_factory_that_raises(tmp_path):
+    result = _bad(tmp_path, """
+        def build_model():
+            raise ValueError("no config")
+    """, "--input", "3")
+    assert result.exit_code == 2
+    assert "no config" in _one_sentence(result)
+
+
+def test_input_spec_that_does_not_parse():
+    result = run("analyze", str(SAMPLES / "mnist_mlp.py"), "--input", "3xfoo")
+    assert result.exit_code == 2
+    assert "does not parse" in _one_sentence(result)
+
+
+def test_inputs_that_do_not_fit_name_the_layer():
+    result = run("analyze", str(SAMPLES / "mnist_mlp.py"), "--input", "3x32x32")
+    assert result.exit_code == 2
+    line = _one_sentence(result)
+    assert "layer '1'" in line and "3072" in line and "784" in line
+
+
+@pytest.mark.parametrize("args", [["--batch", "0"], ["--batch", "-3"]])
+def test_bad_batch(args):
+    result = run("analyze", CNN, *args)
+    assert result.exit_code == 2
+    assert "at least 1" in _one_sentence(result)
+
+
+def test_unknown_optimizer_lists_the_valid_ones():
+    result = run("analyze", CNN, "--optim", "lion")
+    assert result.exit_code == 2
+    assert "adam" in result.output and "sgd" in result.output
+
+
+def test_huge_batch_analyses_without_allocating():
+    result = run("analyze", CNN, "--batch", str(10**9), "-f", "json")
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    assert d["memory"]["breakdown"]["batch"] == 10**9 * 3 * 32 * 32 * 4
+
+
+def test_strict_fails_on_unknown_ops(tmp_path):
+    source = """
+        import torch
+        from torch import nn
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = nn.Parameter(torch.ones(4, 4))
+            def forward(self, x):
+                return torch.linalg.svd(x @ self.w).S
+    """
+    assert _bad(tmp_path, source, "--input", "4x4").exit_code == 0
+    result = _bad(tmp_path, source, "--input", "4x4", "--strict")
+    assert result.exit_code == 1
+    assert "svd" in result.output
+
+
+def test_debug_shows_the_traceback():
+    result = run("analyze", "no/such/model.py", "--debug")
+    assert result.exit_code != 0
+    assert result.exception is not None
+
+
+def test_the_cli_package_is_not_a_top_level_cli_module(tmp_path):
+    code = "import importlib.util, graphcalc_cli; print(importlib.util.find_spec('cli'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.stdout.strip() == "None", out.stderr
