@@ -90,6 +90,21 @@ def to_markdown(report: Report) -> str:
     return "\n".join(rows) + "\n\n" + "\n".join(f"- {line}" for line in summary_lines(report)) + "\n"
 
 
+def to_html(report: Report) -> str:
+    from html import escape
+
+    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
+    body = []
+    for layer in report.layers:
+        cells = _cells(layer, indent=False)
+        pad = f' style="padding-left:{layer.depth}em"' if layer.depth else ""
+        body.append(f"<tr><td{pad}>{escape(cells[0])}</td>"
+                    + "".join(f"<td>{escape(c)}</td>" for c in cells[1:]) + "</tr>")
+    notes = "".join(f"<li>{escape(line)}</li>" for line in summary_lines(report))
+    return (f'<div class="graphcalc-report"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table><ul>{notes}</ul></div>")
+
+
 CSV_FIELDS = ("name", "type", "depth", "output_shapes", "output_dtype", "params",
               "trainable_params", "frozen_params", "buffers", "flops_forward", "flops_backward",
               "macs_forward", "bias_adds_forward", "activation_bytes", "saved_bytes", "calls")

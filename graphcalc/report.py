@@ -128,6 +128,29 @@ class Report:
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
+    def to_pandas(self):
+        """The layers as a pandas DataFrame (pandas is optional, never a hard dependency)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_pandas() needs pandas: pip install pandas") from None
+        return pd.DataFrame([_layer_dict(layer) for layer in self.layers])
+
+    def __str__(self) -> str:
+        from .formatting import to_table
+
+        return to_table(self)
+
+    def __rich__(self):
+        from rich.text import Text
+
+        return Text(str(self))
+
+    def _repr_html_(self) -> str:
+        from .formatting import to_html
+
+        return to_html(self)
+
     def at_depth(self, depth: int | None) -> "Report":
         """The same report with every layer deeper than `depth` folded into its ancestor."""
         if depth is None:

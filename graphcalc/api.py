@@ -1,0 +1,122 @@
+"""`graphcalc.summary(model, ...)`: the figures of `graphcalc analyze`, one call in a notebook.
+
+It runs the same code path as the command line (`analyze.analyze_module`) and returns the same
+frozen `Report`, whose `to_dict()` is exactly what `graphcalc analyze --format json` writes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_map
+
+from .analyze import analyze_module
+from .errors import UsageError
+from .options import Options
+from .report import Report
+
+
+def _shapes(input_size) -> list[tuple[int, ...]]:
+    """(1, 28, 28) -> one shape; [(3, 32, 32), (10,)] -> two."""
+    if isinstance(input_size, (list, tuple)) and input_size and all(
+            isinstance(s, (list, tuple, torch.Size)) for s in input_size):
+        shapes = [tuple(s) for s in input_size]
+    elif isinstance(input_size, (list, tuple, torch.Size)):
+        shapes = [tuple(input_size)]
+    else:
+        raise UsageError(f"input_size must be a shape like (3, 224, 224) or a list of shapes, "
+                         f"got {input_size!r}")
+    for s in shapes:
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in s):
+            raise UsageError(f"input_size {s} must hold positive whole numbers")
+    return shapes
+
+
+def _from_sizes(input_size, dtypes) -> Any:
+    shapes = _shapes(input_size)
+    dtypes = list(dtypes) if dtypes is not None else [torch.float32] * len(shapes)
+    if len(dtypes) != len(shapes):
+        raise UsageError(f"{len(dtypes)} dtypes given for {len(shapes)} input shapes")
+
+    def make(batch: int):
+        tensors = tuple(torch.randn(batch, *s, dtype=d) if d.is_floating_point
+                        else torch.zeros(batch, *s, dtype=d) for s, d in zip(shapes, dtypes))
+        return tensors[0] if len(tensors) == 1 else tensors
+
+    return make
+
+
+def _from_data(input_data, batch_size: int | None) -> tuple[Any, int]:
+    tensors = [t for t in (input_data.values() if isinstance(input_data, dict)
+                           else input_data if isinstance(input_data, (tuple, list))
+                           else [input_data]) if isinstance(t, torch.Tensor)]
+    if not tensors:
+        raise UsageError("input_data holds no tensor")
+    data_batch = tensors[0].shape[0] if tensors[0].dim() else 1
+
+    def make(batch: int):
+        def like(t):
+            if not isinstance(t, torch.Tensor):
+                return t
+            shape = (batch, *t.shape[1:]) if t.dim() else t.shape
+            if t.is_floating_point():
+                return torch.randn(shape, dtype=t.dtype)
+            return torch.zeros(shape, dtype=t.dtype)
+
+        return tree_map(like, input_data if not isinstance(input_data, list) else tuple(input_data))
+
+    return make, data_batch if batch_size is None else batch_size
+
+
+def _from_module_file(model: nn.Module, name: str):
+    module = sys.modules.get(type(model).__module__)
+    return getattr(module, name, None) if module is not None else None
+
+
+def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: int | None = None,
+            dtypes: Sequence[torch.dtype] | None = None, dtype: str = "fp32",
+            optim: str = "adam", amp: str | None = None, device: str = "cpu",
+            depth: int | None = None, loss=None, name: str | None = None,
+            verbose: bool = False) -> Report:
+    """Analyse `model` as `graphcalc analyze` would, without running it for real.
+
+    model: an nn.Module on any device, the meta device included. It is left as it was: same
+        parameters, buffers, device, dtype, train/eval mode and requires_grad flags.
+    input_size: a shape without the batch dimension, or a list of shapes (`dtypes=` for integer
+        token ids), as torchsummary takes it. Or input_data: a tensor, a tuple of tensors or a dict
+        of keyword tensors, whose batch dimension `batch_size` replaces when given. With neither,
+        the `example_inputs(batch_size)` of the model's module is used.
+    dtype, optim, amp, device, depth: as on the command line. Bad values raise a GraphcalcError
+        subclass whose message is the sentence the command line prints.
+    loss: the training loss `loss(output, *inputs)`; by default the module's `loss`, else
+        `output.loss`, else the mean of the output.
+    """
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"model must be an nn.Module, got {type(model).__name__}")
+    if input_size is not None and input_data is not None:
+        raise UsageError("give input_size or input_data, not both")
+    if input_data is not None:
+        make_inputs, batch = _from_data(input_data, batch_size)
+    elif input_size is not None:
+        make_inputs, batch = _from_sizes(input_size, dtypes), 1 if batch_size is None else batch_size
+    else:
+        make_inputs = _from_module_file(model, "example_inputs")
+        batch = 1 if batch_size is None else batch_size
+        if not callable(make_inputs):
+            raise UsageError("give input_size or input_data: the model's module defines no "
+                             "example_inputs(batch_size)")
+    if depth is not None and (not isinstance(depth, int) or depth < 0):
+        raise UsageError(f"depth must be 0 or more, got {depth!r}")
+    options = Options(batch=batch, dtype=dtype, optimizer=optim, amp=amp, device=device)
+    loss_fn = loss if loss is not None else _from_module_file(model, "loss")
+    if loss_fn is not None and not callable(loss_fn):
+        loss_fn = None
+    report = analyze_module(model, make_inputs, options, loss_fn=loss_fn,
+                            name=name or type(model).__name__).at_depth(depth)
+    if verbose:
+        print(report)
+    return report

@@ -1,0 +1,156 @@
+"""`graphcalc.summary`: the seed texts' summary() calls, one code path with the CLI, no side effects."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import graphcalc
+from graphcalc import loader
+from graphcalc_cli.app import app
+
+from conftest import SAMPLES, sample
+
+
+def mnist_mlp():
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def test_seed_summary_calls():
+    # seed 000/001: summary(model, input_size=(1, 28, 28)) and the colour variant
+    assert graphcalc.summary(mnist_mlp(), input_size=(1, 28, 28)).totals.params == 101_770
+    cifar = nn.Sequential(nn.Flatten(), nn.Linear(3072, 128), nn.ReLU(), nn.Linear(128, 10))
+    assert graphcalc.summary(cifar, input_size=(3, 32, 32)).totals.params == 394_634
+    # seed 002: summary(model, input_size=(16, 3, 32, 32)) in torchinfo's form -> batch 16
+    cnn = sample("seed_cnn").build()
+    r = graphcalc.summary(cnn, input_size=(3, 32, 32), batch_size=16)
+    assert r.totals.params == 26_926
+    shapes = [layer.output_shapes[0] for layer in r.layers
+              if layer.output_shapes and layer.type not in ("Sequential", "SeedCNN")]
+    for expected in [(16, 5, 28, 28), (16, 5, 12, 12), (16, 12, 10, 10), (16, 12, 4, 4),
+                     (16, 192), (16, 128), (16, 10)]:
+        assert expected in shapes
+
+
+def test_four_places_against_the_texts_arithmetic():
+    # seed 001: params 101,770 x 4 B; grads the same; Adam 2 x params; data 64 x 3,136 B.
+    r = graphcalc.summary(mnist_mlp(), input_size=(1, 28, 28), batch_size=64, optim="adam")
+    b = r.memory.breakdown
+    assert b.parameters == 407_080
+    assert b.gradients == 407_080
+    assert r.memory.optimizer_state_bytes == 2 * 407_080 + 16  # + four 4-byte step counters
+    assert b.batch == 64 * 3_136
+    assert b.total == r.memory.peak_bytes
+
+
+def test_summary_and_cli_are_one_code_path():
+    src = sample("seed_cnn")
+    model = src.build()
+    api = graphcalc.summary(model, batch_size=16, optim="adam", name="seed_cnn").to_dict()
+    out = CliRunner().invoke(app, ["analyze", str(SAMPLES / "seed_cnn.py"), "--batch", "16",
+                                   "--optim", "adam", "-f", "json"])
+    assert out.exit_code == 0, out.output
+    assert api == json.loads(out.stdout)
+
+
+def test_input_data_batch_is_replaced():
+    ids = torch.zeros(2, 16, dtype=torch.long)
+    model = nn.Sequential(nn.Embedding(100, 8), nn.Linear(8, 100))
+    r = graphcalc.summary(model, input_data=(ids,), batch_size=5)
+    assert r.config["batch"] == 5
+    assert r.layers[-2].output_shapes[0] == (5, 16, 100) or r.layers[0].output_shapes[0] == (5, 16, 100)
+
+
+def test_dict_input_data():
+    class KW(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+
+        def forward(self, x, scale):
+            return self.lin(x) * scale
+
+    r = graphcalc.summary(KW(), input_data={"x": torch.ones(3, 4), "scale": torch.ones(3, 1)})
+    assert r.config["batch"] == 3 and r.totals.params == 10
+
+
+def test_meta_model_and_7b_without_allocating():
+    src = sample("llama", "build_7b")
+    with torch.device("meta"):
+        model = src.build()
+    r = graphcalc.summary(model, batch_size=1, optim="sgd", depth=1)
+    assert r.totals.params == 6_738_415_616
+    assert all(p.device.type == "meta" for p in model.parameters())
+
+
+def test_no_side_effects_on_a_cpu_model():
+    src = sample("seed_cnn_bn")
+    model = src.build()
+    model.eval()
+    model.fc[0].weight.requires_grad_(False)
+    before = copy.deepcopy(model.state_dict())
+    modes = [m.training for m in model.modules()]
+    flags = [p.requires_grad for p in model.parameters()]
+    graphcalc.summary(model, input_size=(3, 32, 32), batch_size=8, optim="adam")
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert [m.training for m in model.modules()] == modes
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.device.type == "cpu" and p.grad is None for p in model.parameters())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_frozen_parameters_are_counted_apart():
+    model = mnist_mlp()
+    model[1].weight.requires_grad_(False)
+    r = graphcalc.summary(model, input_size=(1, 28, 28), optim="adam")
+    assert r.totals.frozen_params == 784 * 128
+    assert r.memory.optimizer_state_bytes == 2 * 4 * (101_770 - 784 * 128) + 3 * 4
+
+
+@pytest.mark.parametrize("kwargs,cli,text", [
+    ({"optim": "lion"}, None, "unknown optimizer 'lion'"),
+    ({"dtype": "fp8"}, None, "unknown dtype 'fp8'"),
+    ({"batch_size": 0}, ["--batch", "0"], "batch must be at least 1, got 0"),
+])
+def test_bad_values_raise_the_cli_sentence(kwargs, cli, text):
+    with pytest.raises(graphcalc.UsageError) as e:
+        graphcalc.summary(mnist_mlp(), input_size=(1, 28, 28), **kwargs)
+    assert text in str(e.value)
+    if cli:
+        out = CliRunner().invoke(app, ["analyze", str(SAMPLES / "mnist_mlp.py"), *cli])
+        assert out.output.strip() == f"graphcalc: {e.value}"
+
+
+def test_repr_html_str_and_to_json():
+    r = graphcalc.summary(mnist_mlp(), input_size=(1, 28, 28))
+    assert "<table>" in r._repr_html_() and "101,770" in r._repr_html_()
+    assert "Peak training memory" in str(r)
+    assert json.loads(r.to_json()) == r.to_dict()
+
+
+def test_public_api_is_all_there_is():
+    import types
+
+    public = {n for n in dir(graphcalc) if not n.startswith("_")}
+    modules = {n for n in public if isinstance(getattr(graphcalc, n), types.ModuleType)}
+    assert public - modules == set(graphcalc.__all__) - {"__version__"}
+
+
+def test_notebook_runs_headless():
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(SAMPLES / "notebook.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(SAMPLES)}}).execute()
+    html = [o["data"]["text/html"] for c in nb.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
+    assert len(html) == 2
+    assert "101,770" in html[0]
+    assert "124,439,808" in html[1]
