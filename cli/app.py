@@ -95,6 +95,118 @@ def analyze(
         _fail(e, debug)
 
 
+def _options(batch, dtype, optim, amp, device, steps=2):
+    from graphcalc.options import Options
+
+    return Options(batch=batch, dtype=dtype.value, optimizer=optim.value,
+                   amp=amp.value if amp else None, device=device.value, steps=steps)
+
+
+@app.command()
+def verify(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    batch: int = typer.Option(1, "--batch", "-b", help="Batch size."),
+    dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
+    optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
+    amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
+    device: Device = typer.Option("cpu", help="Run the real steps here."),
+    steps: int = typer.Option(3, help="Real training steps to run; the peak is over all."),
+    tolerance: float = typer.Option(5.0, help="Largest error allowed, in percent."),
+    input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+):
+    """Run real training steps and print predicted against measured (exit 1 past --tolerance)."""
+    try:
+        from rich.console import Console
+        from rich.progress import Progress
+        from rich.table import Table
+
+        from graphcalc import loader
+        from graphcalc.analyze import resolve_inputs
+        from graphcalc.units import format_bytes, format_count
+        from graphcalc.verify import verify as run_verify
+
+        options = _options(batch, dtype, optim, amp, device, steps)
+        source = loader.load(model)
+        make_inputs = resolve_inputs(source, input)
+        with Progress(transient=True, console=Console(stderr=True)) as progress:
+            task = progress.add_task(f"{steps} real steps on {device.value}", total=steps)
+            result = run_verify(source, options, make_inputs, tolerance_percent=tolerance,
+                                on_step=lambda i: progress.advance(task))
+        table = Table(title=f"{source.name}: batch {batch}, {options.dtype}"
+                            f"{', autocast ' + options.amp if options.amp else ''}, "
+                            f"{options.optimizer}, {device.value}, {steps} steps")
+        for col in ("figure", "predicted", "measured", "error"):
+            table.add_column(col, justify="left" if col == "figure" else "right")
+        for c in result.checks:
+            fmt = (format_bytes if c.unit == "B" else (lambda v: f"{v * 1000:.1f} ms")
+                   if c.unit == "s" else format_count if c.unit == "FLOP" else (lambda v: f"{v:,}"))
+            err = c.error_percent
+            table.add_row(c.figure, "--" if c.predicted is None else fmt(c.predicted),
+                          "--" if c.measured is None else fmt(c.measured),
+                          "--" if err is None else f"{err:+.2f}%")
+        Console(no_color=True, highlight=False).print(table)
+        if result.failed:
+            names = ", ".join(f"{c.figure} ({c.error_percent:+.2f}%)" for c in result.failed)
+            typer.echo(f"graphcalc: over the {tolerance}% tolerance: {names}", err=True)
+            raise typer.Exit(1)
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        _fail(e, debug)
+
+
+@app.command()
+def fit(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    memory: str = typer.Option(..., help="Memory budget, e.g. 80GiB or 24GB."),
+    dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
+    optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
+    amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
+    device: Device = typer.Option("cpu", help="Device the memory prediction is for."),
+    input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
+    check: bool = typer.Option(False, "--verify", help="Run the batch found for real."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+):
+    """The largest batch whose predicted training peak fits the memory budget (no real run)."""
+    try:
+        from graphcalc import loader
+        from graphcalc.analyze import resolve_inputs
+        from graphcalc.measure import measure_step
+        from graphcalc.units import format_bytes, parse_bytes
+        from graphcalc.verify import fit_source
+
+        budget = parse_bytes(memory)
+        options = _options(1, dtype, optim, amp, device)
+        source = loader.load(model)
+        make_inputs = resolve_inputs(source, input)
+        result = fit_source(source, make_inputs, options, budget)
+        if result.batch == 0:
+            typer.echo(f"graphcalc: batch 1 needs {format_bytes(result.peak_bytes)}, more than "
+                       f"{format_bytes(budget)}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"Largest batch that fits {format_bytes(budget)}: {result.batch} "
+                   f"(peak {format_bytes(result.peak_bytes)})")
+        typer.echo(f"Recommended (80%): {result.recommended_batch} "
+                   f"(peak {format_bytes(result.recommended_peak_bytes)})")
+        typer.echo(f"{result.evaluations} analyses, {options.optimizer}, {options.dtype}"
+                   f"{', autocast ' + options.amp if options.amp else ''}, for {options.device}")
+        if check:
+            from dataclasses import replace
+
+            measured = measure_step(loader.build_model(source, device=None), make_inputs,
+                                    replace(options, batch=result.batch), loss_fn=source.loss)
+            verdict = "fits" if measured.peak_bytes <= budget else "DOES NOT FIT"
+            typer.echo(f"Measured at batch {result.batch} on {options.device}: "
+                       f"{format_bytes(measured.peak_bytes)}: {verdict}")
+            if measured.peak_bytes > budget:
+                raise typer.Exit(1)
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        _fail(e, debug)
+
+
 def main() -> None:
     app()
 

@@ -177,16 +177,20 @@ def _explain(e: Exception, model: nn.Module) -> GraphcalcError:
     return ShapeError(f"the model failed on the given inputs in layer '{_name(owner or '')}': {msg}")
 
 
+def resolve_inputs(source: loader.ModelSource, inputs: list[str] | None):
+    """--input specs when given, else the file's example_inputs."""
+    if inputs:
+        return loader.inputs_from_specs([loader.InputSpec.parse(s) for s in inputs])
+    if source.example_inputs is not None:
+        return source.example_inputs
+    raise UsageError(f"{source.path} defines no example_inputs(batch_size): give the input "
+                     "shape with --input, e.g. --input 3x224x224")
+
+
 def analyze_file(spec: str, options: Options, *, inputs: list[str] | None = None) -> Report:
     """`graphcalc analyze FILE[:NAME]`: load the file, build the model on meta, analyse."""
     source = loader.load(spec)
-    if inputs:
-        make_inputs = loader.inputs_from_specs([loader.InputSpec.parse(s) for s in inputs])
-    elif source.example_inputs is not None:
-        make_inputs = source.example_inputs
-    else:
-        raise UsageError(f"{source.path} defines no example_inputs(batch_size): give the input "
-                         "shape with --input, e.g. --input 3x224x224")
+    make_inputs = resolve_inputs(source, inputs)
     try:
         model = loader.build_model(source, device="meta")
         return analyze_module(model, make_inputs, options, loss_fn=source.loss, name=source.name)

@@ -22,12 +22,69 @@ from .replay import cast_inputs, training_step
 from .tracking import LiveStorages
 
 
+def _raw(f):
+    """Hand FlopCounterMode one of its own (already shape-wrapped) formulas as it is."""
+
+    def g(*args, out_val=None, **kwargs):
+        return f(*args, out_val=out_val, **kwargs)
+
+    g._get_raw = True
+    return g
+
+
+def _conv_backward_fixed(grad_out, x, w, bias, stride, padding, dilation, transposed,
+                         output_padding, groups, output_mask, out_val=None):
+    """torch's own conv backward formula with pytorch PR #183405 applied: torch 2.13 counts the
+    weight gradient of a grouped convolution `groups` times too many."""
+    import torch.utils.flop_counter as fc
+
+    args = (grad_out, x, w, bias, stride, padding, dilation, transposed, output_padding, groups)
+    grad_input = fc.conv_backward_flop(*args, [output_mask[0], False, False], out_val=out_val)
+    grad_weight = fc.conv_backward_flop(*args, [False, output_mask[1], False], out_val=out_val)
+    return grad_input + grad_weight // groups
+
+
+def _corrections():
+    import torch.utils.flop_counter as fc
+
+    aten = torch.ops.aten
+    table = {aten.convolution_backward: _raw(_conv_backward_fixed)}
+    # The CPU SDPA kernels have no entry in torch 2.13's registry (pytorch #195460): torch's own
+    # CUDA formulas apply to them unchanged.
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        table[aten._scaled_dot_product_flash_attention_for_cpu] = _raw(fc.sdpa_flop)
+        table[aten._scaled_dot_product_flash_attention_for_cpu_backward] = _raw(
+            fc.sdpa_backward_flop)
+    return table
+
+
+# FlopCounterMode's two known gaps in torch 2.13, filled with torch's own formulas.
+REFERENCE_CORRECTIONS = _corrections()
+
+
+def count_flops(model: nn.Module, inputs, loss_fn, corrected: bool = True) -> tuple[int, int]:
+    """(forward+loss, backward) FLOPs of one real step, by FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .replay import call_model, compute_loss
+
+    with FlopCounterMode(display=False,
+                         custom_mapping=REFERENCE_CORRECTIONS if corrected else None) as counter:
+        output = call_model(model, inputs)
+        loss = compute_loss(loss_fn, output, inputs)
+        forward = counter.get_total_flops()
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return forward, counter.get_total_flops() - forward
+
+
 @dataclass(frozen=True)
 class Measured:
     peak_bytes: int
     step_peaks: tuple[int, ...]
     params: int
     step_seconds: float
+    reserved_bytes: int | None = None  # CUDA: max_memory_reserved
 
 
 class _LiveCounter(TorchDispatchMode):
@@ -70,7 +127,8 @@ def measure_step(model: nn.Module, make_inputs: Callable[[int], Any], options: O
             step_peaks.append(torch.cuda.max_memory_allocated())
             if on_step:
                 on_step(step)
-        return Measured(max(step_peaks), tuple(step_peaks), params, min(times))
+        return Measured(max(step_peaks), tuple(step_peaks), params, min(times),
+                        torch.cuda.max_memory_reserved())
     tracker = LiveStorages(keep_events=False)
     for t in list(model.parameters()) + list(model.buffers()):
         tracker.track(t)

@@ -317,10 +317,21 @@ def fake_parameters(model: nn.Module, dtype: torch.dtype, device: str) -> dict[s
     return named
 
 
+def fake_device(target: str) -> str:
+    """The device the fake tensors live on. A prediction for CUDA on a machine without it runs on
+    CPU fakes (a CPU-only torch cannot even make fake CUDA tensors) and keeps what is CUDA's: the
+    allocator's 512-byte blocks and the foreach optimizer kernels. What stays CPU's: the autocast
+    op lists and the SDPA kernel chosen."""
+    if target == "cuda" and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
 def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options: Options) -> Replay:
     """Run `options.steps` training steps and one inference forward on fake tensors."""
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     round_to = 512 if options.device == "cuda" else 1
+    device = fake_device(options.device)
     rec = StepRecorder(round_to=round_to)
     dtype = options.torch_dtype
     was_training = {m: m.training for m in model.modules()}
@@ -331,7 +342,7 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
     try:
         with fake_mode:
             with rec:
-                fakes = fake_parameters(model, dtype, options.device)
+                fakes = fake_parameters(model, dtype, device)
                 originals = dict(model.named_parameters(remove_duplicate=False))
                 param_serials = {rec.tracker.track(t) for t in fakes.values()}
                 for name, f in fakes.items():
@@ -342,7 +353,7 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                 if options.amp is None:
                     inputs = cast_inputs(inputs, dtype)
                 inputs = tree_map(
-                    lambda t: t.to(options.device) if isinstance(t, torch.Tensor) else t, inputs)
+                    lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, inputs)
                 batch_serials = {rec.tracker.track(t) for t in tree_leaves(inputs)
                                  if isinstance(t, torch.Tensor)}
                 trainable = list({id(f): f for f in fakes.values() if f.requires_grad}.values())
@@ -365,7 +376,7 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                             rec.set_phase(phase)
 
                         training_step(model, inputs, loss_fn, optimizer,
-                                      amp_dtype=options.amp_dtype, device_type=options.device,
+                                      amp_dtype=options.amp_dtype, device_type=device,
                                       on_phase=on_phase)
                         state_tensors = [t for state in optimizer.state.values()
                                          for t in state.values() if isinstance(t, torch.Tensor)]
@@ -407,7 +418,7 @@ def _inference(model, inputs, fakes, options: Options) -> int:
         if isinstance(t, torch.Tensor):
             tracker.track(t)
     model.eval()
-    autocast = (torch.autocast(options.device, dtype=options.amp_dtype) if options.amp
+    autocast = (torch.autocast(fake_device(options.device), dtype=options.amp_dtype) if options.amp
                 else contextlib.nullcontext())
     try:
         with Counting(), torch.no_grad(), autocast:

@@ -1,0 +1,142 @@
+"""`graphcalc verify`: predicted against measured on a real step, and `graphcalc fit`: the largest
+batch whose predicted peak fits a memory budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+
+from . import loader
+from .analyze import analyze_module
+from .errors import UsageError
+from .measure import Measured, count_flops, measure_step
+from .options import MAX_BATCH, Options
+from .report import Report
+
+
+@dataclass(frozen=True)
+class Check:
+    figure: str
+    predicted: float | None
+    measured: float | None
+    unit: str  # "B", "", "FLOP", "s"
+
+    @property
+    def error_percent(self) -> float | None:
+        if self.predicted is None or self.measured is None or self.measured == 0:
+            return None
+        return 100.0 * (self.predicted - self.measured) / self.measured
+
+
+@dataclass(frozen=True)
+class Verification:
+    report: Report
+    measured: Measured
+    checks: tuple[Check, ...]
+    tolerance_percent: float
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.error_percent is not None
+                     and abs(c.error_percent) > self.tolerance_percent)
+
+
+def verify(source: loader.ModelSource, options: Options, make_inputs, *,
+           tolerance_percent: float = 5.0,
+           on_step: Callable[[int], None] | None = None) -> Verification:
+    if options.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here (use --device cpu)")
+    report = analyze_module(loader.build_model(source, device="meta"), make_inputs, options,
+                            loss_fn=source.loss, name=source.name)
+    torch.manual_seed(0)
+    measured = measure_step(loader.build_model(source, device=None), make_inputs, options,
+                            loss_fn=source.loss, on_step=on_step)
+    flop_model = loader.build_model(source, device=None).to(options.device)
+    if options.dtype != "fp32":
+        flop_model = flop_model.to(options.torch_dtype)
+    from torch.utils._pytree import tree_map
+
+    from .replay import cast_inputs
+
+    inputs = make_inputs(options.batch)
+    if options.amp is None:
+        inputs = cast_inputs(inputs, options.torch_dtype)
+    inputs = tree_map(lambda t: t.to(options.device) if isinstance(t, torch.Tensor) else t, inputs)
+    flop_model.train()
+    forward, backward = count_flops(flop_model, inputs, source.loss)
+    checks = (
+        Check("peak memory", report.memory.peak_bytes, measured.peak_bytes, "B"),
+        Check("parameters", report.totals.params, measured.params, ""),
+        Check("FLOPs forward", report.totals.flops_forward, forward, "FLOP"),
+        Check("FLOPs backward", report.totals.flops_backward, backward, "FLOP"),
+        Check("step time", None, measured.step_seconds, "s"),
+    )
+    if measured.reserved_bytes is not None:
+        checks += (Check("CUDA reserved", None, measured.reserved_bytes, "B"),)
+    return Verification(report, measured, checks, tolerance_percent)
+
+
+@dataclass(frozen=True)
+class Fit:
+    memory_bytes: int
+    batch: int  # the largest batch whose predicted peak fits; 0 when not even batch 1 does
+    peak_bytes: int
+    recommended_batch: int  # 80% of it, as the seed tutorials advise
+    recommended_peak_bytes: int
+    evaluations: int
+
+
+def fit(peak_at: Callable[[int], int], memory_bytes: int) -> Fit:
+    """Largest batch with peak_at(batch) <= memory_bytes. The peak grows with the batch and is
+    nearly affine in it, so a secant search on the bracket needs a handful of analyses."""
+    if memory_bytes <= 0:
+        raise UsageError(f"memory budget must be positive, got {memory_bytes}")
+    seen: dict[int, int] = {}
+
+    def peak(b: int) -> int:
+        if b not in seen:
+            seen[b] = peak_at(b)
+        return seen[b]
+
+    if peak(1) > memory_bytes:
+        return Fit(memory_bytes, 0, peak(1), 0, 0, len(seen))
+    lo, hi = 1, None
+    probe = 2
+    while hi is None:
+        if peak(probe) > memory_bytes:
+            hi = probe
+            break
+        lo = probe
+        slope = (peak(lo) - peak(1)) / (lo - 1) if lo > 1 else 0
+        guess = int(1 + (memory_bytes - peak(1)) / slope) if slope > 0 else lo * 64
+        probe = min(max(guess + 1, lo * 2 if guess <= lo else guess + 1), MAX_BATCH)
+        if probe <= lo:
+            return Fit(memory_bytes, lo, peak(lo), *_recommend(peak, lo), len(seen))
+    while hi - lo > 1:
+        slope = (peak(hi) - peak(lo)) / (hi - lo)
+        guess = lo + int((memory_bytes - peak(lo)) / slope) if slope > 0 else (lo + hi) // 2
+        probe = min(max(guess, lo + 1), hi - 1)
+        if peak(probe) <= memory_bytes:
+            lo = probe
+            if probe + 1 < hi and peak(probe + 1) > memory_bytes:
+                hi = probe + 1
+        else:
+            hi = probe
+    return Fit(memory_bytes, lo, peak(lo), *_recommend(peak, lo), len(seen))
+
+
+def _recommend(peak, batch: int) -> tuple[int, int]:
+    b = max(1, int(batch * 0.8))
+    return b, peak(b)
+
+
+def fit_source(source: loader.ModelSource, make_inputs, options: Options, memory_bytes: int) -> Fit:
+    model = loader.build_model(source, device="meta")
+
+    def peak_at(batch: int) -> int:
+        return analyze_module(model, make_inputs, replace(options, batch=batch),
+                              loss_fn=source.loss).memory.peak_bytes
+
+    return fit(peak_at, memory_bytes)
