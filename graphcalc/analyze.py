@@ -165,7 +165,8 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
         saved_bytes=sum(distinct_saved.values()))
     return Report(model=name or type(model).__name__, config=options.as_dict(), totals=totals,
                   memory=_memory(rp, options), layers=layers, unknown_ops=unknown,
-                  edges=tuple((_name(a), _name(b), s) for (a, b), s in rp.recorder.edges.items()))
+                  edges=tuple((_name(a), _name(b), s) for (a, b), s in rp.recorder.edges.items()),
+                  run_order=tuple(_name(p) for p in rp.recorder.first_run))
 
 
 def _explain(e: Exception, model: nn.Module) -> GraphcalcError:

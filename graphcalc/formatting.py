@@ -55,10 +55,26 @@ def summary_lines(report: Report) -> list[str]:
         f"step() temporaries at the peak: {format_bytes(m.optimizer_temporary_bytes)}",
         f"Inference peak (no_grad, eval): {format_bytes(m.inference_peak_bytes)}",
     ]
+    lines.append("Timeline (peak per phase): " + timeline_text(report))
+    if m.device == "cuda":
+        lines.append("Runtime, not in the peak: the CUDA context (about 300-700 MB, by driver and "
+                      "GPU) and the cuBLAS workspace (8 MiB, 32 MiB on Hopper)")
     if report.unknown_ops:
         ops = ", ".join(f"{op} x{n}" for op, n in report.unknown_ops)
         lines.append(f"INCOMPLETE: no FLOP formula for {ops}; FLOP totals are a lower bound")
     return lines
+
+
+def timeline_text(report: Report) -> str:
+    peaks: dict[tuple[int, str], int] = {}
+    for p in report.memory.timeline:
+        key = (p.step, p.phase)
+        peaks[key] = max(peaks.get(key, 0), p.peak_bytes)
+    parts = []
+    for (step, phase), peak in peaks.items():
+        parts.append(f"{'step ' + str(step + 1) + ' ' if phase == 'forward' else ''}{phase} "
+                     f"{format_bytes(peak)}")
+    return " > ".join(parts)
 
 
 def to_table(report: Report, width: int | None = None) -> str:

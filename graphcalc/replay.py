@@ -80,6 +80,7 @@ class StepRecorder(TorchDispatchMode):
         self.serial_owner: dict[int, str] = {}
         self.edges: dict[tuple[str, str], tuple[int, ...]] = {}
         self.marks: list[Mark] = []
+        self.first_run: dict[str, None] = {}  # layers in the order their forward first ran
         self.peak_where: tuple[int, str, str] | None = None
         self.error_owner: str | None = None
         self._owner = SETUP
@@ -139,6 +140,8 @@ class StepRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         owner = self.current_owner()
+        if self.count_flops and self.phase in ("forward", "loss"):
+            self.first_run.setdefault(owner, None)
         if owner != self._owner:
             self._mark(owner)
         try:
@@ -154,8 +157,13 @@ class StepRecorder(TorchDispatchMode):
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 serial = tracker.track(t)
-                if serial is not None and serial >= first_new:
+                if serial is None:
+                    continue
+                if serial >= first_new:
                     self.serial_phase[serial] = self.phase
+                    self.serial_owner[serial] = owner
+                elif self.phase == "forward":
+                    # a view or an in-place result: the tensor now comes from this layer
                     self.serial_owner[serial] = owner
         return out
 
@@ -172,8 +180,7 @@ class StepRecorder(TorchDispatchMode):
         else:
             layer.macs_forward += cost.macs
             layer.bias_adds_forward += cost.bias_adds
-            if self.phase == "forward":
-                self._edges(args, owner)
+            self._edges(args, owner)
 
     def _edges(self, args, owner: str) -> None:
         for t in tree_leaves(args):

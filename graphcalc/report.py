@@ -103,6 +103,7 @@ class Report:
     unknown_ops: tuple[tuple[str, int], ...]
     tracer: str = "fake-tensor step replay (ATen dispatch)"
     edges: tuple[tuple[str, str, tuple[int, ...]], ...] = field(default=(), repr=False)
+    run_order: tuple[str, ...] = field(default=(), repr=False)  # layers, first forward run first
     schema_version: int = SCHEMA_VERSION
 
     @property
