@@ -154,9 +154,10 @@ class StepRecorder(TorchDispatchMode):
             self._count(func, args, kwargs, out, owner)
         tracker = self.tracker
         first_new = tracker._next
-        for t in tree_leaves(out):
+        sizes = _real_sizes(func, args, out)
+        for i, t in enumerate(tree_leaves(out)):
             if isinstance(t, torch.Tensor):
-                serial = tracker.track(t)
+                serial = tracker.track(t, sizes.get(i) if sizes else None)
                 if serial is None:
                     continue
                 if serial >= first_new:
@@ -231,6 +232,31 @@ class StepRecorder(TorchDispatchMode):
         if layer.output_shapes is None:
             layer.output_shapes = [tuple(t.shape) for t in tensors]
             layer.output_dtype = str(tensors[0].dtype).replace("torch.", "") if tensors else None
+
+
+# op -> argument positions of its weight, bias and running statistics
+_MIXED_NORMS = {"aten::native_layer_norm": (2, 3), "aten::native_batch_norm": (1, 2, 3, 4),
+                "aten::_native_batch_norm_legit": (1, 2, 3, 4),
+                "aten::_native_batch_norm_legit_functional": (1, 2, 3, 4)}
+_LOW = (torch.bfloat16, torch.float16)
+
+
+def _real_sizes(func, args, out) -> dict[int, int] | None:
+    """Output sizes where a fake kernel and the real CPU kernel disagree.
+
+    Under autocast a norm gets a bf16/fp16 input with fp32 weights; the real CPU kernels then
+    return the saved mean and inverse std in fp32, the fake kernels in the input's dtype (half the
+    bytes). Outputs 1 and 2 of native_layer_norm / native_batch_norm are those statistics."""
+    positions = _MIXED_NORMS.get(flops.op_name(func))
+    if positions is None or not args:
+        return None
+    x = args[0]
+    params = [args[i] for i in positions if i < len(args) and isinstance(args[i], torch.Tensor)]
+    if not (isinstance(x, torch.Tensor) and x.device.type == "cpu" and x.dtype in _LOW
+            and any(p.dtype == torch.float32 for p in params)):
+        return None
+    return {i: t.numel() * 4 for i, t in enumerate(out[:3]) if i in (1, 2)
+            and isinstance(t, torch.Tensor) and t.dtype in _LOW}
 
 
 # --- the step ------------------------------------------------------------------------------------

@@ -41,8 +41,9 @@ class LiveStorages:
         # (serial, +bytes | -bytes), in order: the memory timeline.
         self.events: list[tuple[int, int]] = []
 
-    def track(self, t: torch.Tensor) -> int | None:
-        """Start counting t's storage if it is new; returns its serial (None if it has none)."""
+    def track(self, t: torch.Tensor, nbytes: int | None = None) -> int | None:
+        """Start counting t's storage if it is new; returns its serial (None if it has none).
+        `nbytes` overrides the storage's size where the real kernel allocates differently."""
         try:
             st = t.untyped_storage()
         except (RuntimeError, NotImplementedError, TypeError):
@@ -53,7 +54,7 @@ class LiveStorages:
             return serial
         serial = self._next
         self._next += 1
-        nbytes = storage_bytes(st.nbytes(), self.round_to)
+        nbytes = storage_bytes(st.nbytes() if nbytes is None else nbytes, self.round_to)
         self._serial_of[key] = serial
         self._bytes_of[serial] = nbytes
         self._finalizers.append(weakref.finalize(st, self._free, key, serial))

@@ -18,11 +18,10 @@ from conftest import SAMPLES, real_model, sample
 SMALL = ["mnist_mlp", "cifar_mlp", "seed_cnn", "seed_cnn_bn", "lenet_bn", "residual",
          "course_cnn", "conv_arith", "llama"]
 SETTINGS = [("sgd", "fp32", None), ("adam", "fp32", None), ("momentum", "bf16", None),
-            ("rmsprop", "fp32", None), ("adagrad", "fp32", None), ("sgd", "fp16", None)]
-# Known to differ by a few bytes: under autocast the real run keeps some low-precision weight
-# copies alive a little longer (residual: +48 B, the 1x1 conv's bf16 weight and bias); Adagrad in
-# fp16 is predicted 0.3% high. Held to 1% here; the memory issue tracks closing them.
-NEAR = [("adamw", "fp32", "bf16"), ("sgd", "fp32", "bf16"), ("adagrad", "fp16", None)]
+            ("rmsprop", "fp32", None), ("adagrad", "fp32", None), ("sgd", "fp16", None),
+            ("adamw", "fp32", "bf16"), ("sgd", "fp32", "bf16")]
+# Known to differ: Adagrad on fp16 weights is predicted about 0.3% high. Held to 1% here.
+NEAR = [("adagrad", "fp16", None)]
 
 
 def _compare(name, batch, optim, dtype, amp, steps=2):
@@ -46,7 +45,7 @@ def test_peak_is_byte_exact_on_cpu(name, optim, dtype, amp):
 
 @pytest.mark.parametrize("optim,dtype,amp", NEAR, ids=lambda v: str(v))
 @pytest.mark.parametrize("name", SMALL)
-def test_peak_is_within_one_percent_under_autocast(name, optim, dtype, amp):
+def test_peak_is_within_one_percent_where_not_exact(name, optim, dtype, amp):
     if dtype == "fp16" and name in ("llama",):
         pytest.skip("fp16 SDPA backward is not implemented on the CPU")
     memory, measured = _compare(name, 4, optim, dtype, amp)
