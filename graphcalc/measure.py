@@ -14,12 +14,11 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves, tree_map
+from torch.utils._pytree import tree_leaves
 
 from .options import Options, make_optimizer
-from .replay import cast_inputs, training_step
-from .tracking import LiveStorages
+from .replay import prepare_inputs, training_step
+from .tracking import LiveCounter, LiveStorages
 
 
 def _raw(f):
@@ -87,29 +86,13 @@ class Measured:
     reserved_bytes: int | None = None  # CUDA: max_memory_reserved
 
 
-class _LiveCounter(TorchDispatchMode):
-    def __init__(self, tracker: LiveStorages):
-        super().__init__()
-        self.tracker = tracker
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                self.tracker.track(t)
-        return out
-
-
 def measure_step(model: nn.Module, make_inputs: Callable[[int], Any], options: Options, *,
                  loss_fn=None, on_step: Callable[[int], None] | None = None) -> Measured:
     """Run `options.steps` real steps on `model` (built for real) and measure them."""
     device = torch.device(options.device)
     model = model.to(device=device, dtype=options.torch_dtype)
     model.train()
-    inputs = make_inputs(options.batch)
-    if options.amp is None:
-        inputs = cast_inputs(inputs, options.torch_dtype)
-    inputs = tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, inputs)
+    inputs = prepare_inputs(make_inputs(options.batch), options, device)
     params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     trainable = [p for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad]
     step_peaks = []
@@ -136,7 +119,7 @@ def measure_step(model: nn.Module, make_inputs: Callable[[int], Any], options: O
         if isinstance(t, torch.Tensor):
             tracker.track(t)
     try:
-        with _LiveCounter(tracker):
+        with LiveCounter(tracker):
             # Made inside the counter: some optimizers (Adagrad) create their state right here.
             optimizer = make_optimizer(options.optimizer, trainable)
             for step in range(options.steps):

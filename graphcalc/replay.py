@@ -30,7 +30,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from . import flops
 from .options import Options, make_optimizer
-from .tracking import LiveStorages
+from .tracking import LiveCounter, LiveStorages
 
 LOSS = "[loss]"
 OPTIMIZER = "[optimizer]"
@@ -308,10 +308,17 @@ def training_step(model, inputs, loss_fn, optimizer, *, amp_dtype=None, device_t
     on_phase("end")
 
 
-def cast_inputs(inputs, dtype: torch.dtype):
-    """Floating inputs follow the model's dtype, as `model.to(dtype)` users cast their batch."""
-    return tree_map(lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point()
-                    else t, inputs)
+def prepare_inputs(inputs, options: Options, device) -> Any:
+    """The batch on `device`; floating inputs follow the model's dtype, as users of
+    `model.to(dtype)` cast their batch (under autocast they stay fp32)."""
+    def prepare(t):
+        if not isinstance(t, torch.Tensor):
+            return t
+        if options.amp is None and t.is_floating_point():
+            t = t.to(options.torch_dtype)
+        return t.to(device)
+
+    return tree_map(prepare, inputs)
 
 
 @dataclass
@@ -382,11 +389,7 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                     if name in originals:
                         rec.param_owner.setdefault(id(f), param_paths.get(id(originals[name]), ""))
                 rec.phase = "batch"
-                inputs = make_inputs(options.batch)
-                if options.amp is None:
-                    inputs = cast_inputs(inputs, dtype)
-                inputs = tree_map(
-                    lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, inputs)
+                inputs = prepare_inputs(make_inputs(options.batch), options, device)
                 batch_serials = {rec.tracker.track(t) for t in tree_leaves(inputs)
                                  if isinstance(t, torch.Tensor)}
                 trainable = list({id(f): f for f in fakes.values() if f.requires_grad}.values())
@@ -437,14 +440,6 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
 def _inference(model, inputs, fakes, options: Options) -> int:
     """Peak of a no-grad forward in eval mode: weights, batch and the live activations."""
     tracker = LiveStorages(round_to=512 if options.device == "cuda" else 1, keep_events=False)
-    class Counting(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in tree_leaves(out):
-                if isinstance(t, torch.Tensor):
-                    tracker.track(t)
-            return out
-
     for t in {id(f): f for f in fakes.values()}.values():
         tracker.track(t)
     for t in tree_leaves(inputs):
@@ -454,7 +449,7 @@ def _inference(model, inputs, fakes, options: Options) -> int:
     autocast = (torch.autocast(fake_device(options.device), dtype=options.amp_dtype) if options.amp
                 else contextlib.nullcontext())
     try:
-        with Counting(), torch.no_grad(), autocast:
+        with LiveCounter(tracker), torch.no_grad(), autocast:
             output = call_model(model, inputs)
             del output
     finally:

@@ -15,6 +15,8 @@ import weakref
 from typing import Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 
 def storage_bytes(nbytes: int, round_to: int) -> int:
@@ -92,3 +94,18 @@ class LiveStorages:
         for f in self._finalizers:
             f.detach()
         self._finalizers.clear()
+
+
+class LiveCounter(TorchDispatchMode):
+    """Counts every storage an op returns into `tracker`, and nothing else."""
+
+    def __init__(self, tracker: LiveStorages):
+        super().__init__()
+        self.tracker = tracker
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.tracker.track(t)
+        return out

@@ -56,14 +56,9 @@ def verify(source: loader.ModelSource, options: Options, make_inputs, *,
     flop_model = loader.build_model(source, device=None).to(options.device)
     if options.dtype != "fp32":
         flop_model = flop_model.to(options.torch_dtype)
-    from torch.utils._pytree import tree_map
+    from .replay import prepare_inputs
 
-    from .replay import cast_inputs
-
-    inputs = make_inputs(options.batch)
-    if options.amp is None:
-        inputs = cast_inputs(inputs, options.torch_dtype)
-    inputs = tree_map(lambda t: t.to(options.device) if isinstance(t, torch.Tensor) else t, inputs)
+    inputs = prepare_inputs(make_inputs(options.batch), options, options.device)
     flop_model.train()
     forward, backward = count_flops(flop_model, inputs, source.loss)
     checks = (
