@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+import torch._dynamo  # noqa: F401  (fake tensors import it on their first op; pay it at import)
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._python_dispatch import TorchDispatchMode
