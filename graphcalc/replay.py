@@ -211,19 +211,26 @@ class StepRecorder(TorchDispatchMode):
             handles.append(mod.register_forward_pre_hook(pre))
             handles.append(mod.register_forward_hook(post))
 
-        def pack(t):
-            if self.frames and self.count_flops and self.phase in ("forward", "loss"):
-                serial = self.tracker.serial(t)
-                if serial is not None and self.serial_phase.get(serial) in ("forward", "loss"):
-                    self.layers[self.frames[-1][0]].saved[serial] = self.tracker._bytes_of.get(serial, 0)
-            return t.detach()
-
         try:
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                yield
+            yield
         finally:
             for h in handles:
                 h.remove()
+
+    def saved_tensors(self):
+        """Attribute the tensors autograd saves for backward to the layer running (step 0 only:
+        the hook costs a detach per saved tensor, and later steps save the same)."""
+
+        def pack(t):
+            if self.frames and self.phase in ("forward", "loss"):
+                serial = self.tracker.serial(t)
+                if serial is not None and self.serial_phase.get(serial) in ("forward", "loss"):
+                    self.layers[self.frames[-1][0]].saved[serial] = self.tracker._bytes_of.get(serial, 0)
+            # Detached, or an output saved by its own node would hold itself in a cycle and
+            # outlive the step, which autograd's own saving avoids.
+            return t.detach()
+
+        return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
 
     def _record_output(self, path: str, output) -> None:
         layer = self.layers[path]
@@ -412,9 +419,10 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                                                     if f.grad is not None)
                             rec.set_phase(phase)
 
-                        training_step(model, inputs, loss_fn, optimizer,
-                                      amp_dtype=options.amp_dtype, device_type=device,
-                                      on_phase=on_phase)
+                        with rec.saved_tensors() if step == 0 else contextlib.nullcontext():
+                            training_step(model, inputs, loss_fn, optimizer,
+                                          amp_dtype=options.amp_dtype, device_type=device,
+                                          on_phase=on_phase)
                         state_tensors = [t for state in optimizer.state.values()
                                          for t in state.values() if isinstance(t, torch.Tensor)]
                         state_serials.update(rec.tracker.serial(t) for t in state_tensors)
