@@ -87,8 +87,10 @@ def analyze(
         report = analyze_file(model, options, inputs=input)
         _write(render(report.at_depth(depth), fmt.value), output)
         if strict and not report.complete:
-            ops = ", ".join(op for op, _ in report.unknown_ops)
-            raise IncompleteError(f"no FLOP formula for {ops}: the FLOP figures are incomplete")
+            what = [f"no FLOP formula for {', '.join(op for op, _ in report.unknown_ops)}"] \
+                if report.unknown_ops else []
+            what += [f"layer '{path}' {why}" for path, why in report.opaque]
+            raise IncompleteError(f"{'; '.join(what)}: the figures are incomplete")
     except typer.Exit:
         raise
     except Exception as e:  # noqa: BLE001 - the one place errors become exit codes

@@ -62,6 +62,9 @@ def summary_lines(report: Report) -> list[str]:
     if report.unknown_ops:
         ops = ", ".join(f"{op} x{n}" for op, n in report.unknown_ops)
         lines.append(f"INCOMPLETE: no FLOP formula for {ops}; FLOP totals are a lower bound")
+    for path, why in report.opaque:
+        lines.append(f"INCOMPLETE: layer '{path}' {why}: it was analysed around, not through "
+                     "(its output and gradients are counted, its own FLOPs and activations are not)")
     return lines
 
 

@@ -30,6 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
 from . import flops
+from .opaque import OpaqueLayers
 from .options import Options, make_optimizer
 from .tracking import LiveCounter, LiveStorages
 
@@ -375,8 +376,13 @@ def fake_device(target: str) -> str:
     return "cpu"
 
 
-def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options: Options) -> Replay:
-    """Run `options.steps` training steps and one inference forward on fake tensors."""
+def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options: Options, *,
+           opaque: dict[str, str] | None = None) -> Replay:
+    """Run `options.steps` training steps and one inference forward on fake tensors.
+
+    `opaque` names layers (path -> why) to run around, not through (`graphcalc.opaque`)."""
+    opaque_layers = (OpaqueLayers(model, opaque, options.batch, options.torch_dtype,
+                                  options.amp_dtype) if opaque else contextlib.nullcontext())
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     round_to = 512 if options.device == "cuda" else 1
     device = fake_device(options.device)
@@ -407,7 +413,7 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                 state_serials: set[int] = set()
                 step_events = []
                 model.train()
-                with _reparametrize_module(model, fakes), rec.watching(model):
+                with _reparametrize_module(model, fakes), rec.watching(model), opaque_layers:
                     for step in range(options.steps):
                         rec.step = step
                         rec.count_flops = step == 0
@@ -432,7 +438,7 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                     rec.phase = "end"
                     rec.count_flops = False
                 del optimizer
-            with _reparametrize_module(model, fakes):
+            with _reparametrize_module(model, fakes), opaque_layers:
                 inference_peak = _inference(model, inputs, fakes, options)
     except Exception as e:
         if not hasattr(e, "_graphcalc_owner"):

@@ -93,6 +93,10 @@ class Memory:
     timeline: tuple[TimelinePoint, ...] = ()
 
 
+TRACER = "fake-tensor step replay (ATen dispatch)"
+TRACER_OPAQUE = "fake-tensor step replay (ATen dispatch), with opaque layers"
+
+
 @dataclass(frozen=True)
 class Report:
     model: str
@@ -101,15 +105,17 @@ class Report:
     memory: Memory
     layers: tuple[Layer, ...]
     unknown_ops: tuple[tuple[str, int], ...]
-    tracer: str = "fake-tensor step replay (ATen dispatch)"
+    tracer: str = TRACER
+    opaque: tuple[tuple[str, str], ...] = ()  # (layer, why) analysed around, not through
     edges: tuple[tuple[str, str, tuple[int, ...]], ...] = field(default=(), repr=False)
     run_order: tuple[str, ...] = field(default=(), repr=False)  # layers, first forward run first
     schema_version: int = SCHEMA_VERSION
 
     @property
     def complete(self) -> bool:
-        """False when some op had no FLOP formula: the FLOP totals are then a lower bound."""
-        return not self.unknown_ops
+        """False when some op had no FLOP formula or some layer was opaque (it reads tensor
+        values): the FLOP totals are then a lower bound."""
+        return not self.unknown_ops and not self.opaque
 
     def to_dict(self) -> dict:
         mem = asdict(self.memory)
@@ -123,6 +129,7 @@ class Report:
             "memory": mem,
             "layers": [_layer_dict(layer) for layer in self.layers],
             "unknown_ops": [{"op": op, "count": n} for op, n in self.unknown_ops],
+            "opaque_layers": [{"layer": path, "reason": why} for path, why in self.opaque],
             "complete": self.complete,
         }
 
