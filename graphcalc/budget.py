@@ -133,7 +133,9 @@ class Check:
     def ok(self) -> bool:
         if self.problem is not None or self.value is None:
             return False
-        return self.value <= self.limit * (1 + 1e-12)  # growth fractions are floats
+        if self.kind == "growth":  # fractions: 0.1 + 0.2 style rounding must not fail a budget
+            return self.value <= self.limit + 1e-12
+        return self.value <= self.limit
 
     @property
     def excess(self) -> float:
@@ -203,12 +205,20 @@ def load_config(path: Path) -> Config:
     path = Path(path).resolve()
     data = _read_toml(path)
     table = data.get("tool", {}).get("graphcalc")
-    if path.name != "pyproject.toml" and "budget" in data:  # graphcalc.toml may drop tool.graphcalc
-        if table is not None:
-            raise ConfigError(f"{_shown(path)} has both [[budget]] and [tool.graphcalc]: keep one")
-        table = {k: v for k, v in data.items() if k != "tool"}
+    if path.name != "pyproject.toml":  # graphcalc.toml may drop the tool.graphcalc prefix
+        top = {k: v for k, v in data.items() if k != "tool"}
+        if top and table is not None:
+            raise ConfigError(f"{_shown(path)} has both top-level keys and [tool.graphcalc]: "
+                              "keep one")
+        if table is None:
+            table = top
+            for key in table:
+                if key not in ("budget", "baseline"):
+                    raise ConfigError(f"unknown key '{key}' in {_shown(path)}: valid keys are "
+                                      "budget and baseline")
     if not isinstance(table, dict) or not table.get("budget"):
-        raise ConfigError(f"{_shown(path)} has no [[tool.graphcalc.budget]] entry")
+        entry = "[[tool.graphcalc.budget]]" if path.name == "pyproject.toml" else "[[budget]]"
+        raise ConfigError(f"{_shown(path)} has no {entry} entry")
     entries = table["budget"]
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ConfigError(f"'budget' in {_shown(path)} must be an array of tables: write "
@@ -474,7 +484,8 @@ def read_baseline(path: Path) -> dict[str, dict]:
 def write_baseline(path: Path, outcomes: Iterable[Outcome], *, keep: dict[str, dict],
                    names: Iterable[str]) -> None:
     """Write the figures of `outcomes`, keeping the entries of `keep` that are still budgets."""
-    entries = {name: entry for name, entry in keep.items() if name in set(names)}
+    names = set(names)
+    entries = {name: entry for name, entry in keep.items() if name in names}
     for o in outcomes:
         entries[o.budget.name] = {"model": o.budget.model, "config": o.budget.settings(),
                                   **{figure: o.figures.get(figure) for figure in FIGURES}}
@@ -565,8 +576,8 @@ class CheckRun:
         return all(o.ok for o in self.outcomes)
 
     def to_dict(self) -> dict:
-        return {"schema_version": 1, "config": str(self.config.path),
-                "baseline": str(self.config.baseline_path), "ok": self.ok,
+        return {"schema_version": 1, "config_file": str(self.config.path),
+                "baseline_file": str(self.config.baseline_path), "ok": self.ok,
                 "skipped": self.skipped, "baseline_written": self.baseline_written,
                 "budgets": [o.to_dict() for o in self.outcomes]}
 

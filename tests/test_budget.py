@@ -75,7 +75,7 @@ def write_config(path: Path, *entries: dict, header: str = "[[tool.graphcalc.bud
     def value(v):
         return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
 
-    text = "[project]\nname = 'demo'\n"
+    text = "[project]\nname = 'demo'\n" if path.name == "pyproject.toml" else ""
     for e in entries:
         text += f"\n{header}\n" + "".join(f"{k} = {value(v)}\n" for k, v in e.items())
     path.write_text(text)
@@ -184,9 +184,24 @@ def test_growth_over_the_baseline_fails(tmp_path):
     assert "+12.2% params" in result.stdout
     assert "+12.2% params" in result.output.splitlines()[-1]
 
-    # A growth under the limit passes: width 8 -> 8 is 0%, and max_growth 15% admits 12.2%.
+    # The same growth under a larger limit passes: max_growth 15% admits 12.2%.
     project(tmp_path, width=9, max_growth="15%")
     assert check().exit_code == 0
+
+
+def test_limits_are_inclusive_and_exact(tmp_path):
+    project(tmp_path, max_flops=10**15, max_growth="5%")
+    (b,) = budget.load_config(tmp_path / "pyproject.toml").budgets
+    base = {"config": b.settings(), "params": 100, "flops": 10**15, "peak_memory_bytes": 1000}
+
+    def verdicts(params, flops):
+        figures = budget.Figures(params=params, flops_forward=flops, flops_backward=0,
+                                 peak_memory_bytes=1000)
+        return [c.ok for c in budget.evaluate(b, figures, base)]
+
+    # [flops limit, params growth, flops growth, peak memory growth]
+    assert verdicts(105, 10**15) == [True, True, True, True]       # 105 / 100 = +5.0% exactly
+    assert verdicts(106, 10**15 + 1) == [False, False, True, True]  # one FLOP over 1P fails
 
 
 def test_growth_without_a_baseline_fails_and_says_what_to_do(tmp_path):
@@ -227,7 +242,7 @@ def test_json_for_ci(tmp_path):
     result = check("--format", "json")
     assert result.exit_code == 1
     d = json.loads(result.stdout)
-    assert d["ok"] is False
+    assert d["ok"] is False and d["config_file"] == str(tmp_path / "pyproject.toml")
     (b,) = d["budgets"]
     assert b["figures"]["params"] == 101 and b["figures"]["flops"] == hand_flops(9, batch=4)
     assert [(c["figure"], c["ok"], c["excess"]) for c in b["checks"]] == [
@@ -280,6 +295,16 @@ def test_bad_config_files(tmp_path, text, words):
     line = one_sentence(result)
     for word in words + ["pyproject.toml"]:
         assert word in line, line
+
+
+def test_graphcalc_toml_keys(tmp_path):
+    project(tmp_path)
+    (tmp_path / "graphcalc.toml").write_text("baseline = 'b.json'\nbudgets = []\n")
+    result = check()
+    assert result.exit_code == 2
+    assert "unknown key 'budgets' in graphcalc.toml" in one_sentence(result)
+    (tmp_path / "graphcalc.toml").write_text("baseline = 'b.json'\n")
+    assert "graphcalc.toml has no [[budget]] entry" in one_sentence(check())
 
 
 def test_no_config_anywhere(tmp_path):
