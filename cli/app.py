@@ -209,6 +209,84 @@ def fit(
         _fail(e, debug)
 
 
+# --- check: budgets for pre-commit and CI ---------------------------------------------------------
+
+CheckFmt = Enum("CheckFmt", {k: k for k in ("table", "json")}, type=str)
+
+
+@app.command()
+def check(
+    files: Optional[List[Path]] = typer.Argument(
+        None, help="Changed files (pre-commit passes them): only the budgets whose model file or "
+                   "its local imports are among them are checked; all when omitted."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="The config file; else graphcalc.toml or a pyproject.toml "
+                                     "with [tool.graphcalc], from here upwards."),
+    update_baseline: bool = typer.Option(False, "--update-baseline",
+                                         help="Write the figures to the baseline file, for "
+                                              "max_growth; commit it."),
+    fmt: CheckFmt = typer.Option("table", "--format", "-f", help="Output format."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Analyse every model again."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+):
+    """Check the models against their budgets (exit 1 when one is exceeded, 2 on a bad config)."""
+    try:
+        import json
+
+        from graphcalc import budget as budgets
+        from graphcalc.errors import BudgetError
+
+        cfg = budgets.load_config(config if config is not None else budgets.find_config())
+        cache = None if no_cache else budgets.Cache(budgets.default_cache_dir())
+        run = budgets.check(cfg, changed=files, cache=cache, update_baseline=update_baseline)
+        if fmt.value == "json":
+            sys.stdout.write(json.dumps(run.to_dict(), indent=2) + "\n")
+        elif run.outcomes:
+            _print_budgets(run, budgets)
+        if update_baseline:
+            typer.echo(f"wrote {run.config.baseline_path} ({len(run.outcomes)} "
+                       f"budget{'s' if len(run.outcomes) != 1 else ''})", err=True)
+        if not run.outcomes:
+            typer.echo(f"graphcalc: no budgeted model among the {len(files or [])} changed files",
+                       err=True)
+        failures = [budgets.failures_text(o) for o in run.outcomes if not o.ok]
+        if failures:
+            raise BudgetError(f"budget exceeded: {'; '.join(failures)}")
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        _fail(e, debug)
+
+
+def _print_budgets(run, budgets) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    failed = sum(not o.ok for o in run.outcomes)
+    title = (f"graphcalc check: {len(run.outcomes) - failed} of {len(run.outcomes)} budgets "
+             "hold"
+             + (f", {run.skipped} untouched" if run.skipped else ""))
+    table = Table(title=title)
+    for col in ("budget", "figure", "value", "limit", "verdict"):
+        table.add_column(col, justify="right" if col in ("value", "limit") else "left")
+    for o in run.outcomes:
+        opts = o.budget.options
+        setup = (f"batch {opts.batch}, {opts.dtype}{', autocast ' + opts.amp if opts.amp else ''},"
+                 f" {opts.optimizer}" + (", cached" if o.cached else ""))
+        for i, c in enumerate(o.checks):
+            figure = budgets.LABELS[c.figure] + (" growth" if c.kind == "growth" else "")
+            table.add_row(o.budget.name if i == 0 else (setup if i == 1 else ""), figure,
+                          budgets.value_text(c), budgets.limit_text(c), budgets.verdict_text(c))
+        if len(o.checks) == 1:
+            table.add_row(setup, "", "", "", "")
+        if o.figures.unknown_ops:
+            table.add_row("", "note", "", "", "FLOPs incomplete: no formula for "
+                                              + ", ".join(o.figures.unknown_ops))
+        table.add_section()
+    # A wide, uncoloured table: CI logs and pre-commit's output are no terminal.
+    Console(no_color=True, highlight=False, width=max(Console().width, 120)).print(table)
+
+
 def main() -> None:
     app()
 
