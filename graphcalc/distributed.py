@@ -444,3 +444,60 @@ def _memory(rp: Replay, options: Options, levels, peak, peak_at, at_peak, plan: 
         peak_layer=(ROOT if owner == "" else owner) if owner != OPTIMIZER else OPTIMIZER,
         optimizer_state_bytes=state_bytes,
         optimizer_temporary_bytes=at_peak["optimizer_temporaries"], timeline=tuple(timeline))
+
+
+# --- plan: a table over world sizes and strategies ------------------------------------------------
+
+STRATEGIES = ("ddp", "zero1", "zero2", "fsdp")
+WORLD_SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    world_size: int
+    shard: str
+    per_rank_batch: int
+    peak_bytes: int
+    fits: bool
+    communicated_bytes: int  # sent by each rank per step
+
+
+def plan(model: nn.Module, make_inputs, options: Options, *, global_batch: int, memory_bytes: int,
+         world_sizes=None, shards=STRATEGIES, loss_fn=None) -> tuple[PlanRow, ...]:
+    """Per-rank peak of every (world size, strategy) for `global_batch`: one replay per per-rank
+    batch, every strategy computed from it. Default world sizes: those of WORLD_SIZES that
+    divide the batch; a given world size that does not divide it is an error."""
+    from dataclasses import replace
+
+    from .analyze import _memory
+    from .errors import UsageError
+    from .replay import replay
+
+    if global_batch < 1:
+        raise UsageError(f"batch must be at least 1, got {global_batch}")
+    if memory_bytes <= 0:
+        raise UsageError(f"memory budget must be positive, got {memory_bytes}")
+    if world_sizes is None:
+        world_sizes = [w for w in WORLD_SIZES if global_batch % w == 0]
+    for w in world_sizes:
+        if w < 1:
+            raise UsageError(f"world size must be at least 1, got {w}")
+        if global_batch % w:
+            raise UsageError(f"batch {global_batch} does not split evenly over {w} ranks")
+    for s in shards:
+        if s not in STRATEGIES:
+            raise UsageError(f"unknown shard '{s}': choose among {', '.join(STRATEGIES)}")
+    rows = []
+    for w in sorted(set(world_sizes)):
+        one = replace(options, batch=global_batch // w, world_size=1, shard="none")
+        rp = replay(model, make_inputs, loss_fn, one)
+        if w == 1:
+            peak = _memory(rp, one).peak_bytes
+            rows.append(PlanRow(1, "none", one.batch, peak, peak <= memory_bytes, 0))
+            continue
+        for s in shards:
+            memory, dist = rank_memory(model, rp, replace(one, world_size=w, shard=s))
+            rows.append(PlanRow(w, s, one.batch, memory.peak_bytes,
+                                memory.peak_bytes <= memory_bytes,
+                                dist.communication.total_bytes))
+    return tuple(rows)
