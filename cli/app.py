@@ -29,6 +29,10 @@ Optim = Enum("Optim", {k: k for k in ("sgd", "momentum", "adam", "adamw", "rmspr
              type=str)
 Device = Enum("Device", {k: k for k in ("cpu", "cuda")}, type=str)
 Fmt = Enum("Fmt", {k: k for k in ("table", "json", "csv", "md")}, type=str)
+Shard = Enum("Shard", {k: k for k in ("none", "ddp", "zero1", "zero2", "fsdp")}, type=str)
+WORLD_HELP = "Data-parallel ranks (GPUs); with --shard, the figures are per rank."
+SHARD_HELP = ("How the ranks split the state: ddp (replicated, gradient buckets), zero1 (optimizer "
+              "state sharded), zero2 (and gradients), fsdp (and parameters, as fully_shard).")
 
 
 def _fail(e: BaseException, debug: bool) -> None:
@@ -71,9 +75,12 @@ def analyze(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
     depth: Optional[int] = typer.Option(None, help="Fold layers deeper than this depth."),
     strict: bool = typer.Option(False, help="Exit 1 when an op has no FLOP formula."),
+    world_size: int = typer.Option(1, "--world-size", help=WORLD_HELP),
+    shard: Shard = typer.Option("none", "--shard", help=SHARD_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
-    """Parameters, FLOPs, activations and peak training memory, per layer and in total."""
+    """Parameters, FLOPs, activations and peak training memory, per layer and in total.
+    With --world-size/--shard: per rank, --batch being each rank's batch."""
     try:
         from graphcalc.analyze import analyze_file
         from graphcalc.errors import IncompleteError, UsageError
@@ -83,7 +90,8 @@ def analyze(
         if depth is not None and depth < 0:
             raise UsageError(f"depth must be 0 or more, got {depth}")
         options = Options(batch=batch, dtype=dtype.value, optimizer=optim.value,
-                          amp=amp.value if amp else None, device=device.value)
+                          amp=amp.value if amp else None, device=device.value,
+                          world_size=world_size, shard=shard.value)
         report = analyze_file(model, options, inputs=input)
         _write(render(report.at_depth(depth), fmt.value), output)
         if strict and not report.complete:
@@ -97,11 +105,12 @@ def analyze(
         _fail(e, debug)
 
 
-def _options(batch, dtype, optim, amp, device, steps=2):
+def _options(batch, dtype, optim, amp, device, steps=2, world_size=1, shard=None):
     from graphcalc.options import Options
 
     return Options(batch=batch, dtype=dtype.value, optimizer=optim.value,
-                   amp=amp.value if amp else None, device=device.value, steps=steps)
+                   amp=amp.value if amp else None, device=device.value, steps=steps,
+                   world_size=world_size, shard=shard.value if shard else "none")
 
 
 @app.command()
@@ -115,6 +124,9 @@ def verify(
     steps: int = typer.Option(3, help="Real training steps to run; the peak is over all."),
     tolerance: float = typer.Option(5.0, help="Largest error allowed, in percent."),
     input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
+    world_size: int = typer.Option(1, "--world-size",
+                                   help="Start this many ranks here (gloo, CPU) and check each."),
+    shard: Shard = typer.Option("none", "--shard", help="ddp or fsdp, run for real."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Run real training steps and print predicted against measured (exit 1 past --tolerance)."""
@@ -128,14 +140,22 @@ def verify(
         from graphcalc.units import format_bytes, format_count
         from graphcalc.verify import verify as run_verify
 
-        options = _options(batch, dtype, optim, amp, device, steps)
+        options = _options(batch, dtype, optim, amp, device, steps, world_size, shard)
         source = loader.load(model)
         make_inputs = resolve_inputs(source, input)
-        with Progress(transient=True, console=Console(stderr=True)) as progress:
-            task = progress.add_task(f"{steps} real steps on {device.value}", total=steps)
-            result = run_verify(source, options, make_inputs, tolerance_percent=tolerance,
-                                on_step=lambda i: progress.advance(task))
-        table = Table(title=f"{source.name}: batch {batch}, {options.dtype}"
+        if options.distributed:
+            from graphcalc.verify import verify_distributed
+
+            typer.echo(f"starting {world_size} ranks (gloo, CPU), {steps} steps each...", err=True)
+            result = verify_distributed(model, source, options, make_inputs, inputs=input,
+                                        tolerance_percent=tolerance)
+        else:
+            with Progress(transient=True, console=Console(stderr=True)) as progress:
+                task = progress.add_task(f"{steps} real steps on {device.value}", total=steps)
+                result = run_verify(source, options, make_inputs, tolerance_percent=tolerance,
+                                    on_step=lambda i: progress.advance(task))
+        per_rank = f", {shard.value} x {world_size}, per rank" if options.distributed else ""
+        table = Table(title=f"{source.name}: batch {batch}{per_rank}, {options.dtype}"
                             f"{', autocast ' + options.amp if options.amp else ''}, "
                             f"{options.optimizer}, {device.value}, {steps} steps")
         for col in ("figure", "predicted", "measured", "error"):
@@ -168,9 +188,12 @@ def fit(
     device: Device = typer.Option("cpu", help="Device the memory prediction is for."),
     input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
     check: bool = typer.Option(False, "--verify", help="Run the batch found for real."),
+    world_size: int = typer.Option(1, "--world-size", help=WORLD_HELP),
+    shard: Shard = typer.Option("none", "--shard", help=SHARD_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
-    """The largest batch whose predicted training peak fits the memory budget (no real run)."""
+    """The largest batch whose predicted training peak fits the memory budget (no real run).
+    With --world-size/--shard: the largest per-rank batch."""
     try:
         from graphcalc import loader
         from graphcalc.analyze import resolve_inputs
@@ -179,7 +202,12 @@ def fit(
         from graphcalc.verify import fit_source
 
         budget = parse_bytes(memory)
-        options = _options(1, dtype, optim, amp, device)
+        options = _options(1, dtype, optim, amp, device, world_size=world_size, shard=shard)
+        if check and options.distributed:
+            from graphcalc.errors import UsageError
+
+            raise UsageError("fit --verify runs one device: check a per-rank batch with "
+                             "graphcalc verify --world-size N --shard ddp|fsdp")
         source = loader.load(model)
         make_inputs = resolve_inputs(source, input)
         result = fit_source(source, make_inputs, options, budget)
@@ -187,7 +215,9 @@ def fit(
             typer.echo(f"graphcalc: batch 1 needs {format_bytes(result.peak_bytes)}, more than "
                        f"{format_bytes(budget)}", err=True)
             raise typer.Exit(1)
-        typer.echo(f"Largest batch that fits {format_bytes(budget)}: {result.batch} "
+        rank = (f" per rank ({options.shard} x {options.world_size}, global batch "
+                f"{result.batch * options.world_size})") if options.distributed else ""
+        typer.echo(f"Largest batch{rank} that fits {format_bytes(budget)}: {result.batch} "
                    f"(peak {format_bytes(result.peak_bytes)})")
         typer.echo(f"Recommended (80%): {result.recommended_batch} "
                    f"(peak {format_bytes(result.recommended_peak_bytes)})")
@@ -252,6 +282,67 @@ def check(
         failures = [budgets.failures_text(o) for o in run.outcomes if not o.ok]
         if failures:
             raise BudgetError(f"budget exceeded: {'; '.join(failures)}")
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        _fail(e, debug)
+
+
+# --- plan: per-rank memory over world sizes and sharding strategies (graphcalc.distributed) -------
+
+@app.command()
+def plan(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    batch: int = typer.Option(..., "--batch", "-b", help="Global batch, split over the ranks."),
+    memory: str = typer.Option(..., help="Memory of each GPU, e.g. 80GiB."),
+    world_size: Optional[List[int]] = typer.Option(
+        None, "--world-size", help="World sizes to try (repeatable); default: 1, 2, 4 ... 64 "
+                                   "where they divide the batch."),
+    shard: Optional[List[Shard]] = typer.Option(None, "--shard",
+                                                help="Strategies (repeatable); default: all."),
+    dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
+    optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
+    amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
+    device: Device = typer.Option("cpu", help="Device the memory prediction is for."),
+    input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+):
+    """Per-rank peak, per-rank batch, fit and bytes sent per step, over world sizes and sharding."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        from graphcalc import loader
+        from graphcalc.analyze import resolve_inputs
+        from graphcalc.distributed import STRATEGIES
+        from graphcalc.distributed import plan as make_plan
+        from graphcalc.errors import UsageError
+        from graphcalc.units import format_bytes
+
+        from graphcalc.units import parse_bytes
+
+        budget = parse_bytes(memory)
+        if batch < 1:
+            raise UsageError(f"batch must be at least 1, got {batch}")
+        options = _options(1, dtype, optim, amp, device)
+        shards = [s.value for s in shard] if shard else list(STRATEGIES)
+        if "none" in shards:
+            raise UsageError("--shard none is world size 1, always in the table")
+        source = loader.load(model)
+        make_inputs = resolve_inputs(source, input)
+        rows = make_plan(loader.build_model(source, device="meta"), make_inputs, options,
+                         global_batch=batch, memory_bytes=budget, world_sizes=world_size or None,
+                         shards=shards, loss_fn=source.loss)
+        table = Table(title=f"{source.name}: global batch {batch}, {format_bytes(budget)} per "
+                            f"GPU, {options.dtype}{', autocast ' + options.amp if options.amp else ''}"
+                            f", {options.optimizer}, for {options.device}")
+        for col in ("GPUs", "shard", "batch/GPU", "peak/GPU", "fits", "sent/GPU/step"):
+            table.add_column(col, justify="left" if col == "shard" else "right")
+        for r in rows:
+            table.add_row(str(r.world_size), r.shard, str(r.per_rank_batch),
+                          format_bytes(r.peak_bytes), "yes" if r.fits else "no",
+                          format_bytes(r.communicated_bytes) if r.world_size > 1 else "--")
+        Console(no_color=True, highlight=False, width=100).print(table)
     except typer.Exit:
         raise
     except Exception as e:  # noqa: BLE001

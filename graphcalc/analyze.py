@@ -175,8 +175,13 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
         macs_forward=sum(layer.macs_forward for layer in layers),
         mult_adds_with_bias=sum(layer.macs_forward + layer.bias_adds_forward for layer in layers),
         saved_bytes=sum(distinct_saved.values()))
+    memory, dist = _memory(rp, options), None
+    if options.distributed:
+        from .distributed import rank_memory
+
+        memory, dist = rank_memory(model, rp, options)
     return Report(model=name or type(model).__name__, config=options.as_dict(), totals=totals,
-                  memory=_memory(rp, options), layers=layers, unknown_ops=unknown,
+                  memory=memory, layers=layers, unknown_ops=unknown, distributed=dist,
                   tracer=TRACER_OPAQUE if opaque else TRACER,
                   opaque=tuple((_name(p), why) for p, why in opaque.items()),
                   edges=tuple((_name(a), _name(b), s) for (a, b), s in rp.recorder.edges.items()),

@@ -341,6 +341,8 @@ class Replay:
     fake_params: dict[str, torch.Tensor]
     inference_peak: int
     state_bytes: int
+    # gradient and optimizer-state serials -> the parameter (its name in fake_params) they are for
+    param_of_serial: dict[int, str] = field(default_factory=dict)
 
 
 def fake_parameters(model: nn.Module, dtype: torch.dtype, device: str) -> dict[str, torch.Tensor]:
@@ -411,6 +413,10 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                                            foreach=True if options.device == "cuda" else None)
                 grad_serials: set[int] = set()
                 state_serials: set[int] = set()
+                name_of = {}
+                for name, f in fakes.items():
+                    name_of.setdefault(id(f), name)
+                param_of_serial: dict[int, str] = {}
                 step_events = []
                 model.train()
                 with _reparametrize_module(model, fakes), rec.watching(model), opaque_layers:
@@ -423,6 +429,9 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                             if phase == "optimizer":
                                 grad_serials.update(rec.tracker.serial(f.grad) for f in trainable
                                                     if f.grad is not None)
+                                for f in trainable:
+                                    if f.grad is not None:
+                                        param_of_serial[rec.tracker.serial(f.grad)] = name_of[id(f)]
                             rec.set_phase(phase)
 
                         with rec.saved_tensors() if step == 0 else contextlib.nullcontext():
@@ -432,6 +441,10 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                         state_tensors = [t for state in optimizer.state.values()
                                          for t in state.values() if isinstance(t, torch.Tensor)]
                         state_serials.update(rec.tracker.serial(t) for t in state_tensors)
+                        for p, state in optimizer.state.items():
+                            for t in state.values():
+                                if isinstance(t, torch.Tensor):
+                                    param_of_serial[rec.tracker.serial(t)] = name_of[id(p)]
                         state_bytes = sum(rec.tracker._bytes_of.get(rec.tracker.serial(t), 0)
                                           for t in {id(t): t for t in state_tensors}.values())
                     step_events.append(len(rec.tracker.events))
@@ -449,7 +462,8 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
             m.training = t
         rec.tracker.close()
     return Replay(rec, param_serials, batch_serials, grad_serials - {None},
-                  state_serials - {None}, step_events, fakes, inference_peak, state_bytes)
+                  state_serials - {None}, step_events, fakes, inference_peak, state_bytes,
+                  param_of_serial)
 
 
 def _inference(model, inputs, fakes, options: Options) -> int:

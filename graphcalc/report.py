@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 SCHEMA_VERSION = 1
 ROOT = "(root)"
@@ -109,6 +110,8 @@ class Report:
     opaque: tuple[tuple[str, str], ...] = ()  # (layer, why) analysed around, not through
     edges: tuple[tuple[str, str, tuple[int, ...]], ...] = field(default=(), repr=False)
     run_order: tuple[str, ...] = field(default=(), repr=False)  # layers, first forward run first
+    # per-rank figures under --world-size/--shard (graphcalc.distributed.Distributed), else None
+    distributed: Any = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -131,7 +134,7 @@ class Report:
             "unknown_ops": [{"op": op, "count": n} for op, n in self.unknown_ops],
             "opaque_layers": [{"layer": path, "reason": why} for path, why in self.opaque],
             "complete": self.complete,
-        }
+        } | ({"distributed": self.distributed.to_dict()} if self.distributed is not None else {})
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
