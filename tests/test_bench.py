@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -29,3 +30,21 @@ def test_accuracy_bench_refuses_cuda_without_a_gpu(tmp_path):
                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert run.returncode == 2
     assert "CUDA is not available" in run.stderr
+
+
+@pytest.mark.parametrize("tool", ["graphcalc", "flopcounter"])
+def test_speed_bench_worker_measures_the_same_step(tool):
+    """bench/speed.py's cells: graphcalc's figures are the library's; FlopCounterMode runs."""
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "speed.py"), "--worker", tool,
+                          "samples/seed_cnn.py", "4"], capture_output=True, text=True,
+                         timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    cell = json.loads(run.stdout.strip().splitlines()[-1])
+    assert cell["seconds"] > 0 and cell["rss"] > 0
+    if tool == "graphcalc":
+        from graphcalc.analyze import analyze_file
+        from graphcalc.options import Options
+
+        report = analyze_file(str(ROOT / "samples" / "seed_cnn.py"), Options(batch=4))
+        assert cell["flops"] == report.totals.flops_forward + report.totals.flops_backward
+        assert cell["peak"] == report.memory.peak_bytes
