@@ -163,8 +163,9 @@ class StepRecorder(TorchDispatchMode):
                 if serial >= first_new:
                     self.serial_phase[serial] = self.phase
                     self.serial_owner[serial] = owner
-                elif self.phase == "forward":
-                    # a view or an in-place result: the tensor now comes from this layer
+                elif self.phase == "forward" and _writes(func):
+                    # an in-place result: the tensor now comes from this layer. A view keeps its
+                    # producer: a layer that reshapes its input does not become its source.
                     self.serial_owner[serial] = owner
         return out
 
@@ -232,6 +233,13 @@ class StepRecorder(TorchDispatchMode):
         if layer.output_shapes is None:
             layer.output_shapes = [tuple(t.shape) for t in tensors]
             layer.output_dtype = str(tensors[0].dtype).replace("torch.", "") if tensors else None
+        # A layer that returns a view of a tensor made outside it (Flatten, Identity) is where
+        # that tensor comes from next; what its own layers made stays theirs.
+        for t in tensors:
+            serial = self.tracker.serial(t)
+            src = self.serial_owner.get(serial)
+            if src is not None and src != path and not src.startswith(path + ".") and path:
+                self.serial_owner[serial] = path
 
 
 # op -> argument positions of its weight, bias and running statistics
@@ -239,6 +247,14 @@ _MIXED_NORMS = {"aten::native_layer_norm": (2, 3), "aten::native_batch_norm": (1
                 "aten::_native_batch_norm_legit": (1, 2, 3, 4),
                 "aten::_native_batch_norm_legit_functional": (1, 2, 3, 4)}
 _LOW = (torch.bfloat16, torch.float16)
+
+
+def _writes(func) -> bool:
+    """True for an op that writes into an argument (relu_, add_, out=), not for a view."""
+    schema = getattr(func, "_schema", None)
+    if schema is None:
+        return True
+    return any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
 
 
 def _real_sizes(func, args, out) -> dict[int, int] | None:
