@@ -78,6 +78,7 @@ class StepRecorder(TorchDispatchMode):
         self.unknown: Counter = Counter()
         self.serial_phase: dict[int, str] = {}
         self.serial_owner: dict[int, str] = {}
+        self.containers: set[str] = set()  # modules with children: their own views pass tensors on
         self.edges: dict[tuple[str, str], tuple[int, ...]] = {}
         self.marks: list[Mark] = []
         self.first_run: dict[str, None] = {}  # layers in the order their forward first ran
@@ -163,9 +164,10 @@ class StepRecorder(TorchDispatchMode):
                 if serial >= first_new:
                     self.serial_phase[serial] = self.phase
                     self.serial_owner[serial] = owner
-                elif self.phase == "forward" and _writes(func):
-                    # an in-place result: the tensor now comes from this layer. A view keeps its
-                    # producer: a layer that reshapes its input does not become its source.
+                elif self.phase == "forward" and (_writes(func) or owner in self.containers):
+                    # An in-place result, or a view made in a module's own forward (a flatten
+                    # between two children): the tensor now comes from this layer. A leaf's
+                    # internal view of its input (conv, embedding) keeps the input's producer.
                     self.serial_owner[serial] = owner
         return out
 
@@ -197,6 +199,8 @@ class StepRecorder(TorchDispatchMode):
         paths = {}
         for path, mod in model.named_modules():
             paths.setdefault(id(mod), path)
+            if next(mod.children(), None) is not None:
+                self.containers.add(path)
         handles = []
 
         def pre(mod, args):

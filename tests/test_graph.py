@@ -39,5 +39,8 @@ def test_views_keep_their_producer():
     assert not g.has_edge("b3.0.conv1", "b3.0.conv3")
     # Flatten returns a view of pool's output: fc reads it from flatten.
     assert g.edges["flatten", "fc"]["shape"] == (2, 512)
+    # ResNet-50 flattens in its own forward: avgpool -> (root) -> fc.
+    r50 = layer_graph(analyze_file(str(SAMPLES / "resnet50.py"), Options(batch=1)))
+    assert r50.edges["(root)", "fc"]["shape"] == (1, 2048)
     gpt = layer_graph(analyze_file(str(SAMPLES / "gpt2.py"), Options(batch=1)))
     assert set(gpt.predecessors("[loss]")) == {"lm_head"}
