@@ -466,6 +466,14 @@ def _embedded_missing() -> str | None:
     return None
 
 
+def _has_graphviz_package() -> bool:
+    try:
+        import graphviz  # noqa: F401 - lazily: GPU images with an older torch may lack it
+    except ImportError:
+        return False
+    return True
+
+
 def choose_engine(fmt: str, engine: str | None = None) -> str:
     """'dot' or 'embedded': the option, else $GRAPHCALC_RENDER_ENGINE, else dot when on PATH."""
     engine = engine or os.environ.get(ENGINE_ENV) or "auto"
@@ -477,7 +485,8 @@ def choose_engine(fmt: str, engine: str | None = None) -> str:
                           "(apt-get install graphviz, brew install graphviz) or render svg with "
                           "--engine embedded")
     if engine == "auto":
-        engine = "dot" if has_dot else "embedded"
+        # dot needs the graphviz package too; svg can do without both, png and pdf cannot.
+        engine = "dot" if has_dot and (fmt != "svg" or _has_graphviz_package()) else "embedded"
     if engine == "embedded":
         if fmt != "svg":
             raise RenderError(f"{fmt} needs the Graphviz dot binary (apt-get install graphviz, brew "

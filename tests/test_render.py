@@ -328,6 +328,15 @@ def test_no_engine_at_all_says_what_to_install(monkeypatch):
         rd.choose_engine("svg", "dot")
 
 
+@needs_dot
+def test_dot_without_the_graphviz_package(monkeypatch):
+    monkeypatch.delenv(rd.ENGINE_ENV)
+    monkeypatch.setitem(sys.modules, "graphviz", None)
+    assert rd.choose_engine("svg") == "embedded"  # auto: the embedded engine needs no package
+    with pytest.raises(RenderError, match="needs the graphviz Python package"):
+        rd.render(report("seed_cnn", 16), "png")
+
+
 def test_forcing_and_bad_names():
     assert rd.choose_engine("svg", "embedded") == "embedded"
     with pytest.raises(RenderError, match="unknown engine 'cairo'"):
