@@ -410,6 +410,8 @@ def _legend(color_by: str, total: int) -> list[str]:
     rows = [keys[i:i + 2] for i in range(0, len(keys), 2)]  # two columns, lowest share first
     for row in rows:
         lines.append("    {rank=same; " + " ".join(_q(name) for name, _ in row) + "}")
+        if len(row) == 2:  # an edge within a rank keeps the pair in reading order
+            lines.append(f"    {_q(row[0][0])} -> {_q(row[1][0])} [style=invis];")
     lines.append("    " + " -> ".join(_q(row[0][0]) for row in rows) + " [style=invis];")
     lines.append("  }")
     return lines
