@@ -11,7 +11,7 @@ and, once per process, the embedded engine's start (compiling graphviz.wasm). Th
 (Python start, torch import, analysis, picture), wall time.
 
 Usage:
-  .venv/bin/python bench/render.py                 # prints the table, writes bench/results/render.md
+  .venv/bin/python bench/render.py          # prints the table, writes bench/results/render.md
   .venv/bin/python bench/render.py --no-cli --out /tmp/r.md
 """
 
@@ -78,7 +78,9 @@ def main() -> int:
         for label, budget in (("auto", render.NODE_BUDGET), ("all", 10**6)):
             view = render.view(report, None, budget)
             source, dot_build_s = timed(lambda: render.to_dot(report, max_nodes=budget))
-            dot_s = timed(lambda: render.render_source(source, "svg", "dot"))[1] if has_dot else None
+            dot_s = None
+            if has_dot:
+                dot_s = timed(lambda: render.render_source(source, "svg", "dot"))[1]
             _, wasm_s = timed(lambda: render.render_source(source, "svg", "embedded"))
             slowest = max(s for s in (dot_s, wasm_s) if s is not None)
             depth = "all" if view.depth is None else str(view.depth)

