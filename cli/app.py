@@ -29,6 +29,10 @@ Optim = Enum("Optim", {k: k for k in ("sgd", "momentum", "adam", "adamw", "rmspr
              type=str)
 Device = Enum("Device", {k: k for k in ("cpu", "cuda")}, type=str)
 Fmt = Enum("Fmt", {k: k for k in ("table", "json", "csv", "md")}, type=str)
+Shard = Enum("Shard", {k: k for k in ("none", "ddp", "zero1", "zero2", "fsdp")}, type=str)
+WORLD_HELP = "Data-parallel ranks (GPUs); with --shard, the figures are per rank."
+SHARD_HELP = ("How the ranks split the state: ddp (replicated, gradient buckets), zero1 (optimizer "
+              "state sharded), zero2 (and gradients), fsdp (and parameters, as fully_shard).")
 
 
 def _fail(e: BaseException, debug: bool) -> None:
@@ -71,10 +75,13 @@ def analyze(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
     depth: Optional[int] = typer.Option(None, help="Fold layers deeper than this depth."),
     strict: bool = typer.Option(False, help="Exit 1 when an op has no FLOP formula."),
+    world_size: int = typer.Option(1, "--world-size", help=WORLD_HELP),
+    shard: Shard = typer.Option("none", "--shard", help=SHARD_HELP),
     svg: Optional[Path] = typer.Option(None, "--svg", help="Also draw the annotated graph here."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
-    """Parameters, FLOPs, activations and peak training memory, per layer and in total."""
+    """Parameters, FLOPs, activations and peak training memory, per layer and in total.
+    With --world-size/--shard: per rank, --batch being each rank's batch."""
     try:
         from graphcalc.analyze import analyze_file
         from graphcalc.errors import IncompleteError, UsageError
@@ -84,25 +91,29 @@ def analyze(
         if depth is not None and depth < 0:
             raise UsageError(f"depth must be 0 or more, got {depth}")
         options = Options(batch=batch, dtype=dtype.value, optimizer=optim.value,
-                          amp=amp.value if amp else None, device=device.value)
+                          amp=amp.value if amp else None, device=device.value,
+                          world_size=world_size, shard=shard.value)
         report = analyze_file(model, options, inputs=input)
         _write(render(report.at_depth(depth), fmt.value), output)
         if svg is not None:
             _picture(report, svg, "svg", depth=depth)
         if strict and not report.complete:
-            ops = ", ".join(op for op, _ in report.unknown_ops)
-            raise IncompleteError(f"no FLOP formula for {ops}: the FLOP figures are incomplete")
+            what = [f"no FLOP formula for {', '.join(op for op, _ in report.unknown_ops)}"] \
+                if report.unknown_ops else []
+            what += [f"layer '{path}' {why}" for path, why in report.opaque]
+            raise IncompleteError(f"{'; '.join(what)}: the figures are incomplete")
     except typer.Exit:
         raise
     except Exception as e:  # noqa: BLE001 - the one place errors become exit codes
         _fail(e, debug)
 
 
-def _options(batch, dtype, optim, amp, device, steps=2):
+def _options(batch, dtype, optim, amp, device, steps=2, world_size=1, shard=None):
     from graphcalc.options import Options
 
     return Options(batch=batch, dtype=dtype.value, optimizer=optim.value,
-                   amp=amp.value if amp else None, device=device.value, steps=steps)
+                   amp=amp.value if amp else None, device=device.value, steps=steps,
+                   world_size=world_size, shard=shard.value if shard else "none")
 
 
 @app.command()
@@ -116,6 +127,9 @@ def verify(
     steps: int = typer.Option(3, help="Real training steps to run; the peak is over all."),
     tolerance: float = typer.Option(5.0, help="Largest error allowed, in percent."),
     input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
+    world_size: int = typer.Option(1, "--world-size",
+                                   help="Start this many ranks here (gloo, CPU) and check each."),
+    shard: Shard = typer.Option("none", "--shard", help="ddp or fsdp, run for real."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Run real training steps and print predicted against measured (exit 1 past --tolerance)."""
@@ -129,14 +143,22 @@ def verify(
         from graphcalc.units import format_bytes, format_count
         from graphcalc.verify import verify as run_verify
 
-        options = _options(batch, dtype, optim, amp, device, steps)
+        options = _options(batch, dtype, optim, amp, device, steps, world_size, shard)
         source = loader.load(model)
         make_inputs = resolve_inputs(source, input)
-        with Progress(transient=True, console=Console(stderr=True)) as progress:
-            task = progress.add_task(f"{steps} real steps on {device.value}", total=steps)
-            result = run_verify(source, options, make_inputs, tolerance_percent=tolerance,
-                                on_step=lambda i: progress.advance(task))
-        table = Table(title=f"{source.name}: batch {batch}, {options.dtype}"
+        if options.distributed:
+            from graphcalc.verify import verify_distributed
+
+            typer.echo(f"starting {world_size} ranks (gloo, CPU), {steps} steps each...", err=True)
+            result = verify_distributed(model, source, options, make_inputs, inputs=input,
+                                        tolerance_percent=tolerance)
+        else:
+            with Progress(transient=True, console=Console(stderr=True)) as progress:
+                task = progress.add_task(f"{steps} real steps on {device.value}", total=steps)
+                result = run_verify(source, options, make_inputs, tolerance_percent=tolerance,
+                                    on_step=lambda i: progress.advance(task))
+        per_rank = f", {shard.value} x {world_size}, per rank" if options.distributed else ""
+        table = Table(title=f"{source.name}: batch {batch}{per_rank}, {options.dtype}"
                             f"{', autocast ' + options.amp if options.amp else ''}, "
                             f"{options.optimizer}, {device.value}, {steps} steps")
         for col in ("figure", "predicted", "measured", "error"):
@@ -169,9 +191,12 @@ def fit(
     device: Device = typer.Option("cpu", help="Device the memory prediction is for."),
     input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
     check: bool = typer.Option(False, "--verify", help="Run the batch found for real."),
+    world_size: int = typer.Option(1, "--world-size", help=WORLD_HELP),
+    shard: Shard = typer.Option("none", "--shard", help=SHARD_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
-    """The largest batch whose predicted training peak fits the memory budget (no real run)."""
+    """The largest batch whose predicted training peak fits the memory budget (no real run).
+    With --world-size/--shard: the largest per-rank batch."""
     try:
         from graphcalc import loader
         from graphcalc.analyze import resolve_inputs
@@ -180,7 +205,12 @@ def fit(
         from graphcalc.verify import fit_source
 
         budget = parse_bytes(memory)
-        options = _options(1, dtype, optim, amp, device)
+        options = _options(1, dtype, optim, amp, device, world_size=world_size, shard=shard)
+        if check and options.distributed:
+            from graphcalc.errors import UsageError
+
+            raise UsageError("fit --verify runs one device: check a per-rank batch with "
+                             "graphcalc verify --world-size N --shard ddp|fsdp")
         source = loader.load(model)
         make_inputs = resolve_inputs(source, input)
         result = fit_source(source, make_inputs, options, budget)
@@ -188,7 +218,9 @@ def fit(
             typer.echo(f"graphcalc: batch 1 needs {format_bytes(result.peak_bytes)}, more than "
                        f"{format_bytes(budget)}", err=True)
             raise typer.Exit(1)
-        typer.echo(f"Largest batch that fits {format_bytes(budget)}: {result.batch} "
+        rank = (f" per rank ({options.shard} x {options.world_size}, global batch "
+                f"{result.batch * options.world_size})") if options.distributed else ""
+        typer.echo(f"Largest batch{rank} that fits {format_bytes(budget)}: {result.batch} "
                    f"(peak {format_bytes(result.peak_bytes)})")
         typer.echo(f"Recommended (80%): {result.recommended_batch} "
                    f"(peak {format_bytes(result.recommended_peak_bytes)})")
@@ -209,6 +241,147 @@ def fit(
     except Exception as e:  # noqa: BLE001
         _fail(e, debug)
 
+
+# --- check: budgets for pre-commit and CI ---------------------------------------------------------
+
+CheckFmt = Enum("CheckFmt", {k: k for k in ("table", "json")}, type=str)
+
+
+@app.command()
+def check(
+    files: Optional[List[Path]] = typer.Argument(
+        None, help="Changed files (pre-commit passes them): only the budgets whose model file or "
+                   "its local imports are among them are checked; all when omitted."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="The config file; else graphcalc.toml or a pyproject.toml "
+                                     "with [tool.graphcalc], from here upwards."),
+    update_baseline: bool = typer.Option(False, "--update-baseline",
+                                         help="Write the figures to the baseline file, for "
+                                              "max_growth; commit it."),
+    fmt: CheckFmt = typer.Option("table", "--format", "-f", help="Output format."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Analyse every model again."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+):
+    """Check the models against their budgets (exit 1 when one is exceeded, 2 on a bad config)."""
+    try:
+        import json
+
+        from graphcalc import budget as budgets
+        from graphcalc.errors import BudgetError
+
+        cfg = budgets.load_config(config if config is not None else budgets.find_config())
+        cache = None if no_cache else budgets.Cache(budgets.default_cache_dir())
+        run = budgets.check(cfg, changed=files, cache=cache, update_baseline=update_baseline)
+        if fmt.value == "json":
+            sys.stdout.write(json.dumps(run.to_dict(), indent=2) + "\n")
+        elif run.outcomes:
+            _print_budgets(run, budgets)
+        if update_baseline:
+            typer.echo(f"wrote {run.config.baseline_path} ({len(run.outcomes)} "
+                       f"budget{'s' if len(run.outcomes) != 1 else ''})", err=True)
+        if not run.outcomes:
+            typer.echo(f"graphcalc: no budgeted model among the {len(files or [])} changed files",
+                       err=True)
+        failures = [budgets.failures_text(o) for o in run.outcomes if not o.ok]
+        if failures:
+            raise BudgetError(f"budget exceeded: {'; '.join(failures)}")
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        _fail(e, debug)
+
+
+# --- plan: per-rank memory over world sizes and sharding strategies (graphcalc.distributed) -------
+
+@app.command()
+def plan(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    batch: int = typer.Option(..., "--batch", "-b", help="Global batch, split over the ranks."),
+    memory: str = typer.Option(..., help="Memory of each GPU, e.g. 80GiB."),
+    world_size: Optional[List[int]] = typer.Option(
+        None, "--world-size", help="World sizes to try (repeatable); default: 1, 2, 4 ... 64 "
+                                   "where they divide the batch."),
+    shard: Optional[List[Shard]] = typer.Option(None, "--shard",
+                                                help="Strategies (repeatable); default: all."),
+    dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
+    optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
+    amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
+    device: Device = typer.Option("cpu", help="Device the memory prediction is for."),
+    input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+):
+    """Per-rank peak, per-rank batch, fit and bytes sent per step, over world sizes and sharding."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        from graphcalc import loader
+        from graphcalc.analyze import resolve_inputs
+        from graphcalc.distributed import STRATEGIES
+        from graphcalc.distributed import plan as make_plan
+        from graphcalc.errors import UsageError
+        from graphcalc.units import format_bytes
+
+        from graphcalc.units import parse_bytes
+
+        budget = parse_bytes(memory)
+        if batch < 1:
+            raise UsageError(f"batch must be at least 1, got {batch}")
+        options = _options(1, dtype, optim, amp, device)
+        shards = [s.value for s in shard] if shard else list(STRATEGIES)
+        if "none" in shards:
+            raise UsageError("--shard none is world size 1, always in the table")
+        source = loader.load(model)
+        make_inputs = resolve_inputs(source, input)
+        rows = make_plan(loader.build_model(source, device="meta"), make_inputs, options,
+                         global_batch=batch, memory_bytes=budget, world_sizes=world_size or None,
+                         shards=shards, loss_fn=source.loss)
+        table = Table(title=f"{source.name}: global batch {batch}, {format_bytes(budget)} per "
+                            f"GPU, {options.dtype}{', autocast ' + options.amp if options.amp else ''}"
+                            f", {options.optimizer}, for {options.device}")
+        for col in ("GPUs", "shard", "batch/GPU", "peak/GPU", "fits", "sent/GPU/step"):
+            table.add_column(col, justify="left" if col == "shard" else "right")
+        for r in rows:
+            table.add_row(str(r.world_size), r.shard, str(r.per_rank_batch),
+                          format_bytes(r.peak_bytes), "yes" if r.fits else "no",
+                          format_bytes(r.communicated_bytes) if r.world_size > 1 else "--")
+        Console(no_color=True, highlight=False, width=100).print(table)
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        _fail(e, debug)
+
+
+def _print_budgets(run, budgets) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    failed = sum(not o.ok for o in run.outcomes)
+    title = (f"graphcalc check: {len(run.outcomes) - failed} of {len(run.outcomes)} budgets "
+             "hold"
+             + (f", {run.skipped} untouched" if run.skipped else ""))
+    table = Table(title=title)
+    for col in ("budget", "figure", "value", "limit", "verdict"):
+        table.add_column(col, justify="right" if col in ("value", "limit") else "left")
+    for o in run.outcomes:
+        opts = o.budget.options
+        setup = (f"batch {opts.batch}, {opts.dtype}{', autocast ' + opts.amp if opts.amp else ''},"
+                 f" {opts.optimizer}" + (", cached" if o.cached else ""))
+        for i, c in enumerate(o.checks):
+            figure = budgets.LABELS[c.figure] + (" growth" if c.kind == "growth" else "")
+            table.add_row(o.budget.name if i == 0 else (setup if i == 1 else ""), figure,
+                          budgets.value_text(c), budgets.limit_text(c), budgets.verdict_text(c))
+        if len(o.checks) == 1:
+            table.add_row(setup, "", "", "", "")
+        if o.figures.unknown_ops:
+            table.add_row("", "note", "", "", "FLOPs incomplete: no formula for "
+                                              + ", ".join(o.figures.unknown_ops))
+        table.add_section()
+    # A wide, uncoloured table: CI logs and pre-commit's output are no terminal.
+    Console(no_color=True, highlight=False, width=max(Console().width, 120)).print(table)
+
+
+# --- render: the layer graph with its figures (graphcalc.render) ---------------------------------
 
 PictureFmt = Enum("PictureFmt", {k: k for k in ("svg", "png", "pdf", "dot")}, type=str)
 ColorBy = Enum("ColorBy", {k: k for k in ("flops", "memory", "params")}, type=str)

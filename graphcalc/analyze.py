@@ -14,7 +14,8 @@ from . import loader
 from .errors import GraphcalcError, ShapeError, TraceError, UsageError
 from .options import Options
 from .replay import LOSS, OPTIMIZER, Replay, replay
-from .report import ROOT, Breakdown, Layer, Memory, Report, TimelinePoint, Totals
+from .opaque import is_data_dependent, reason_of
+from .report import ROOT, TRACER, TRACER_OPAQUE, Breakdown, Layer, Memory, Report, TimelinePoint, Totals
 
 
 def _name(path: str) -> str:
@@ -142,12 +143,23 @@ def _memory(rp: Replay, options: Options) -> Memory:
 def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options: Options, *,
                    loss_fn=None, name: str | None = None) -> Report:
     """Analyse a model: every figure of the report, from one replay of the step on fake tensors."""
-    try:
-        rp = replay(model, make_inputs, loss_fn, options)
-    except GraphcalcError:
-        raise
-    except Exception as e:  # the model's own code failed under fake tensors: say where
-        raise _explain(e, model) from e
+    opaque: dict[str, str] = {}
+    while True:
+        try:
+            rp = replay(model, make_inputs, loss_fn, options, opaque=opaque)
+            break
+        except GraphcalcError:
+            raise
+        except Exception as e:  # the model's own code failed under fake tensors
+            owner = getattr(e, "_graphcalc_owner", None) or ""
+            if not is_data_dependent(e) or owner.startswith("[") or owner in opaque:
+                raise _explain(e, model) from e
+            if owner == "":  # the model's own forward reads values: nothing left to analyse
+                raise TraceError(f"the model's own forward {reason_of(e)}, which a static "
+                                 "analysis cannot see; move that code into a submodule so that "
+                                 "the rest can be analysed around it") from e
+            # One layer reads tensor values: analyse the rest around it (graphcalc.opaque).
+            opaque[owner] = reason_of(e)
     layers = _layers(model, rp)
     unknown = tuple(sorted(rp.recorder.unknown.items()))
     distinct_saved = {}
@@ -163,8 +175,15 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
         macs_forward=sum(layer.macs_forward for layer in layers),
         mult_adds_with_bias=sum(layer.macs_forward + layer.bias_adds_forward for layer in layers),
         saved_bytes=sum(distinct_saved.values()))
+    memory, dist = _memory(rp, options), None
+    if options.distributed:
+        from .distributed import rank_memory
+
+        memory, dist = rank_memory(model, rp, options)
     return Report(model=name or type(model).__name__, config=options.as_dict(), totals=totals,
-                  memory=_memory(rp, options), layers=layers, unknown_ops=unknown,
+                  memory=memory, layers=layers, unknown_ops=unknown, distributed=dist,
+                  tracer=TRACER_OPAQUE if opaque else TRACER,
+                  opaque=tuple((_name(p), why) for p, why in opaque.items()),
                   edges=tuple((_name(a), _name(b), s) for (a, b), s in rp.recorder.edges.items()),
                   run_order=tuple(_name(p) for p in rp.recorder.first_run))
 

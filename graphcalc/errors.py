@@ -7,6 +7,7 @@
     ├── ModelBuildError            the factory or class raised while building the model
     ├── ShapeError                 the inputs do not fit the model (names the layer)
     ├── TraceError                 the step could not be replayed on fake tensors
+    ├── ConfigError                a bad budget config or baseline file (names the key and file)
     ├── RenderError                a picture cannot be made: unknown format, no engine, unwritable
     ├── BudgetError                a budget is exceeded (exit 1)
     └── IncompleteError            --strict and some ops have no FLOP formula (exit 1)
@@ -51,6 +52,10 @@ class ShapeError(GraphcalcError):
 
 
 class TraceError(GraphcalcError):
+    pass
+
+
+class ConfigError(GraphcalcError):
     pass
 
 

@@ -56,12 +56,25 @@ def summary_lines(report: Report) -> list[str]:
         f"Inference peak (no_grad, eval): {format_bytes(m.inference_peak_bytes)}",
     ]
     lines.append("Timeline (peak per phase): " + timeline_text(report))
+    d = report.distributed
+    if d is not None:
+        c = d.communication
+        lines.append(
+            f"Per rank of {d.world_size} ({d.shard}): batch {d.per_rank_batch} of {d.global_batch}"
+            f"{f', {d.units} FSDP units + root' if d.units else ''}"
+            f"{f', gradient buckets {format_bytes(d.bucket_bytes)}' if d.bucket_bytes else ''}; "
+            f"sent per step {format_bytes(c.total_bytes)} (all-reduce "
+            f"{format_bytes(c.all_reduce_bytes)}, all-gather {format_bytes(c.all_gather_bytes)}, "
+            f"reduce-scatter {format_bytes(c.reduce_scatter_bytes)})")
     if m.device == "cuda":
         lines.append("Runtime, not in the peak: the CUDA context (about 300-700 MB, by driver and "
                       "GPU) and the cuBLAS workspace (8 MiB, 32 MiB on Hopper)")
     if report.unknown_ops:
         ops = ", ".join(f"{op} x{n}" for op, n in report.unknown_ops)
         lines.append(f"INCOMPLETE: no FLOP formula for {ops}; FLOP totals are a lower bound")
+    for path, why in report.opaque:
+        lines.append(f"INCOMPLETE: layer '{path}' {why}: it was analysed around, not through "
+                     "(its output and gradients are counted, its own FLOPs and activations are not)")
     return lines
 
 

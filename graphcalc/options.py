@@ -12,6 +12,9 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad")
 DEVICES = ("cpu", "cuda")
+# How the step is spread over `world_size` ranks (graphcalc.distributed): none (one device), ddp,
+# zero1 (optimizer state sharded), zero2 (and gradients), fsdp (and parameters: fully_shard).
+SHARDS = ("none", "ddp", "zero1", "zero2", "fsdp")
 # Batches past this are analysed (fake tensors cost nothing) but shapes must stay int64-sized.
 MAX_BATCH = 2**40
 
@@ -31,6 +34,8 @@ class Options:
     amp: str | None = None
     device: str = "cpu"
     steps: int = 2
+    world_size: int = 1
+    shard: str = "none"
 
     def __post_init__(self):
         if isinstance(self.batch, bool) or not isinstance(self.batch, int):
@@ -48,6 +53,16 @@ class Options:
         object.__setattr__(self, "device", _choose("device", self.device, DEVICES))
         if self.steps < 1:
             raise UsageError(f"steps must be at least 1, got {self.steps}")
+        if isinstance(self.world_size, bool) or not isinstance(self.world_size, int) \
+                or self.world_size < 1:
+            raise UsageError(f"world size must be a whole number of at least 1, got "
+                             f"{self.world_size!r}")
+        object.__setattr__(self, "shard", _choose("shard", self.shard, SHARDS))
+        if self.world_size == 1 and self.shard != "none":
+            raise UsageError(f"--shard {self.shard} needs --world-size 2 or more")
+        if self.world_size > 1 and self.shard == "none":
+            raise UsageError(f"--world-size {self.world_size} needs a --shard strategy: "
+                             f"choose one of {', '.join(SHARDS[1:])}")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -57,9 +72,16 @@ class Options:
     def amp_dtype(self) -> torch.dtype | None:
         return AMP_DTYPES[self.amp] if self.amp else None
 
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
     def as_dict(self) -> dict:
-        return {"batch": self.batch, "dtype": self.dtype, "optimizer": self.optimizer,
-                "amp": self.amp, "device": self.device}
+        d = {"batch": self.batch, "dtype": self.dtype, "optimizer": self.optimizer,
+             "amp": self.amp, "device": self.device}
+        if self.distributed:  # the single-device JSON stays as it was
+            d.update(world_size=self.world_size, shard=self.shard)
+        return d
 
 
 def make_optimizer(name: str, params, *, foreach: bool | None = None):

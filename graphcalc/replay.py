@@ -23,12 +23,14 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+import torch._dynamo  # noqa: F401  (fake tensors import it on their first op; pay it at import)
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
 from . import flops
+from .opaque import OpaqueLayers
 from .options import Options, make_optimizer
 from .tracking import LiveCounter, LiveStorages
 
@@ -215,19 +217,26 @@ class StepRecorder(TorchDispatchMode):
             handles.append(mod.register_forward_pre_hook(pre))
             handles.append(mod.register_forward_hook(post))
 
-        def pack(t):
-            if self.frames and self.count_flops and self.phase in ("forward", "loss"):
-                serial = self.tracker.serial(t)
-                if serial is not None and self.serial_phase.get(serial) in ("forward", "loss"):
-                    self.layers[self.frames[-1][0]].saved[serial] = self.tracker._bytes_of.get(serial, 0)
-            return t.detach()
-
         try:
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                yield
+            yield
         finally:
             for h in handles:
                 h.remove()
+
+    def saved_tensors(self):
+        """Attribute the tensors autograd saves for backward to the layer running (step 0 only:
+        the hook costs a detach per saved tensor, and later steps save the same)."""
+
+        def pack(t):
+            if self.frames and self.phase in ("forward", "loss"):
+                serial = self.tracker.serial(t)
+                if serial is not None and self.serial_phase.get(serial) in ("forward", "loss"):
+                    self.layers[self.frames[-1][0]].saved[serial] = self.tracker._bytes_of.get(serial, 0)
+            # Detached, or an output saved by its own node would hold itself in a cycle and
+            # outlive the step, which autograd's own saving avoids.
+            return t.detach()
+
+        return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
 
     def _record_output(self, path: str, output) -> None:
         layer = self.layers[path]
@@ -352,6 +361,8 @@ class Replay:
     fake_params: dict[str, torch.Tensor]
     inference_peak: int
     state_bytes: int
+    # gradient and optimizer-state serials -> the parameter (its name in fake_params) they are for
+    param_of_serial: dict[int, str] = field(default_factory=dict)
 
 
 def fake_parameters(model: nn.Module, dtype: torch.dtype, device: str) -> dict[str, torch.Tensor]:
@@ -387,8 +398,13 @@ def fake_device(target: str) -> str:
     return "cpu"
 
 
-def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options: Options) -> Replay:
-    """Run `options.steps` training steps and one inference forward on fake tensors."""
+def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options: Options, *,
+           opaque: dict[str, str] | None = None) -> Replay:
+    """Run `options.steps` training steps and one inference forward on fake tensors.
+
+    `opaque` names layers (path -> why) to run around, not through (`graphcalc.opaque`)."""
+    opaque_layers = (OpaqueLayers(model, opaque, options.batch, options.torch_dtype,
+                                  options.amp_dtype) if opaque else contextlib.nullcontext())
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     round_to = 512 if options.device == "cuda" else 1
     device = fake_device(options.device)
@@ -417,9 +433,13 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                                            foreach=True if options.device == "cuda" else None)
                 grad_serials: set[int] = set()
                 state_serials: set[int] = set()
+                name_of = {}
+                for name, f in fakes.items():
+                    name_of.setdefault(id(f), name)
+                param_of_serial: dict[int, str] = {}
                 step_events = []
                 model.train()
-                with _reparametrize_module(model, fakes), rec.watching(model):
+                with _reparametrize_module(model, fakes), rec.watching(model), opaque_layers:
                     for step in range(options.steps):
                         rec.step = step
                         rec.count_flops = step == 0
@@ -429,21 +449,29 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                             if phase == "optimizer":
                                 grad_serials.update(rec.tracker.serial(f.grad) for f in trainable
                                                     if f.grad is not None)
+                                for f in trainable:
+                                    if f.grad is not None:
+                                        param_of_serial[rec.tracker.serial(f.grad)] = name_of[id(f)]
                             rec.set_phase(phase)
 
-                        training_step(model, inputs, loss_fn, optimizer,
-                                      amp_dtype=options.amp_dtype, device_type=device,
-                                      on_phase=on_phase)
+                        with rec.saved_tensors() if step == 0 else contextlib.nullcontext():
+                            training_step(model, inputs, loss_fn, optimizer,
+                                          amp_dtype=options.amp_dtype, device_type=device,
+                                          on_phase=on_phase)
                         state_tensors = [t for state in optimizer.state.values()
                                          for t in state.values() if isinstance(t, torch.Tensor)]
                         state_serials.update(rec.tracker.serial(t) for t in state_tensors)
+                        for p, state in optimizer.state.items():
+                            for t in state.values():
+                                if isinstance(t, torch.Tensor):
+                                    param_of_serial[rec.tracker.serial(t)] = name_of[id(p)]
                         state_bytes = sum(rec.tracker._bytes_of.get(rec.tracker.serial(t), 0)
                                           for t in {id(t): t for t in state_tensors}.values())
                     step_events.append(len(rec.tracker.events))
                     rec.phase = "end"
                     rec.count_flops = False
                 del optimizer
-            with _reparametrize_module(model, fakes):
+            with _reparametrize_module(model, fakes), opaque_layers:
                 inference_peak = _inference(model, inputs, fakes, options)
     except Exception as e:
         if not hasattr(e, "_graphcalc_owner"):
@@ -454,7 +482,8 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
             m.training = t
         rec.tracker.close()
     return Replay(rec, param_serials, batch_serials, grad_serials - {None},
-                  state_serials - {None}, step_events, fakes, inference_peak, state_bytes)
+                  state_serials - {None}, step_events, fakes, inference_peak, state_bytes,
+                  param_of_serial)
 
 
 def _inference(model, inputs, fakes, options: Options) -> int:

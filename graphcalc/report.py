@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 SCHEMA_VERSION = 1
 ROOT = "(root)"
@@ -93,6 +94,10 @@ class Memory:
     timeline: tuple[TimelinePoint, ...] = ()
 
 
+TRACER = "fake-tensor step replay (ATen dispatch)"
+TRACER_OPAQUE = "fake-tensor step replay (ATen dispatch), with opaque layers"
+
+
 @dataclass(frozen=True)
 class Report:
     model: str
@@ -101,15 +106,19 @@ class Report:
     memory: Memory
     layers: tuple[Layer, ...]
     unknown_ops: tuple[tuple[str, int], ...]
-    tracer: str = "fake-tensor step replay (ATen dispatch)"
+    tracer: str = TRACER
+    opaque: tuple[tuple[str, str], ...] = ()  # (layer, why) analysed around, not through
     edges: tuple[tuple[str, str, tuple[int, ...]], ...] = field(default=(), repr=False)
     run_order: tuple[str, ...] = field(default=(), repr=False)  # layers, first forward run first
+    # per-rank figures under --world-size/--shard (graphcalc.distributed.Distributed), else None
+    distributed: Any = None
     schema_version: int = SCHEMA_VERSION
 
     @property
     def complete(self) -> bool:
-        """False when some op had no FLOP formula: the FLOP totals are then a lower bound."""
-        return not self.unknown_ops
+        """False when some op had no FLOP formula or some layer was opaque (it reads tensor
+        values): the FLOP totals are then a lower bound."""
+        return not self.unknown_ops and not self.opaque
 
     def to_dict(self) -> dict:
         mem = asdict(self.memory)
@@ -123,8 +132,9 @@ class Report:
             "memory": mem,
             "layers": [_layer_dict(layer) for layer in self.layers],
             "unknown_ops": [{"op": op, "count": n} for op, n in self.unknown_ops],
+            "opaque_layers": [{"layer": path, "reason": why} for path, why in self.opaque],
             "complete": self.complete,
-        }
+        } | ({"distributed": self.distributed.to_dict()} if self.distributed is not None else {})
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 from torch.utils._pytree import tree_leaves
 
 
@@ -85,6 +86,27 @@ class LiveStorages:
         if self.keep_events:
             self.events.append((serial, -nbytes))
 
+    def resized(self, t: torch.Tensor) -> None:
+        """t's storage was resized in place (FSDP frees and re-allocates its unsharded parameters
+        with `storage.resize_`, which no op reports): count its new size."""
+        serial = self.serial(t)
+        if serial is None:
+            self.track(t)
+            return
+        nbytes = storage_bytes(t.untyped_storage().nbytes(), self.round_to)
+        delta = nbytes - self._bytes_of[serial]
+        if delta == 0:
+            return
+        self._bytes_of[serial] = nbytes
+        self.current += delta
+        if self.keep_events:
+            self.events.append((serial, delta))
+        if self.current > self.peak:
+            self.peak = self.current
+            self.peak_event = len(self.events)
+            if self.on_peak is not None:
+                self.on_peak()
+
     def reset_peak(self) -> None:
         self.peak = self.current
         self.peak_event = len(self.events)
@@ -94,6 +116,19 @@ class LiveStorages:
         for f in self._finalizers:
             f.detach()
         self._finalizers.clear()
+
+
+def plain_tensors(t: torch.Tensor):
+    """The tensors that hold t's memory: t itself, or the inner tensors of a wrapper subclass
+    (a DTensor's local shard), whose own storage is a placeholder of the global size."""
+    if is_traceable_wrapper_subclass(t):
+        attrs, _ = t.__tensor_flatten__()
+        for a in attrs:
+            inner = getattr(t, a)
+            if isinstance(inner, torch.Tensor):
+                yield from plain_tensors(inner)
+    else:
+        yield t
 
 
 class LiveCounter(TorchDispatchMode):
@@ -107,5 +142,6 @@ class LiveCounter(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
-                self.tracker.track(t)
+                for p in plain_tensors(t):
+                    self.tracker.track(p)
         return out

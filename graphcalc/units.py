@@ -6,6 +6,7 @@ Counts use decimal suffixes (K, M, G, T: 25M = 25,000,000). Bytes take binary su
 
 from __future__ import annotations
 
+import math
 import re
 
 from .errors import UsageError
@@ -21,6 +22,8 @@ def _parse(text, table: dict, what: str) -> int:
     if isinstance(text, bool):
         raise UsageError(f"{what} '{text}' is not a number")
     if isinstance(text, (int, float)):
+        if not math.isfinite(text):
+            raise UsageError(f"{what} '{text}' is not a finite number")
         if text < 0:
             raise UsageError(f"{what} '{text}' is negative")
         return int(text)
@@ -42,11 +45,11 @@ def parse_bytes(text) -> int:
 
 
 def parse_percent(text) -> float:
-    s = str(text).strip()
-    try:
-        return float(s[:-1]) / 100 if s.endswith("%") else float(s)
-    except ValueError:
-        raise UsageError(f"percentage '{text}' does not parse: write e.g. 5%") from None
+    """'5%' -> 0.05, '7.5 %' -> 0.075. The % is required: a bare 5 could mean 5% or 500%."""
+    m = re.match(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$", text) if isinstance(text, str) else None
+    if not m:
+        raise UsageError(f"percentage '{text}' does not parse: write e.g. 5%")
+    return float(m.group(1)) / 100
 
 
 def format_count(n: int | float, digits: int = 3) -> str:
@@ -65,6 +68,11 @@ def format_bytes(n: int | float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.{_decimals(n / scale, 3)}f} {suffix}"
     return f"{int(n)} B"
+
+
+def format_percent(fraction: float, *, signed: bool = False) -> str:
+    """0.072 -> '7.2%'; signed: '+7.2%', '-0.4%'."""
+    return f"{fraction * 100:{'+' if signed else ''}.1f}%"
 
 
 def _decimals(x: float, digits: int) -> int:

@@ -135,3 +135,26 @@ def fit_source(source: loader.ModelSource, make_inputs, options: Options, memory
                               loss_fn=source.loss).memory.peak_bytes
 
     return fit(peak_at, memory_bytes)
+
+
+def verify_distributed(spec: str, source: loader.ModelSource, options: Options, make_inputs, *,
+                       inputs: list[str] | None = None,
+                       tolerance_percent: float = 5.0) -> Verification:
+    """`verify --world-size N --shard ddp|fsdp`: start N ranks on this machine (gloo, CPU), run
+    the real steps wrapped as the strategy says and check the per-rank peak of each rank."""
+    from .measure_distributed import measure_distributed
+
+    if options.device != "cpu":
+        raise UsageError("verify --world-size runs its ranks on the CPU (gloo): use --device cpu")
+    if options.shard not in ("ddp", "fsdp"):
+        raise UsageError(f"verify --shard {options.shard}: only ddp and fsdp have a real engine "
+                         "here to check against")
+    report = analyze_module(loader.build_model(source, device="meta"), make_inputs, options,
+                            loss_fn=source.loss, name=source.name)
+    ranks = measure_distributed(spec, options, inputs=inputs)
+    checks = tuple(Check(f"peak memory, rank {m.rank}", report.memory.peak_bytes, m.peak_bytes, "B")
+                   for m in ranks)
+    checks += (Check("step time, rank 0", None, ranks[0].step_seconds, "s"),)
+    measured = Measured(max(m.peak_bytes for m in ranks), ranks[0].step_peaks,
+                        report.totals.params, ranks[0].step_seconds)
+    return Verification(report, measured, checks, tolerance_percent)

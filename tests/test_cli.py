@@ -203,3 +203,9 @@ def test_the_cli_package_is_not_a_top_level_cli_module(tmp_path):
     code = "import importlib.util, graphcalc_cli; print(importlib.util.find_spec('cli'))"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert out.stdout.strip() == "None", out.stderr
+
+
+def test_unknown_dtype_lists_the_valid_ones():
+    result = run("analyze", CNN, "--dtype", "fp8")
+    assert result.exit_code == 2
+    assert all(d in result.output for d in ("fp32", "fp16", "bf16"))

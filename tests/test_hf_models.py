@@ -16,6 +16,7 @@ import hf_models  # noqa: E402
 from graphcalc.analyze import analyze_module  # noqa: E402
 from graphcalc.measure import count_flops, measure_step  # noqa: E402
 from graphcalc.options import Options  # noqa: E402
+from graphcalc.report import TRACER  # noqa: E402
 
 from conftest import unique_param_count  # noqa: E402
 
@@ -28,6 +29,7 @@ def test_hf_model_against_a_real_step(name):
     report = analyze_module(model, make_inputs, options, loss_fn=loss_fn, name=name)
     assert report.totals.params == unique_param_count(model)
     assert report.complete, report.unknown_ops
+    assert report.tracer == TRACER and not report.opaque  # the primary tracer, no fallback
 
     torch.manual_seed(0)
     forward, backward = count_flops(model, make_inputs(2), loss_fn)

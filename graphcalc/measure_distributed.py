@@ -1,0 +1,182 @@
+"""Measure real data-parallel training steps: N processes on this machine, gloo, CPU.
+
+The ground truth the per-rank prediction (`graphcalc.distributed`) is checked against. Each rank
+builds the model for real, wraps it as a user would (`DistributedDataParallel`, or FSDP2's
+`fully_shard` on every unit of `distributed.shard_units` and then on the root), runs real steps
+and counts its live tensor storages as `measure.measure_step` does, with two things a plain
+dispatch mode would get wrong made right:
+
+- a DTensor is a wrapper whose own "storage" has the global size: its local shard is counted;
+- FSDP frees and re-allocates the unsharded parameters with `storage.resize_`, which is no ATen
+  op: FSDP's own `alloc_storage` / `free_storage` report each resize to the tracker.
+
+What no dispatch mode sees either way: gloo's own scratch inside a collective, and the DDP
+reducer's buffers when it is built outside the count (it is built inside here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_leaves
+
+from .options import Options, make_optimizer
+from .replay import prepare_inputs, training_step
+from .tracking import LiveCounter, LiveStorages, plain_tensors
+
+
+@dataclass(frozen=True)
+class RankMeasured:
+    rank: int
+    peak_bytes: int
+    step_peaks: tuple[int, ...]
+    step_seconds: float
+
+
+def wrap(model: nn.Module, options: Options) -> nn.Module:
+    """The model as each rank trains it under `options.shard` (process group already up)."""
+    from . import distributed
+
+    if options.shard == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, bucket_cap_mb=distributed.DDP_BUCKET_MIB)
+    if options.shard == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh("cpu", (options.world_size,))
+        modules = dict(model.named_modules())
+        for path in distributed.shard_units(model):
+            fully_shard(modules[path], mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        return model
+    raise NotImplementedError(f"no real run for --shard {options.shard} (ddp and fsdp only)")
+
+
+@contextlib.contextmanager
+def _fsdp_resizes(tracker: LiveStorages):
+    """Report FSDP's storage resizes (unshard / reshard of parameters) to the tracker."""
+    from torch.distributed.fsdp._fully_shard import _fsdp_param
+
+    alloc, free = _fsdp_param.alloc_storage, _fsdp_param.free_storage
+
+    def counted(fn):
+        def resize(tensor):
+            fn(tensor)
+            for t in plain_tensors(tensor):
+                tracker.resized(t)
+        return resize
+
+    _fsdp_param.alloc_storage, _fsdp_param.free_storage = counted(alloc), counted(free)
+    try:
+        yield
+    finally:
+        _fsdp_param.alloc_storage, _fsdp_param.free_storage = alloc, free
+
+
+def measure_rank(model: nn.Module, make_inputs: Callable[[int], Any], options: Options, *,
+                 loss_fn=None, rank: int = 0) -> RankMeasured:
+    """Run `options.steps` real steps of this rank (process group already up) and measure."""
+    model = model.to(dtype=options.torch_dtype)
+    model.train()
+    torch.manual_seed(rank)  # each rank its own data, as a DistributedSampler gives
+    inputs = prepare_inputs(make_inputs(options.batch), options, torch.device("cpu"))
+    tracker = LiveStorages(keep_events=False)
+    for t in list(model.parameters()) + list(model.buffers()):
+        tracker.track(t)
+    for t in tree_leaves(inputs):
+        if isinstance(t, torch.Tensor):
+            tracker.track(t)
+    step_peaks, times = [], []
+    resizes = _fsdp_resizes(tracker) if options.shard == "fsdp" else contextlib.nullcontext()
+    try:
+        with resizes, LiveCounter(tracker):
+            # Wrapped inside the count: DDP's gradient buckets are made here.
+            model = wrap(model, options)
+            trainable = [p for p in {id(p): p for p in model.parameters()}.values()
+                         if p.requires_grad]
+            optimizer = make_optimizer(options.optimizer, trainable)
+            for _ in range(options.steps):
+                tracker.reset_peak()
+                start = time.perf_counter()
+                training_step(model, inputs, loss_fn, optimizer, amp_dtype=options.amp_dtype,
+                              device_type="cpu")
+                times.append(time.perf_counter() - start)
+                step_peaks.append(tracker.peak)
+    finally:
+        tracker.close()
+    return RankMeasured(rank, max(step_peaks), tuple(step_peaks), min(times))
+
+
+def _rank_main(job_file: str, rank: int) -> None:
+    """One rank, in its own process: the job (spec, inputs, options) comes in a JSON file."""
+    import torch.distributed as dist
+
+    from . import loader
+    from .analyze import resolve_inputs
+
+    with open(job_file) as f:
+        job = json.load(f)
+    options = Options(**job["options"])
+    torch.set_num_threads(1)  # the ranks share this machine's cores
+    dist.init_process_group("gloo", init_method=f"file://{job['store']}", rank=rank,
+                            world_size=options.world_size)
+    try:
+        source = loader.load(job["spec"])
+        torch.manual_seed(0)  # the same initial weights on every rank
+        model = loader.build_model(source, device=None)
+        measured = measure_rank(model, resolve_inputs(source, job["inputs"]), options,
+                                loss_fn=source.loss, rank=rank)
+        with open(f"{job_file}.{rank}", "w") as f:
+            json.dump(asdict(measured), f)
+    finally:
+        dist.destroy_process_group()
+
+
+def measure_distributed(spec: str, options: Options, *, inputs: list[str] | None = None,
+                        timeout_s: float = 1800) -> tuple[RankMeasured, ...]:
+    """Launch `options.world_size` processes on this machine as torchrun would (one per rank,
+    gloo on CPU), run the steps on each and return what each rank measured, by rank."""
+    with tempfile.TemporaryDirectory(prefix="graphcalc-dist-") as tmp:
+        job_file = os.path.join(tmp, "job.json")
+        opts = {f.name: getattr(options, f.name) for f in fields(options)}
+        with open(job_file, "w") as f:
+            json.dump({"spec": spec, "inputs": inputs, "options": opts,
+                       "store": os.path.join(tmp, "store")}, f)
+        procs = [subprocess.Popen([sys.executable, "-m", __name__, job_file, str(rank)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for rank in range(options.world_size)]
+        failed = []
+        for rank, p in enumerate(procs):
+            try:
+                out, _ = p.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                for q in procs:
+                    q.kill()
+                raise RuntimeError(f"rank {rank} did not finish in {timeout_s:.0f} s") from None
+            if p.returncode != 0:
+                failed.append(f"rank {rank} exited {p.returncode}: {out.strip()[-2000:]}")
+        if failed:
+            raise RuntimeError("; ".join(failed))
+        measured = []
+        for rank in range(options.world_size):
+            with open(f"{job_file}.{rank}") as f:
+                d = json.load(f)
+            measured.append(RankMeasured(d["rank"], d["peak_bytes"], tuple(d["step_peaks"]),
+                                         d["step_seconds"]))
+    return tuple(measured)
+
+
+if __name__ == "__main__":
+    _rank_main(sys.argv[1], int(sys.argv[2]))

@@ -1,0 +1,199 @@
+"""Layers that read tensor values: analysed around, not through.
+
+Fake tensors carry shapes, not values. A layer that calls `.item()` or `.tolist()`, branches on a
+tensor (`if x.sum() > 0:`) or loops over tensor values cannot be replayed on them. Rather than
+give up on the whole model, the analysis makes that one layer opaque and replays the rest:
+
+- Its output shapes come from running a real copy of the layer alone, on small random inputs
+  (batch 1, 2 and 3; the batch dimension of each output must grow linearly with the batch, or the
+  layer's shapes depend on values and it is refused). Nothing is allocated at the analysed batch.
+- In the replay the layer becomes one autograd node that returns empty tensors of those shapes and,
+  in backward, zero gradients for its inputs and parameters: the memory the rest of the step holds
+  for its output and its gradients is counted; what the layer itself computes and keeps is not.
+- The report names the layer and the reason, and marks the figures incomplete (as it does for an op
+  without a FLOP formula); `--strict` turns that into exit 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import linecache
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+from torch.utils._python_dispatch import _disable_current_modes
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from .errors import TraceError
+
+DATA_DEPENDENT = (DataDependentOutputException, GuardOnDataDependentSymNode,
+                  DynamicOutputShapeException)
+SEED = 0  # probes are deterministic and leave the caller's random state alone
+_TORCH_DIR = str(Path(torch.__file__).resolve().parent)
+_HERE = str(Path(__file__).resolve().parent)
+
+
+def is_data_dependent(e: BaseException) -> bool:
+    while e is not None:
+        if isinstance(e, DATA_DEPENDENT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def reason_of(e: BaseException) -> str:
+    """'reads tensor values at FILE:LINE `code`', from the innermost frame of the model's code."""
+    where = None
+    for frame in traceback.extract_tb(e.__traceback__):
+        name = str(Path(frame.filename).resolve())
+        if not name.startswith((_TORCH_DIR, _HERE)) and "<" not in frame.filename:
+            where = frame
+    if where is None:
+        return "reads tensor values (.item(), .tolist() or a branch on a tensor)"
+    code = (where.line or linecache.getline(where.filename, where.lineno)).strip()
+    return f"reads tensor values at {Path(where.filename).name}:{where.lineno} `{code}`"
+
+
+@dataclass(frozen=True)
+class OpaqueLayer:
+    path: str
+    reason: str
+
+
+def _real_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A real CPU copy of `module` alone: its own weights if it has them, else fresh ones."""
+    real = copy.deepcopy(module)
+    tensors = list(real.parameters()) + list(real.buffers())
+    if any(t.is_meta for t in tensors):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED)
+            real = _materialise(real)
+    return real.to(dtype=dtype) if dtype.is_floating_point else real
+
+
+def _materialise(real: nn.Module) -> nn.Module:
+    """Meta weights have no values: give them fresh ones, as the layer's own init would."""
+    real = real.to_empty(device="cpu")
+    with torch.no_grad():
+        for p in real.parameters():
+            p.normal_(0, 0.02)
+        for b in real.buffers():
+            b.zero_()
+        for m in real.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    return real
+
+
+def _probe_leaf(t, batch: int, size: int, gen: torch.Generator):
+    if not isinstance(t, torch.Tensor):
+        return t
+    shape = list(t.shape)
+    if shape and shape[0] == batch:
+        shape[0] = size
+    if t.is_floating_point():
+        return torch.randn(shape, dtype=t.dtype, generator=gen)
+    if t.dtype == torch.bool:
+        return torch.ones(shape, dtype=torch.bool)
+    return torch.zeros(shape, dtype=t.dtype)
+
+
+class _Opaque(torch.autograd.Function):
+    """One node for the whole layer: empty outputs, zero input gradients."""
+
+    @staticmethod
+    def forward(ctx, specs, device, *tensors):
+        ctx.inputs = [(t.shape, t.dtype) for t in tensors]
+        ctx.device = device
+        outs = tuple(torch.empty(shape, dtype=dtype, device=device) for shape, dtype in specs)
+        ctx.mark_non_differentiable(*[o for o in outs if not o.is_floating_point()])
+        return outs
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, None, *[torch.zeros(shape, dtype=dtype, device=ctx.device)
+                              for shape, dtype in ctx.inputs])
+
+
+class OpaqueLayers:
+    """Replace the forward of each named layer, for the time of a replay."""
+
+    def __init__(self, model: nn.Module, layers: dict[str, str], batch: int,
+                 dtype: torch.dtype, amp_dtype: torch.dtype | None):
+        self.model, self.layers, self.batch = model, layers, batch
+        self.amp_dtype = amp_dtype
+        modules = dict(model.named_modules())
+        self.real = {path: _real_copy(modules[path], dtype) for path in layers}
+        self.dtype = dtype
+
+    def _shapes(self, path: str, module: nn.Module, args, kwargs):
+        """Output (shape, dtype) leaves at the analysed batch, from real runs at 1, 2 and 3."""
+        real = self.real[path]
+        real.train(module.training)
+        sizes = (self.batch,) if self.batch <= 3 else (1, 2, 3)
+        runs = []
+        with _disable_current_modes(), torch.no_grad(), torch.random.fork_rng(devices=[]):
+            gen = torch.Generator().manual_seed(SEED)
+            torch.manual_seed(SEED)
+            for size in sizes:
+                leaves, spec = tree_flatten((args, kwargs))
+                probe = [_probe_leaf(t, self.batch, size, gen) for t in leaves]
+                a, k = tree_unflatten(probe, spec)
+                amp = (torch.autocast("cpu", dtype=self.amp_dtype) if self.amp_dtype
+                       else contextlib.nullcontext())
+                with amp:
+                    out = real(*a, **k)
+                runs.append(tree_flatten(out))
+        out_leaves, out_spec = runs[0]
+        specs = []
+        for i, leaf in enumerate(out_leaves):
+            if not isinstance(leaf, torch.Tensor):
+                specs.append(leaf)
+                continue
+            shapes = [run[0][i].shape for run in runs]
+            if len(shapes) == 1:
+                specs.append((tuple(shapes[0]), leaf.dtype))
+                continue
+            shape = []
+            for s1, s2, s3 in zip(*shapes):
+                if s3 - s2 != s2 - s1:
+                    raise TraceError(f"layer '{path}' {self.layers[path]}, and its output shape "
+                                     "depends on those values: it cannot be analysed statically")
+                shape.append(s1 + (s2 - s1) * (self.batch - 1))
+            specs.append((tuple(shape), leaf.dtype))
+        return specs, out_spec
+
+    def _forward(self, path: str, module: nn.Module):
+        def forward(*args, **kwargs):
+            specs, out_spec = self._shapes(path, module, args, kwargs)
+            tensors = [t for t in tree_flatten((args, kwargs))[0]
+                       if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
+            tensors += [p for p in module.parameters() if p.requires_grad]
+            device = next((t.device for t in tree_flatten((args, kwargs))[0]
+                           if isinstance(t, torch.Tensor)), torch.device("cpu"))
+            tensor_specs = [s for s in specs if isinstance(s, tuple) and len(s) == 2
+                            and isinstance(s[1], torch.dtype)]
+            outs = iter(_Opaque.apply(tensor_specs, device, *tensors))
+            leaves = [next(outs) if isinstance(s, tuple) and len(s) == 2
+                      and isinstance(s[1], torch.dtype) else s for s in specs]
+            return tree_unflatten(leaves, out_spec)
+
+        return forward
+
+    def __enter__(self):
+        modules = dict(self.model.named_modules())
+        for path in self.layers:
+            modules[path].forward = self._forward(path, modules[path])
+        return self
+
+    def __exit__(self, *exc):
+        modules = dict(self.model.named_modules())
+        for path in self.layers:
+            modules[path].__dict__.pop("forward", None)
+        return False

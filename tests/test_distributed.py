@@ -1,0 +1,95 @@
+"""Per-rank memory under DDP and FSDP against real 2-process runs (gloo, CPU).
+
+The reference is `graphcalc.measure_distributed`: two processes on this machine, the sample
+wrapped in DistributedDataParallel or FSDP2's fully_shard, real steps, each rank's live tensor
+bytes counted as `verify` counts them. The prediction never starts a process.
+"""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.app import app
+from graphcalc.analyze import analyze_module
+from graphcalc.distributed import communication, plan, shard_units, _Param
+from graphcalc.errors import UsageError
+from graphcalc.measure_distributed import measure_distributed
+from graphcalc.options import Options
+
+from conftest import SAMPLES, real_model, sample
+
+runner = CliRunner()
+CASES = [("gpt2", "ddp"), ("gpt2", "fsdp"), ("resnet50", "ddp"), ("resnet50", "fsdp")]
+
+
+@pytest.mark.parametrize("name,shard", CASES)
+def test_per_rank_peak_within_five_percent_of_two_real_ranks(name, shard):
+    # Batch 1 per rank, two steps: the second is the steady state with optimizer state.
+    options = Options(batch=1, optimizer="adam", world_size=2, shard=shard, steps=2)
+    src = sample(name)
+    predicted = analyze_module(real_model(src), src.example_inputs, options, loss_fn=src.loss)
+    ranks = measure_distributed(str(SAMPLES / f"{name}.py"), options)
+    assert [m.rank for m in ranks] == [0, 1]
+    for m in ranks:
+        assert abs(predicted.memory.peak_bytes - m.peak_bytes) <= 0.05 * m.peak_bytes, (
+            f"rank {m.rank}: predicted {predicted.memory.peak_bytes:,}, measured "
+            f"{m.peak_bytes:,}")
+
+
+def test_shard_units_are_the_repeated_blocks():
+    gpt2 = real_model(sample("gpt2"))
+    assert shard_units(gpt2) == [f"h.{i}" for i in range(12)]
+    resnet = real_model(sample("resnet50"))
+    units = shard_units(resnet)
+    assert len(units) == 3 + 4 + 6 + 3 and units[0] == "layer1.0" and units[-1] == "layer4.2"
+
+
+def test_communicated_bytes_follow_the_ring_formulas():
+    # Two parameters of 10 x 3 fp32 (120 B) in a unit and 7 x 1 fp32 (28 B) at the root, 4 ranks:
+    # shards ceil(10/4) = 3 rows = 36 B and ceil(7/4) = 2 rows = 8 B, padded full 144 B and 32 B.
+    params = {1: _Param("u.w", "u", 120, 36, True), 2: _Param("b", "", 28, 8, True)}
+    assert communication(params, 4, "ddp").all_reduce_bytes == round(2 * 3 / 4 * 148)  # 222
+    z = communication(params, 4, "zero1")
+    assert (z.reduce_scatter_bytes, z.all_gather_bytes) == (111, 111)  # 3/4 * 148
+    f = communication(params, 4, "fsdp")
+    # all-gather: forward every unit and the root (176 B padded), backward the unit again (144 B)
+    assert f.all_gather_bytes == round(3 / 4 * (176 + 144))  # 240
+    assert f.reduce_scatter_bytes == round(3 / 4 * 176)  # 132
+
+
+def test_sharding_lowers_the_per_rank_peak_in_order():
+    src = sample("gpt2")
+    model = real_model(src)
+    rows = plan(model, src.example_inputs, Options(optimizer="adam"), global_batch=4,
+                memory_bytes=2**40, world_sizes=[1, 2], loss_fn=src.loss)
+    peak = {r.shard: r.peak_bytes for r in rows}
+    assert peak["fsdp"] < peak["zero2"] < peak["zero1"] < peak["ddp"]
+    assert all(r.per_rank_batch == (4 if r.world_size == 1 else 2) for r in rows)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"world_size": 0, "shard": "ddp"}, "at least 1"),
+    ({"world_size": 1, "shard": "fsdp"}, "needs --world-size 2"),
+    ({"world_size": 4}, "needs a --shard"),
+    ({"world_size": 2, "shard": "tp"}, "unknown shard"),
+])
+def test_bad_combinations_are_one_sentence(kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        Options(**kwargs)
+
+
+def test_cli_refuses_bad_combinations_with_exit_2():
+    spec = str(SAMPLES / "mnist_mlp.py")
+    r = runner.invoke(app, ["analyze", spec, "--world-size", "2"])
+    assert r.exit_code == 2 and "needs a --shard" in r.output
+    r = runner.invoke(app, ["plan", spec, "--batch", "6", "--memory", "1GiB", "--world-size", "4"])
+    assert r.exit_code == 2 and "does not split evenly" in r.output
+
+
+def test_cli_plan_prints_its_table():
+    r = runner.invoke(app, ["plan", str(SAMPLES / "mnist_mlp.py"), "--batch", "8", "--memory",
+                            "2MiB", "--world-size", "1", "--world-size", "2"])
+    assert r.exit_code == 0, r.output
+    for word in ("GPUs", "ddp", "zero1", "zero2", "fsdp", "batch/GPU", "sent/GPU/step"):
+        assert word in r.output
