@@ -384,8 +384,13 @@ def header_lines(v: View) -> list[str]:
         f"  + batch {format_bytes(b.batch)} + activations {format_bytes(b.activations)}",
         depth_text,
     ]
-    if r.unknown_ops:
-        lines.append("INCOMPLETE: some ops have no FLOP formula; FLOP figures are a lower bound")
+    d = getattr(r, "distributed", None)
+    if d is not None:
+        lines.append(f"per rank of {d.world_size} ({d.shard}): batch {d.per_rank_batch} of "
+                     f"{d.global_batch}")
+    if not r.complete:
+        lines.append("INCOMPLETE: some ops have no FLOP formula or a layer was analysed around; "
+                     "FLOP figures are a lower bound")
     return lines
 
 

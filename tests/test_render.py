@@ -413,3 +413,12 @@ def test_bad_input_is_one_sentence_and_exit_2(args, words, tmp_path, monkeypatch
     result = runner.invoke(app, ["render", CNN, *args])
     assert result.exit_code == 2
     assert words in _one_sentence(result)
+
+
+def test_analyze_svg_per_rank_says_so(tmp_path):
+    out = tmp_path / "cnn.svg"
+    result = runner.invoke(app, ["analyze", CNN, "--batch", "16", "--world-size", "2", "--shard",
+                                 "ddp", "--svg", str(out)])
+    assert result.exit_code == 0, result.output
+    # --batch is each rank's: 2 ranks of 16 = 32
+    assert "per rank of 2 (ddp): batch 16 of 32" in parse(out.read_bytes())["header"]
