@@ -15,8 +15,11 @@ $(BIN)/graphcalc: pyproject.toml
 
 install: $(BIN)/graphcalc
 
+# The picture in the README; the embedded engine, so that it comes out the same with or without dot.
 demo: install
 	$(BIN)/graphcalc analyze samples/seed_cnn.py --batch 16 --optim adam
+	GRAPHCALC_RENDER_ENGINE=embedded $(BIN)/graphcalc render samples/resnet18.py --batch 256 \
+		--optim adam --depth 2 -o docs/resnet18.svg
 
 test: install
 	$(BIN)/python -m pytest -q

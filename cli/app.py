@@ -77,6 +77,7 @@ def analyze(
     strict: bool = typer.Option(False, help="Exit 1 when an op has no FLOP formula."),
     world_size: int = typer.Option(1, "--world-size", help=WORLD_HELP),
     shard: Shard = typer.Option("none", "--shard", help=SHARD_HELP),
+    svg: Optional[Path] = typer.Option(None, "--svg", help="Also draw the annotated graph here."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Parameters, FLOPs, activations and peak training memory, per layer and in total.
@@ -94,6 +95,8 @@ def analyze(
                           world_size=world_size, shard=shard.value)
         report = analyze_file(model, options, inputs=input)
         _write(render(report.at_depth(depth), fmt.value), output)
+        if svg is not None:
+            _picture(report, svg, "svg", depth=depth)
         if strict and not report.complete:
             what = [f"no FLOP formula for {', '.join(op for op, _ in report.unknown_ops)}"] \
                 if report.unknown_ops else []
@@ -376,6 +379,69 @@ def _print_budgets(run, budgets) -> None:
         table.add_section()
     # A wide, uncoloured table: CI logs and pre-commit's output are no terminal.
     Console(no_color=True, highlight=False, width=max(Console().width, 120)).print(table)
+
+
+# --- render: the layer graph with its figures (graphcalc.render) ---------------------------------
+
+PictureFmt = Enum("PictureFmt", {k: k for k in ("svg", "png", "pdf", "dot")}, type=str)
+ColorBy = Enum("ColorBy", {k: k for k in ("flops", "memory", "params")}, type=str)
+Engine = Enum("Engine", {k: k for k in ("auto", "dot", "embedded")}, type=str)
+
+
+def _picture(report, path: Optional[Path], fmt: Optional[str], **options) -> None:
+    from graphcalc.render import format_for, render, write_picture
+
+    if path is None:
+        chosen = format_for(None, fmt)
+        if chosen in ("png", "pdf"):
+            from graphcalc.errors import RenderError
+
+            raise RenderError(f"{chosen} is binary: give a file with -o FILE")
+        sys.stdout.write(render(report, chosen, **options).decode())
+        return
+    write_picture(report, path, fmt, **options)
+    typer.echo(f"wrote {path}", err=True)
+
+
+@app.command()
+def render(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    batch: int = typer.Option(1, "--batch", "-b", help="Batch size."),
+    dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
+    optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
+    amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
+    device: Device = typer.Option("cpu", help="Device the memory prediction is for."),
+    input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Write here; the suffix picks the format."),
+    fmt: Optional[PictureFmt] = typer.Option(None, "--format", "-f",
+                                             help="svg, png, pdf or dot (default: the suffix "
+                                                  "of -o, else svg)."),
+    depth: Optional[int] = typer.Option(None, help="Fold layers deeper than this depth into one "
+                                                   "node (default: all, or a depth that fits "
+                                                   "--max-nodes)."),
+    color_by: ColorBy = typer.Option("flops", "--color-by", help="Colour nodes by their share "
+                                                                 "of this."),
+    max_nodes: int = typer.Option(60, "--max-nodes", help="Node budget for the automatic depth."),
+    engine: Optional[Engine] = typer.Option(None, help="dot binary or embedded (WebAssembly, svg "
+                                                       "only); default: $GRAPHCALC_RENDER_ENGINE,"
+                                                       " else dot when on PATH."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+):
+    """Draw the layer graph with its figures: params, FLOPs, bytes, the peak layer marked."""
+    try:
+        from graphcalc.analyze import analyze_file
+        from graphcalc.render import format_for
+
+        chosen = format_for(output, fmt.value if fmt else None)  # bad suffix: fail before analysing
+        options = _options(batch, dtype, optim, amp, device)
+        report = analyze_file(model, options, inputs=input)
+        _picture(report, output, chosen, depth=depth, color_by=color_by.value,
+                 max_nodes=max_nodes, engine=engine.value if engine else None)
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        _fail(e, debug)
 
 
 def main() -> None:

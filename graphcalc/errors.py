@@ -8,6 +8,7 @@
     ├── ShapeError                 the inputs do not fit the model (names the layer)
     ├── TraceError                 the step could not be replayed on fake tensors
     ├── ConfigError                a bad budget config or baseline file (names the key and file)
+    ├── RenderError                a picture cannot be made: unknown format, no engine, unwritable
     ├── BudgetError                a budget is exceeded (exit 1)
     └── IncompleteError            --strict and some ops have no FLOP formula (exit 1)
 
@@ -55,6 +56,10 @@ class TraceError(GraphcalcError):
 
 
 class ConfigError(GraphcalcError):
+    pass
+
+
+class RenderError(GraphcalcError):
     pass
 
 

