@@ -88,17 +88,7 @@ def _layers(model: nn.Module, rp: Replay) -> tuple[Layer, ...]:
 def _memory(rp: Replay, options: Options) -> Memory:
     rec = rp.recorder
     events = rec.tracker.events
-    categories = {}
-    for s, phase in rec.serial_phase.items():
-        categories[s] = "optimizer_temporaries" if phase == "optimizer" else "activations"
-    for s in rp.grad_serials:
-        categories[s] = "gradients"
-    for s in rp.state_serials:
-        categories[s] = "optimizer_state"
-    for s in rp.batch_serials:
-        categories[s] = "batch"
-    for s in rp.param_serials:
-        categories[s] = "parameters"
+    categories = rp.categories()
     sums = Counter()
     for serial, delta in events[: rec.tracker.peak_event]:
         sums[categories.get(serial, "activations")] += delta

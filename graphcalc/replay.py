@@ -364,6 +364,17 @@ class Replay:
     # gradient and optimizer-state serials -> the parameter (its name in fake_params) they are for
     param_of_serial: dict[int, str] = field(default_factory=dict)
 
+    def categories(self) -> dict[int, str]:
+        """Storage serial -> where its memory goes: parameters, gradients, optimizer_state,
+        batch, activations or optimizer_temporaries (what step() makes and frees)."""
+        cats = {s: "optimizer_temporaries" if phase == "optimizer" else "activations"
+                for s, phase in self.recorder.serial_phase.items()}
+        for serials, name in ((self.grad_serials, "gradients"),
+                              (self.state_serials, "optimizer_state"),
+                              (self.batch_serials, "batch"), (self.param_serials, "parameters")):
+            cats.update(dict.fromkeys(serials, name))
+        return cats
+
 
 def fake_parameters(model: nn.Module, dtype: torch.dtype, device: str) -> dict[str, torch.Tensor]:
     """One fake tensor per distinct parameter and buffer, under every name it has (ties kept)."""
