@@ -15,7 +15,13 @@ applied where it happens, and the peak taken over that adjusted timeline:
   output freed when the next unit's all-gather lands. Backward: a unit's parameters unsharded
   again at its first backward op, with the next unit's all-gather prefetched; at its last op its
   full gradients are copied into a flat reduce-scatter input (held until the next unit's
-  reduce-scatter), freed, and replaced by the sharded gradients, which live until zero_grad.
+  reduce-scatter), freed (the unit's last one only after the reduce-scatter: foreach_reduce's
+  loop variable holds it), and replaced by the sharded gradients, which live until zero_grad. A
+  unit whose inputs need no gradient, and the root, reduce in FSDP's final callback, inside
+  `loss.backward()`. On the CPU (gloo): the reduce-scatter copies its whole input for the
+  collective (freed as it returns; in some real runs a few ops later, a race), and the device mesh's rank map, 4 B per rank, is
+  held from wrapping on; under cuda NCCL's scratch and the rank map (host memory) are not
+  device memory.
 - zero1 / zero2: parameters replicated; optimizer state (and its temporaries) sharded; zero1
   keeps DDP's buckets, zero2 reduce-scatters each unit's gradients where FSDP does. These two are
   modelled from the same rules, not measured against a real engine here.
