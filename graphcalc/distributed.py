@@ -15,7 +15,13 @@ applied where it happens, and the peak taken over that adjusted timeline:
   output freed when the next unit's all-gather lands. Backward: a unit's parameters unsharded
   again at its first backward op, with the next unit's all-gather prefetched; at its last op its
   full gradients are copied into a flat reduce-scatter input (held until the next unit's
-  reduce-scatter), freed, and replaced by the sharded gradients, which live until zero_grad.
+  reduce-scatter), freed (the unit's last one only after the reduce-scatter: foreach_reduce's
+  loop variable holds it), and replaced by the sharded gradients, which live until zero_grad. A
+  unit whose inputs need no gradient, and the root, reduce in FSDP's final callback, inside
+  `loss.backward()`. On the CPU (gloo): the reduce-scatter copies its whole input for the
+  collective (freed as it returns; in some real runs a few ops later, a race), and the device mesh's rank map, 4 B per rank, is
+  held from wrapping on; under cuda NCCL's scratch and the rank map (host memory) are not
+  device memory.
 - zero1 / zero2: parameters replicated; optimizer state (and its temporaries) sharded; zero1
   keeps DDP's buckets, zero2 reduce-scatters each unit's gradients where FSDP does. These two are
   modelled from the same rules, not measured against a real engine here.
@@ -202,9 +208,12 @@ class _Steps:
         return s
 
 
-def _fsdp_edits(plan: _Plan, params: dict[int, _Param], grad_unit: dict[int, str],
-                events, alloc: dict[int, int], steps: _Steps, n: int, shard_params: bool) -> None:
-    """FSDP's (shard_params) or ZeRO-2's gradient and parameter traffic, step by step."""
+def _fsdp_edits(plan: _Plan, params: dict[int, _Param], grad_unit: dict[int, tuple[str, int]],
+                events, alloc: dict[int, int], steps: _Steps, n: int, shard_params: bool,
+                gloo: bool = False) -> None:
+    """FSDP's (shard_params) or ZeRO-2's gradient and parameter traffic, step by step. `gloo`:
+    the collectives run on gloo (CPU), whose reduce-scatter holds a copy of its whole input.
+    `grad_unit`: each gradient serial's unit and its parameter's place in the model's order."""
     full = defaultdict(int)  # unit -> padded unsharded parameter bytes
     shard = defaultdict(int)  # unit -> sharded gradient bytes
     for p in params.values():
@@ -220,8 +229,8 @@ def _fsdp_edits(plan: _Plan, params: dict[int, _Param], grad_unit: dict[int, str
                 alloc_at.setdefault(serial, i)
             else:
                 free_at[serial] = i
-    grads_by = defaultdict(list)  # (step, unit) -> [(serial, bytes)]
-    for serial, unit in grad_unit.items():
+    grads_by = defaultdict(list)  # (step, unit) -> [serial]
+    for serial, (unit, _) in grad_unit.items():
         if serial in alloc_at:
             grads_by[(steps.step_of(alloc_at[serial]), unit)].append(serial)
 
@@ -263,11 +272,22 @@ def _fsdp_edits(plan: _Plan, params: dict[int, _Param], grad_unit: dict[int, str
             if rs_held is not None:
                 plan.add(at, -rs[rs_held], "gradients")
             plan.add(at, rs.get(u, 0), "gradients")
-            for serial in grads_by.get((step, u), ()):
-                plan.add(at, -alloc[serial], "gradients")
+            grads = sorted(grads_by.get((step, u), ()), key=lambda s: grad_unit[s][1])
+            for serial in grads:
                 if serial in free_at and free_at[serial] > at:
                     plan.dropped.add(free_at[serial])
+            # foreach_reduce frees the full gradients once copied in, all but the last
+            # parameter's: its loop over them (`for ..., unsharded_grad in ...`) leaves that one
+            # bound until it returns, after the reduce-scatter.
+            for serial in grads[:-1]:
+                plan.add(at, -alloc[serial], "gradients")
             plan.add(at, shard.get(u, 0), "gradients")
+            if gloo:  # ProcessGroupGloo's _reduce_scatter_base_: a copy of the input, freed
+                # once this rank's chunk is copied out
+                plan.add(at, rs.get(u, 0), "gradients")
+                plan.add(at, -rs.get(u, 0), "gradients")
+            for serial in grads[-1:]:
+                plan.add(at, -alloc[serial], "gradients")
             if step + 1 < len(steps.starts) - 1:
                 plan.add(steps.starts[step + 1], -shard.get(u, 0), "gradients")
             rs_held = u if rs.get(u) else rs_held
@@ -294,12 +314,21 @@ def _fsdp_edits(plan: _Plan, params: dict[int, _Param], grad_unit: dict[int, str
             if shard_params:
                 plan.add(end, -full[u], "parameters")
             reduce(end, u)
+        # The final callback runs inside `loss.backward()`, before it returns and drops the
+        # gradient it seeded the backward with (ones_like(loss), the backward's first tensor).
+        final = opt
+        seed_serial, seed_delta = events[steps.phase_start.get((step, "backward"), opt)]
+        if seed_delta > 0:
+            for i in range(steps.model_backward.get(step, opt), opt):
+                if events[i] == (seed_serial, -seed_delta):
+                    final = i
+                    break
         for u in ([ROOT_UNIT] if full.get(ROOT_UNIT) or shard.get(ROOT_UNIT) else []) + deferred:
             if shard_params:
-                plan.add(opt, -full[u], "parameters")
-            reduce(opt, u)
+                plan.add(final, -full[u], "parameters")
+            reduce(final, u)
         if rs_held is not None:
-            plan.add(opt, -rs[rs_held], "gradients")
+            plan.add(final, -rs[rs_held], "gradients")
 
 
 def _apply(events, plan: _Plan, cats: dict[int, str]):
@@ -375,10 +404,16 @@ def rank_memory(model: nn.Module, rp: Replay, options: Options) -> tuple[Memory,
         bucket = trainable_full
         plan.add(0, bucket, "gradients")
     if shard in ("zero2", "fsdp"):
-        grad_unit = {s: full_name[name].unit for s, name in rp.param_of_serial.items()
+        place = {id(p): i for i, p in enumerate(params.values())}
+        grad_unit = {s: (full_name[name].unit, place[id(full_name[name])])
+                     for s, name in rp.param_of_serial.items()
                      if s in rp.grad_serials and full_name.get(name) is not None}
         _fsdp_edits(plan, params, grad_unit, events, alloc, _Steps(rp, units), n,
-                    shard_params=shard == "fsdp")
+                    shard_params=shard == "fsdp", gloo=options.device == "cpu")
+    if shard == "fsdp" and options.device == "cpu":
+        # init_device_mesh's rank map, torch.arange(N, dtype=torch.int), always on the CPU: held
+        # for good by the mesh every sharded parameter refers to (host memory under cuda).
+        plan.add(0, 4 * n, "parameters")
 
     levels, peak, peak_at, at_peak = _apply(events, plan, cats)
     memory = _memory(rp, options, levels, peak, peak_at, at_peak, plan, alloc)

@@ -10,8 +10,11 @@ dispatch mode would get wrong made right:
 - FSDP frees and re-allocates the unsharded parameters with `storage.resize_`, which is no ATen
   op: FSDP's own `alloc_storage` / `free_storage` report each resize to the tracker.
 
-What no dispatch mode sees either way: gloo's own scratch inside a collective, and the DDP
-reducer's buffers when it is built outside the count (it is built inside here).
+What no dispatch mode sees either way: the DDP reducer's buffers when it is built outside the
+count (it is built inside here). gloo's reduce-scatter copies its input inside the collective;
+that copy is counted (its storage first shows when the rank's chunk is split out of it). Its
+free is racy (presumably gloo's worker thread letting go of the work): usually as the collective
+returns, sometimes a few ops later, when a run can measure a higher peak than the next.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from graphcalc.options import Options
 from conftest import SAMPLES, real_model, sample
 
 runner = CliRunner()
-CASES = [("gpt2", "ddp"), ("gpt2", "fsdp"), ("resnet50", "ddp"), ("resnet50", "fsdp")]
+CASES = [("gpt2", "ddp"), ("gpt2", "fsdp"), ("resnet50", "ddp"), ("resnet50", "fsdp"),
+         ("seed_cnn", "fsdp")]
 
 
 @pytest.mark.parametrize("name,shard", CASES)
@@ -35,6 +36,19 @@ def test_per_rank_peak_within_five_percent_of_two_real_ranks(name, shard):
         assert abs(predicted.memory.peak_bytes - m.peak_bytes) <= 0.05 * m.peak_bytes, (
             f"rank {m.rank}: predicted {predicted.memory.peak_bytes:,}, measured "
             f"{m.peak_bytes:,}")
+
+
+def test_mnist_mlp_under_fsdp_is_byte_exact():
+    # Both Linears are units and the first one's input is the batch: its reduce-scatter runs in
+    # FSDP's final callback, and the peak is there: 401,920 B of reduce-scatter input, the
+    # 200,960 B sharded output, gloo's 401,920 B copy of the input, the bias's full gradient
+    # still bound in foreach_reduce, the loss's seed gradient, and the mesh's 8 B rank map.
+    options = Options(batch=4, optimizer="adam", world_size=2, shard="fsdp", steps=2)
+    src = sample("mnist_mlp")
+    predicted = analyze_module(real_model(src), src.example_inputs, options, loss_fn=src.loss)
+    assert predicted.memory.peak_bytes == 1_631_248
+    ranks = measure_distributed(str(SAMPLES / "mnist_mlp.py"), options)
+    assert [m.peak_bytes for m in ranks] == [1_631_248, 1_631_248]
 
 
 def test_shard_units_are_the_repeated_blocks():
