@@ -6,7 +6,6 @@ frozen `Report`, whose `to_dict()` is exactly what `graphcalc analyze --format j
 
 from __future__ import annotations
 
-import inspect
 import sys
 from typing import Any, Sequence
 

@@ -153,22 +153,6 @@ class _Plan:
             self.inserts.setdefault(pos, []).append((delta, category))
 
 
-def _categories(rp: Replay) -> dict[int, str]:
-    rec = rp.recorder
-    cats = {}
-    for s, phase in rec.serial_phase.items():
-        cats[s] = "optimizer_temporaries" if phase == "optimizer" else "activations"
-    for s in rp.grad_serials:
-        cats[s] = "gradients"
-    for s in rp.state_serials:
-        cats[s] = "optimizer_state"
-    for s in rp.batch_serials:
-        cats[s] = "batch"
-    for s in rp.param_serials:
-        cats[s] = "parameters"
-    return cats
-
-
 class _Steps:
     """Where each step's phases and each unit's forward and backward start and end."""
 
@@ -367,7 +351,7 @@ def rank_memory(model: nn.Module, rp: Replay, options: Options) -> tuple[Memory,
     events = rec.tracker.events
     units = shard_units(model) if shard in ("fsdp", "zero2") else []
     params = _params(model, rp, units, n)
-    cats = _categories(rp)
+    cats = rp.categories()
     plan = _Plan(size={}, dropped=set(), inserts={})
     alloc = {}
     for s, d in events:

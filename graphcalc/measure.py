@@ -8,6 +8,7 @@ On CUDA the peak is `torch.cuda.max_memory_allocated`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -86,6 +87,43 @@ class Measured:
     reserved_bytes: int | None = None  # CUDA: max_memory_reserved
 
 
+def counted_steps(model: nn.Module, inputs, loss_fn, options: Options, *,
+                  prepare: Callable[[nn.Module], nn.Module] | None = None,
+                  context: Callable[[LiveStorages], Any] | None = None,
+                  on_step: Callable[[int], None] | None = None) -> tuple[list[int], list[float]]:
+    """`options.steps` real CPU steps, counting live tensor bytes: (peak of each step, seconds).
+
+    The model, its buffers and the inputs are live from the start. The optimizer is made inside
+    the count (Adagrad creates its state right there), and so is `prepare(model)`, which returns
+    the model to train (DDP makes its gradient buckets when it wraps). `context(tracker)` is
+    entered around the count (FSDP's storage resizes report to the tracker through it).
+    """
+    tracker = LiveStorages(keep_events=False)
+    for t in [*model.parameters(), *model.buffers(), *tree_leaves(inputs)]:
+        if isinstance(t, torch.Tensor):
+            tracker.track(t)
+    step_peaks, times = [], []
+    try:
+        with context(tracker) if context else contextlib.nullcontext(), LiveCounter(tracker):
+            if prepare is not None:
+                model = prepare(model)
+            trainable = [p for p in {id(p): p for p in model.parameters()}.values()
+                         if p.requires_grad]
+            optimizer = make_optimizer(options.optimizer, trainable)
+            for step in range(options.steps):
+                tracker.reset_peak()
+                start = time.perf_counter()
+                training_step(model, inputs, loss_fn, optimizer, amp_dtype=options.amp_dtype,
+                              device_type="cpu")
+                times.append(time.perf_counter() - start)
+                step_peaks.append(tracker.peak)
+                if on_step:
+                    on_step(step)
+    finally:
+        tracker.close()
+    return step_peaks, times
+
+
 def measure_step(model: nn.Module, make_inputs: Callable[[int], Any], options: Options, *,
                  loss_fn=None, on_step: Callable[[int], None] | None = None) -> Measured:
     """Run `options.steps` real steps on `model` (built for real) and measure them."""
@@ -112,25 +150,5 @@ def measure_step(model: nn.Module, make_inputs: Callable[[int], Any], options: O
                 on_step(step)
         return Measured(max(step_peaks), tuple(step_peaks), params, min(times),
                         torch.cuda.max_memory_reserved())
-    tracker = LiveStorages(keep_events=False)
-    for t in list(model.parameters()) + list(model.buffers()):
-        tracker.track(t)
-    for t in tree_leaves(inputs):
-        if isinstance(t, torch.Tensor):
-            tracker.track(t)
-    try:
-        with LiveCounter(tracker):
-            # Made inside the counter: some optimizers (Adagrad) create their state right here.
-            optimizer = make_optimizer(options.optimizer, trainable)
-            for step in range(options.steps):
-                tracker.reset_peak()
-                start = time.perf_counter()
-                training_step(model, inputs, loss_fn, optimizer, amp_dtype=options.amp_dtype,
-                              device_type="cpu")
-                times.append(time.perf_counter() - start)
-                step_peaks.append(tracker.peak)
-                if on_step:
-                    on_step(step)
-    finally:
-        tracker.close()
+    step_peaks, times = counted_steps(model, inputs, loss_fn, options, on_step=on_step)
     return Measured(max(step_peaks), tuple(step_peaks), params, min(times))

@@ -25,17 +25,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_leaves
 
-from .options import Options, make_optimizer
-from .replay import prepare_inputs, training_step
-from .tracking import LiveCounter, LiveStorages, plain_tensors
+from .options import Options
+from .measure import counted_steps
+from .replay import prepare_inputs
+from .tracking import LiveStorages, plain_tensors
 
 
 @dataclass(frozen=True)
@@ -95,30 +94,10 @@ def measure_rank(model: nn.Module, make_inputs: Callable[[int], Any], options: O
     model.train()
     torch.manual_seed(rank)  # each rank its own data, as a DistributedSampler gives
     inputs = prepare_inputs(make_inputs(options.batch), options, torch.device("cpu"))
-    tracker = LiveStorages(keep_events=False)
-    for t in list(model.parameters()) + list(model.buffers()):
-        tracker.track(t)
-    for t in tree_leaves(inputs):
-        if isinstance(t, torch.Tensor):
-            tracker.track(t)
-    step_peaks, times = [], []
-    resizes = _fsdp_resizes(tracker) if options.shard == "fsdp" else contextlib.nullcontext()
-    try:
-        with resizes, LiveCounter(tracker):
-            # Wrapped inside the count: DDP's gradient buckets are made here.
-            model = wrap(model, options)
-            trainable = [p for p in {id(p): p for p in model.parameters()}.values()
-                         if p.requires_grad]
-            optimizer = make_optimizer(options.optimizer, trainable)
-            for _ in range(options.steps):
-                tracker.reset_peak()
-                start = time.perf_counter()
-                training_step(model, inputs, loss_fn, optimizer, amp_dtype=options.amp_dtype,
-                              device_type="cpu")
-                times.append(time.perf_counter() - start)
-                step_peaks.append(tracker.peak)
-    finally:
-        tracker.close()
+    # Wrapped inside the count: DDP's gradient buckets are made there.
+    step_peaks, times = counted_steps(
+        model, inputs, loss_fn, options, prepare=lambda m: wrap(m, options),
+        context=_fsdp_resizes if options.shard == "fsdp" else None)
     return RankMeasured(rank, max(step_peaks), tuple(step_peaks), min(times))
 
 

@@ -11,7 +11,6 @@ from torch import nn
 from typer.testing import CliRunner
 
 import graphcalc
-from graphcalc import loader
 from graphcalc_cli.app import app
 
 from conftest import SAMPLES, sample

@@ -7,13 +7,12 @@ live tensor storages as it runs; the prediction never allocates an activation or
 from __future__ import annotations
 
 import pytest
-import torch
 
 from graphcalc.analyze import analyze_module
 from graphcalc.measure import measure_step
 from graphcalc.options import Options
 
-from conftest import SAMPLES, real_model, sample
+from conftest import real_model, sample
 
 SMALL = ["mnist_mlp", "cifar_mlp", "seed_cnn", "seed_cnn_bn", "lenet_bn", "residual",
          "course_cnn", "conv_arith", "llama"]
