@@ -74,7 +74,9 @@ def analyze(
     fmt: Fmt = typer.Option("table", "--format", "-f", help="Output format."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
     depth: Optional[int] = typer.Option(None, help="Fold layers deeper than this depth."),
-    strict: bool = typer.Option(False, help="Exit 1 when an op has no FLOP formula."),
+    strict: bool = typer.Option(False, help="Exit 1 when the figures are incomplete: an op has "
+                                            "no FLOP formula, or a layer that reads tensor "
+                                            "values was analysed around."),
     world_size: int = typer.Option(1, "--world-size", help=WORLD_HELP),
     shard: Shard = typer.Option("none", "--shard", help=SHARD_HELP),
     svg: Optional[Path] = typer.Option(None, "--svg", help="Also draw the annotated graph here."),
@@ -86,13 +88,10 @@ def analyze(
         from graphcalc.analyze import analyze_file
         from graphcalc.errors import IncompleteError, UsageError
         from graphcalc.formatting import render
-        from graphcalc.options import Options
 
         if depth is not None and depth < 0:
             raise UsageError(f"depth must be 0 or more, got {depth}")
-        options = Options(batch=batch, dtype=dtype.value, optimizer=optim.value,
-                          amp=amp.value if amp else None, device=device.value,
-                          world_size=world_size, shard=shard.value)
+        options = _options(batch, dtype, optim, amp, device, world_size=world_size, shard=shard)
         report = analyze_file(model, options, inputs=input)
         _write(render(report.at_depth(depth), fmt.value), output)
         if svg is not None:
