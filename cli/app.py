@@ -7,6 +7,7 @@ This is the only place where exceptions become exit codes:
 
 from __future__ import annotations
 
+import functools
 import sys
 from enum import Enum
 from pathlib import Path
@@ -48,6 +49,21 @@ def _fail(e: BaseException, debug: bool) -> None:
     raise typer.Exit(3)
 
 
+def _command(fn):
+    """A command whose every error becomes one sentence and an exit code (`_fail`)."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except Exception as e:  # noqa: BLE001 - the one place errors become exit codes
+            _fail(e, kwargs.get("debug", False))
+
+    return app.command()(run)
+
+
 def _write(text: str, output: Optional[Path]) -> None:
     if output is None:
         sys.stdout.write(text)
@@ -60,7 +76,7 @@ MODEL_HELP = ("FILE[:NAME]: a Python file defining build_model(), a `model`, or 
               "subclass; NAME picks an instance, class or factory. The file is executed.")
 
 
-@app.command()
+@_command
 def analyze(
     model: str = typer.Argument(..., help=MODEL_HELP),
     batch: int = typer.Option(1, "--batch", "-b", help="Batch size."),
@@ -84,27 +100,22 @@ def analyze(
 ):
     """Parameters, FLOPs, activations and peak training memory, per layer and in total.
     With --world-size/--shard: per rank, --batch being each rank's batch."""
-    try:
-        from graphcalc.analyze import analyze_file
-        from graphcalc.errors import IncompleteError, UsageError
-        from graphcalc.formatting import render
+    from graphcalc.analyze import analyze_file
+    from graphcalc.errors import IncompleteError, UsageError
+    from graphcalc.formatting import render
 
-        if depth is not None and depth < 0:
-            raise UsageError(f"depth must be 0 or more, got {depth}")
-        options = _options(batch, dtype, optim, amp, device, world_size=world_size, shard=shard)
-        report = analyze_file(model, options, inputs=input)
-        _write(render(report.at_depth(depth), fmt.value), output)
-        if svg is not None:
-            _picture(report, svg, "svg", depth=depth)
-        if strict and not report.complete:
-            what = [f"no FLOP formula for {', '.join(op for op, _ in report.unknown_ops)}"] \
-                if report.unknown_ops else []
-            what += [f"layer '{path}' {why}" for path, why in report.opaque]
-            raise IncompleteError(f"{'; '.join(what)}: the figures are incomplete")
-    except typer.Exit:
-        raise
-    except Exception as e:  # noqa: BLE001 - the one place errors become exit codes
-        _fail(e, debug)
+    if depth is not None and depth < 0:
+        raise UsageError(f"depth must be 0 or more, got {depth}")
+    options = _options(batch, dtype, optim, amp, device, world_size=world_size, shard=shard)
+    report = analyze_file(model, options, inputs=input)
+    _write(render(report.at_depth(depth), fmt.value), output)
+    if svg is not None:
+        _picture(report, svg, "svg", depth=depth)
+    if strict and not report.complete:
+        what = [f"no FLOP formula for {', '.join(op for op, _ in report.unknown_ops)}"] \
+            if report.unknown_ops else []
+        what += [f"layer '{path}' {why}" for path, why in report.opaque]
+        raise IncompleteError(f"{'; '.join(what)}: the figures are incomplete")
 
 
 def _options(batch, dtype, optim, amp, device, steps=2, world_size=1, shard=None):
@@ -115,7 +126,7 @@ def _options(batch, dtype, optim, amp, device, steps=2, world_size=1, shard=None
                    world_size=world_size, shard=shard.value if shard else "none")
 
 
-@app.command()
+@_command
 def verify(
     model: str = typer.Argument(..., help=MODEL_HELP),
     batch: int = typer.Option(1, "--batch", "-b", help="Batch size."),
@@ -132,55 +143,50 @@ def verify(
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Run real training steps and print predicted against measured (exit 1 past --tolerance)."""
-    try:
-        from rich.console import Console
-        from rich.progress import Progress
-        from rich.table import Table
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
 
-        from graphcalc import loader
-        from graphcalc.analyze import resolve_inputs
-        from graphcalc.units import format_bytes, format_count
-        from graphcalc.verify import verify as run_verify
+    from graphcalc import loader
+    from graphcalc.analyze import resolve_inputs
+    from graphcalc.units import format_bytes, format_count
+    from graphcalc.verify import verify as run_verify
 
-        options = _options(batch, dtype, optim, amp, device, steps, world_size, shard)
-        source = loader.load(model)
-        make_inputs = resolve_inputs(source, input)
-        if options.distributed:
-            from graphcalc.verify import verify_distributed
+    options = _options(batch, dtype, optim, amp, device, steps, world_size, shard)
+    source = loader.load(model)
+    make_inputs = resolve_inputs(source, input)
+    if options.distributed:
+        from graphcalc.verify import verify_distributed
 
-            typer.echo(f"starting {world_size} ranks (gloo, CPU), {steps} steps each...", err=True)
-            result = verify_distributed(model, source, options, make_inputs, inputs=input,
-                                        tolerance_percent=tolerance)
-        else:
-            with Progress(transient=True, console=Console(stderr=True)) as progress:
-                task = progress.add_task(f"{steps} real steps on {device.value}", total=steps)
-                result = run_verify(source, options, make_inputs, tolerance_percent=tolerance,
-                                    on_step=lambda i: progress.advance(task))
-        per_rank = f", {shard.value} x {world_size}, per rank" if options.distributed else ""
-        table = Table(title=f"{source.name}: batch {batch}{per_rank}, {options.dtype}"
-                            f"{', autocast ' + options.amp if options.amp else ''}, "
-                            f"{options.optimizer}, {device.value}, {steps} steps")
-        for col in ("figure", "predicted", "measured", "error"):
-            table.add_column(col, justify="left" if col == "figure" else "right")
-        for c in result.checks:
-            fmt = (format_bytes if c.unit == "B" else (lambda v: f"{v * 1000:.1f} ms")
-                   if c.unit == "s" else format_count if c.unit == "FLOP" else (lambda v: f"{v:,}"))
-            err = c.error_percent
-            table.add_row(c.figure, "--" if c.predicted is None else fmt(c.predicted),
-                          "--" if c.measured is None else fmt(c.measured),
-                          "--" if err is None else f"{err:+.2f}%")
-        Console(no_color=True, highlight=False).print(table)
-        if result.failed:
-            names = ", ".join(f"{c.figure} ({c.error_percent:+.2f}%)" for c in result.failed)
-            typer.echo(f"graphcalc: over the {tolerance}% tolerance: {names}", err=True)
-            raise typer.Exit(1)
-    except typer.Exit:
-        raise
-    except Exception as e:  # noqa: BLE001
-        _fail(e, debug)
+        typer.echo(f"starting {world_size} ranks (gloo, CPU), {steps} steps each...", err=True)
+        result = verify_distributed(model, source, options, make_inputs, inputs=input,
+                                    tolerance_percent=tolerance)
+    else:
+        with Progress(transient=True, console=Console(stderr=True)) as progress:
+            task = progress.add_task(f"{steps} real steps on {device.value}", total=steps)
+            result = run_verify(source, options, make_inputs, tolerance_percent=tolerance,
+                                on_step=lambda i: progress.advance(task))
+    per_rank = f", {shard.value} x {world_size}, per rank" if options.distributed else ""
+    table = Table(title=f"{source.name}: batch {batch}{per_rank}, {options.dtype}"
+                        f"{', autocast ' + options.amp if options.amp else ''}, "
+                        f"{options.optimizer}, {device.value}, {steps} steps")
+    for col in ("figure", "predicted", "measured", "error"):
+        table.add_column(col, justify="left" if col == "figure" else "right")
+    for c in result.checks:
+        fmt = (format_bytes if c.unit == "B" else (lambda v: f"{v * 1000:.1f} ms")
+               if c.unit == "s" else format_count if c.unit == "FLOP" else (lambda v: f"{v:,}"))
+        err = c.error_percent
+        table.add_row(c.figure, "--" if c.predicted is None else fmt(c.predicted),
+                      "--" if c.measured is None else fmt(c.measured),
+                      "--" if err is None else f"{err:+.2f}%")
+    Console(no_color=True, highlight=False).print(table)
+    if result.failed:
+        names = ", ".join(f"{c.figure} ({c.error_percent:+.2f}%)" for c in result.failed)
+        typer.echo(f"graphcalc: over the {tolerance}% tolerance: {names}", err=True)
+        raise typer.Exit(1)
 
 
-@app.command()
+@_command
 def fit(
     model: str = typer.Argument(..., help=MODEL_HELP),
     memory: str = typer.Option(..., help="Memory budget, e.g. 80GiB or 24GB."),
@@ -196,49 +202,44 @@ def fit(
 ):
     """The largest batch whose predicted training peak fits the memory budget (no real run).
     With --world-size/--shard: the largest per-rank batch."""
-    try:
-        from graphcalc import loader
-        from graphcalc.analyze import resolve_inputs
-        from graphcalc.measure import measure_step
-        from graphcalc.units import format_bytes, parse_bytes
-        from graphcalc.verify import fit_source
+    from graphcalc import loader
+    from graphcalc.analyze import resolve_inputs
+    from graphcalc.measure import measure_step
+    from graphcalc.units import format_bytes, parse_bytes
+    from graphcalc.verify import fit_source
 
-        budget = parse_bytes(memory)
-        options = _options(1, dtype, optim, amp, device, world_size=world_size, shard=shard)
-        if check and options.distributed:
-            from graphcalc.errors import UsageError
+    budget = parse_bytes(memory)
+    options = _options(1, dtype, optim, amp, device, world_size=world_size, shard=shard)
+    if check and options.distributed:
+        from graphcalc.errors import UsageError
 
-            raise UsageError("fit --verify runs one device: check a per-rank batch with "
-                             "graphcalc verify --world-size N --shard ddp|fsdp")
-        source = loader.load(model)
-        make_inputs = resolve_inputs(source, input)
-        result = fit_source(source, make_inputs, options, budget)
-        if result.batch == 0:
-            typer.echo(f"graphcalc: batch 1 needs {format_bytes(result.peak_bytes)}, more than "
-                       f"{format_bytes(budget)}", err=True)
+        raise UsageError("fit --verify runs one device: check a per-rank batch with "
+                         "graphcalc verify --world-size N --shard ddp|fsdp")
+    source = loader.load(model)
+    make_inputs = resolve_inputs(source, input)
+    result = fit_source(source, make_inputs, options, budget)
+    if result.batch == 0:
+        typer.echo(f"graphcalc: batch 1 needs {format_bytes(result.peak_bytes)}, more than "
+                   f"{format_bytes(budget)}", err=True)
+        raise typer.Exit(1)
+    rank = (f" per rank ({options.shard} x {options.world_size}, global batch "
+            f"{result.batch * options.world_size})") if options.distributed else ""
+    typer.echo(f"Largest batch{rank} that fits {format_bytes(budget)}: {result.batch} "
+               f"(peak {format_bytes(result.peak_bytes)})")
+    typer.echo(f"Recommended (80%): {result.recommended_batch} "
+               f"(peak {format_bytes(result.recommended_peak_bytes)})")
+    typer.echo(f"{result.evaluations} analyses, {options.optimizer}, {options.dtype}"
+               f"{', autocast ' + options.amp if options.amp else ''}, for {options.device}")
+    if check:
+        from dataclasses import replace
+
+        measured = measure_step(loader.build_model(source, device=None), make_inputs,
+                                replace(options, batch=result.batch), loss_fn=source.loss)
+        verdict = "fits" if measured.peak_bytes <= budget else "DOES NOT FIT"
+        typer.echo(f"Measured at batch {result.batch} on {options.device}: "
+                   f"{format_bytes(measured.peak_bytes)}: {verdict}")
+        if measured.peak_bytes > budget:
             raise typer.Exit(1)
-        rank = (f" per rank ({options.shard} x {options.world_size}, global batch "
-                f"{result.batch * options.world_size})") if options.distributed else ""
-        typer.echo(f"Largest batch{rank} that fits {format_bytes(budget)}: {result.batch} "
-                   f"(peak {format_bytes(result.peak_bytes)})")
-        typer.echo(f"Recommended (80%): {result.recommended_batch} "
-                   f"(peak {format_bytes(result.recommended_peak_bytes)})")
-        typer.echo(f"{result.evaluations} analyses, {options.optimizer}, {options.dtype}"
-                   f"{', autocast ' + options.amp if options.amp else ''}, for {options.device}")
-        if check:
-            from dataclasses import replace
-
-            measured = measure_step(loader.build_model(source, device=None), make_inputs,
-                                    replace(options, batch=result.batch), loss_fn=source.loss)
-            verdict = "fits" if measured.peak_bytes <= budget else "DOES NOT FIT"
-            typer.echo(f"Measured at batch {result.batch} on {options.device}: "
-                       f"{format_bytes(measured.peak_bytes)}: {verdict}")
-            if measured.peak_bytes > budget:
-                raise typer.Exit(1)
-    except typer.Exit:
-        raise
-    except Exception as e:  # noqa: BLE001
-        _fail(e, debug)
 
 
 # --- check: budgets for pre-commit and CI ---------------------------------------------------------
@@ -246,7 +247,7 @@ def fit(
 CheckFmt = Enum("CheckFmt", {k: k for k in ("table", "json")}, type=str)
 
 
-@app.command()
+@_command
 def check(
     files: Optional[List[Path]] = typer.Argument(
         None, help="Changed files (pre-commit passes them): only the budgets whose model file or "
@@ -262,37 +263,32 @@ def check(
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Check the models against their budgets (exit 1 when one is exceeded, 2 on a bad config)."""
-    try:
-        import json
+    import json
 
-        from graphcalc import budget as budgets
-        from graphcalc.errors import BudgetError
+    from graphcalc import budget as budgets
+    from graphcalc.errors import BudgetError
 
-        cfg = budgets.load_config(config if config is not None else budgets.find_config())
-        cache = None if no_cache else budgets.Cache(budgets.default_cache_dir())
-        run = budgets.check(cfg, changed=files, cache=cache, update_baseline=update_baseline)
-        if fmt.value == "json":
-            sys.stdout.write(json.dumps(run.to_dict(), indent=2) + "\n")
-        elif run.outcomes:
-            _print_budgets(run, budgets)
-        if update_baseline:
-            typer.echo(f"wrote {run.config.baseline_path} ({len(run.outcomes)} "
-                       f"budget{'s' if len(run.outcomes) != 1 else ''})", err=True)
-        if not run.outcomes:
-            typer.echo(f"graphcalc: no budgeted model among the {len(files or [])} changed files",
-                       err=True)
-        failures = [budgets.failures_text(o) for o in run.outcomes if not o.ok]
-        if failures:
-            raise BudgetError(f"budget exceeded: {'; '.join(failures)}")
-    except typer.Exit:
-        raise
-    except Exception as e:  # noqa: BLE001
-        _fail(e, debug)
+    cfg = budgets.load_config(config if config is not None else budgets.find_config())
+    cache = None if no_cache else budgets.Cache(budgets.default_cache_dir())
+    run = budgets.check(cfg, changed=files, cache=cache, update_baseline=update_baseline)
+    if fmt.value == "json":
+        sys.stdout.write(json.dumps(run.to_dict(), indent=2) + "\n")
+    elif run.outcomes:
+        _print_budgets(run, budgets)
+    if update_baseline:
+        typer.echo(f"wrote {run.config.baseline_path} ({len(run.outcomes)} "
+                   f"budget{'s' if len(run.outcomes) != 1 else ''})", err=True)
+    if not run.outcomes:
+        typer.echo(f"graphcalc: no budgeted model among the {len(files or [])} changed files",
+                   err=True)
+    failures = [budgets.failures_text(o) for o in run.outcomes if not o.ok]
+    if failures:
+        raise BudgetError(f"budget exceeded: {'; '.join(failures)}")
 
 
 # --- plan: per-rank memory over world sizes and sharding strategies (graphcalc.distributed) -------
 
-@app.command()
+@_command
 def plan(
     model: str = typer.Argument(..., help=MODEL_HELP),
     batch: int = typer.Option(..., "--batch", "-b", help="Global batch, split over the ranks."),
@@ -310,45 +306,40 @@ def plan(
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Per-rank peak, per-rank batch, fit and bytes sent per step, over world sizes and sharding."""
-    try:
-        from rich.console import Console
-        from rich.table import Table
+    from rich.console import Console
+    from rich.table import Table
 
-        from graphcalc import loader
-        from graphcalc.analyze import resolve_inputs
-        from graphcalc.distributed import STRATEGIES
-        from graphcalc.distributed import plan as make_plan
-        from graphcalc.errors import UsageError
-        from graphcalc.units import format_bytes
+    from graphcalc import loader
+    from graphcalc.analyze import resolve_inputs
+    from graphcalc.distributed import STRATEGIES
+    from graphcalc.distributed import plan as make_plan
+    from graphcalc.errors import UsageError
+    from graphcalc.units import format_bytes
 
-        from graphcalc.units import parse_bytes
+    from graphcalc.units import parse_bytes
 
-        budget = parse_bytes(memory)
-        if batch < 1:
-            raise UsageError(f"batch must be at least 1, got {batch}")
-        options = _options(1, dtype, optim, amp, device)
-        shards = [s.value for s in shard] if shard else list(STRATEGIES)
-        if "none" in shards:
-            raise UsageError("--shard none is world size 1, always in the table")
-        source = loader.load(model)
-        make_inputs = resolve_inputs(source, input)
-        rows = make_plan(loader.build_model(source, device="meta"), make_inputs, options,
-                         global_batch=batch, memory_bytes=budget, world_sizes=world_size or None,
-                         shards=shards, loss_fn=source.loss)
-        table = Table(title=f"{source.name}: global batch {batch}, {format_bytes(budget)} per "
-                            f"GPU, {options.dtype}{', autocast ' + options.amp if options.amp else ''}"
-                            f", {options.optimizer}, for {options.device}")
-        for col in ("GPUs", "shard", "batch/GPU", "peak/GPU", "fits", "sent/GPU/step"):
-            table.add_column(col, justify="left" if col == "shard" else "right")
-        for r in rows:
-            table.add_row(str(r.world_size), r.shard, str(r.per_rank_batch),
-                          format_bytes(r.peak_bytes), "yes" if r.fits else "no",
-                          format_bytes(r.communicated_bytes) if r.world_size > 1 else "--")
-        Console(no_color=True, highlight=False, width=100).print(table)
-    except typer.Exit:
-        raise
-    except Exception as e:  # noqa: BLE001
-        _fail(e, debug)
+    budget = parse_bytes(memory)
+    if batch < 1:
+        raise UsageError(f"batch must be at least 1, got {batch}")
+    options = _options(1, dtype, optim, amp, device)
+    shards = [s.value for s in shard] if shard else list(STRATEGIES)
+    if "none" in shards:
+        raise UsageError("--shard none is world size 1, always in the table")
+    source = loader.load(model)
+    make_inputs = resolve_inputs(source, input)
+    rows = make_plan(loader.build_model(source, device="meta"), make_inputs, options,
+                     global_batch=batch, memory_bytes=budget, world_sizes=world_size or None,
+                     shards=shards, loss_fn=source.loss)
+    table = Table(title=f"{source.name}: global batch {batch}, {format_bytes(budget)} per "
+                        f"GPU, {options.dtype}{', autocast ' + options.amp if options.amp else ''}"
+                        f", {options.optimizer}, for {options.device}")
+    for col in ("GPUs", "shard", "batch/GPU", "peak/GPU", "fits", "sent/GPU/step"):
+        table.add_column(col, justify="left" if col == "shard" else "right")
+    for r in rows:
+        table.add_row(str(r.world_size), r.shard, str(r.per_rank_batch),
+                      format_bytes(r.peak_bytes), "yes" if r.fits else "no",
+                      format_bytes(r.communicated_bytes) if r.world_size > 1 else "--")
+    Console(no_color=True, highlight=False, width=100).print(table)
 
 
 def _print_budgets(run, budgets) -> None:
@@ -402,7 +393,7 @@ def _picture(report, path: Optional[Path], fmt: Optional[str], **options) -> Non
     typer.echo(f"wrote {path}", err=True)
 
 
-@app.command()
+@_command
 def render(
     model: str = typer.Argument(..., help=MODEL_HELP),
     batch: int = typer.Option(1, "--batch", "-b", help="Batch size."),
@@ -428,19 +419,14 @@ def render(
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Draw the layer graph with its figures: params, FLOPs, bytes, the peak layer marked."""
-    try:
-        from graphcalc.analyze import analyze_file
-        from graphcalc.render import format_for
+    from graphcalc.analyze import analyze_file
+    from graphcalc.render import format_for
 
-        chosen = format_for(output, fmt.value if fmt else None)  # bad suffix: fail before analysing
-        options = _options(batch, dtype, optim, amp, device)
-        report = analyze_file(model, options, inputs=input)
-        _picture(report, output, chosen, depth=depth, color_by=color_by.value,
-                 max_nodes=max_nodes, engine=engine.value if engine else None)
-    except typer.Exit:
-        raise
-    except Exception as e:  # noqa: BLE001
-        _fail(e, debug)
+    chosen = format_for(output, fmt.value if fmt else None)  # bad suffix: fail before analysing
+    options = _options(batch, dtype, optim, amp, device)
+    report = analyze_file(model, options, inputs=input)
+    _picture(report, output, chosen, depth=depth, color_by=color_by.value,
+             max_nodes=max_nodes, engine=engine.value if engine else None)
 
 
 def main() -> None:
