@@ -61,15 +61,19 @@ class LiveStorages:
         self._serial_of[key] = serial
         self._bytes_of[serial] = nbytes
         self._finalizers.append(weakref.finalize(st, self._free, key, serial))
-        self.current += nbytes
+        self._change(serial, nbytes)
+        return serial
+
+    def _change(self, serial: int, delta: int) -> None:
+        """The one place the count moves: an event, and a new peak when it is one."""
+        self.current += delta
         if self.keep_events:
-            self.events.append((serial, nbytes))
+            self.events.append((serial, delta))
         if self.current > self.peak:
             self.peak = self.current
             self.peak_event = len(self.events)
             if self.on_peak is not None:
                 self.on_peak()
-        return serial
 
     def serial(self, t: torch.Tensor) -> int | None:
         try:
@@ -81,10 +85,7 @@ class LiveStorages:
         if self._serial_of.get(key) != serial:
             return
         del self._serial_of[key]
-        nbytes = self._bytes_of.pop(serial)
-        self.current -= nbytes
-        if self.keep_events:
-            self.events.append((serial, -nbytes))
+        self._change(serial, -self._bytes_of.pop(serial))
 
     def resized(self, t: torch.Tensor) -> None:
         """t's storage was resized in place (FSDP frees and re-allocates its unsharded parameters
@@ -98,14 +99,7 @@ class LiveStorages:
         if delta == 0:
             return
         self._bytes_of[serial] = nbytes
-        self.current += delta
-        if self.keep_events:
-            self.events.append((serial, delta))
-        if self.current > self.peak:
-            self.peak = self.current
-            self.peak_event = len(self.events)
-            if self.on_peak is not None:
-                self.on_peak()
+        self._change(serial, delta)
 
     def reset_peak(self) -> None:
         self.peak = self.current
