@@ -6,8 +6,6 @@ from collections import Counter
 from typing import Any, Callable
 
 from torch import nn
-from torch._subclasses.fake_tensor import DataDependentOutputException
-from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from . import loader
 from .errors import GraphcalcError, ShapeError, TraceError, UsageError
@@ -180,7 +178,7 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
 def _explain(e: Exception, model: nn.Module) -> GraphcalcError:
     owner = getattr(e, "_graphcalc_owner", None)
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, (DataDependentOutputException, GuardOnDataDependentSymNode)):
+    if is_data_dependent(e):
         return TraceError(f"layer '{_name(owner or '')}' reads tensor values (.item(), .tolist() or "
                           f"a branch on a tensor), which a static analysis cannot see: {msg}")
     return ShapeError(f"the model failed on the given inputs in layer '{_name(owner or '')}': {msg}")

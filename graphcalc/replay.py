@@ -458,26 +458,26 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
 
                         def on_phase(phase):
                             if phase == "optimizer":
-                                grad_serials.update(rec.tracker.serial(f.grad) for f in trainable
-                                                    if f.grad is not None)
                                 for f in trainable:
                                     if f.grad is not None:
-                                        param_of_serial[rec.tracker.serial(f.grad)] = name_of[id(f)]
+                                        serial = rec.tracker.serial(f.grad)
+                                        grad_serials.add(serial)
+                                        param_of_serial[serial] = name_of[id(f)]
                             rec.set_phase(phase)
 
                         with rec.saved_tensors() if step == 0 else contextlib.nullcontext():
                             training_step(model, inputs, loss_fn, optimizer,
                                           amp_dtype=options.amp_dtype, device_type=device,
                                           on_phase=on_phase)
-                        state_tensors = [t for state in optimizer.state.values()
-                                         for t in state.values() if isinstance(t, torch.Tensor)]
-                        state_serials.update(rec.tracker.serial(t) for t in state_tensors)
+                        step_state: set[int | None] = set()
                         for p, state in optimizer.state.items():
                             for t in state.values():
                                 if isinstance(t, torch.Tensor):
-                                    param_of_serial[rec.tracker.serial(t)] = name_of[id(p)]
-                        state_bytes = sum(rec.tracker._bytes_of.get(rec.tracker.serial(t), 0)
-                                          for t in {id(t): t for t in state_tensors}.values())
+                                    serial = rec.tracker.serial(t)
+                                    step_state.add(serial)
+                                    param_of_serial[serial] = name_of[id(p)]
+                        state_serials |= step_state
+                        state_bytes = sum(rec.tracker._bytes_of.get(s, 0) for s in step_state)
                     step_events.append(len(rec.tracker.events))
                     rec.phase = "end"
                     rec.count_flops = False
