@@ -20,8 +20,8 @@ import contextlib
 import copy
 import linecache
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -60,10 +60,11 @@ def reason_of(e: BaseException) -> str:
     return f"reads tensor values at {Path(where.filename).name}:{where.lineno} `{code}`"
 
 
-@dataclass(frozen=True)
-class OpaqueLayer:
-    path: str
-    reason: str
+class _Out(NamedTuple):
+    """A tensor the opaque layer returns: its shape at the analysed batch, and its dtype."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
 
 
 def _real_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
@@ -111,7 +112,7 @@ class _Opaque(torch.autograd.Function):
     def forward(ctx, specs, device, *tensors):
         ctx.inputs = [(t.shape, t.dtype) for t in tensors]
         ctx.device = device
-        outs = tuple(torch.empty(shape, dtype=dtype, device=device) for shape, dtype in specs)
+        outs = tuple(torch.empty(o.shape, dtype=o.dtype, device=device) for o in specs)
         ctx.mark_non_differentiable(*[o for o in outs if not o.is_floating_point()])
         return outs
 
@@ -130,10 +131,10 @@ class OpaqueLayers:
         self.amp_dtype = amp_dtype
         modules = dict(model.named_modules())
         self.real = {path: _real_copy(modules[path], dtype) for path in layers}
-        self.dtype = dtype
 
-    def _shapes(self, path: str, module: nn.Module, args, kwargs):
-        """Output (shape, dtype) leaves at the analysed batch, from real runs at 1, 2 and 3."""
+    def _outputs(self, path: str, module: nn.Module, leaves: list, spec):
+        """The layer's output leaves at the analysed batch (an `_Out` for each tensor), from real
+        runs of its copy at batch 1, 2 and 3 (or at the batch itself when it is that small)."""
         real = self.real[path]
         real.train(module.training)
         sizes = (self.batch,) if self.batch <= 3 else (1, 2, 3)
@@ -141,24 +142,21 @@ class OpaqueLayers:
         with _disable_current_modes(), torch.no_grad(), torch.random.fork_rng(devices=[]):
             gen = torch.Generator().manual_seed(SEED)
             torch.manual_seed(SEED)
+            amp = (torch.autocast("cpu", dtype=self.amp_dtype) if self.amp_dtype
+                   else contextlib.nullcontext())
             for size in sizes:
-                leaves, spec = tree_flatten((args, kwargs))
-                probe = [_probe_leaf(t, self.batch, size, gen) for t in leaves]
-                a, k = tree_unflatten(probe, spec)
-                amp = (torch.autocast("cpu", dtype=self.amp_dtype) if self.amp_dtype
-                       else contextlib.nullcontext())
+                a, k = tree_unflatten([_probe_leaf(t, self.batch, size, gen) for t in leaves], spec)
                 with amp:
-                    out = real(*a, **k)
-                runs.append(tree_flatten(out))
+                    runs.append(tree_flatten(real(*a, **k)))
         out_leaves, out_spec = runs[0]
-        specs = []
+        outs = []
         for i, leaf in enumerate(out_leaves):
             if not isinstance(leaf, torch.Tensor):
-                specs.append(leaf)
+                outs.append(leaf)
                 continue
             shapes = [run[0][i].shape for run in runs]
             if len(shapes) == 1:
-                specs.append((tuple(shapes[0]), leaf.dtype))
+                outs.append(_Out(tuple(shapes[0]), leaf.dtype))
                 continue
             shape = []
             for s1, s2, s3 in zip(*shapes):
@@ -166,23 +164,20 @@ class OpaqueLayers:
                     raise TraceError(f"layer '{path}' {self.layers[path]}, and its output shape "
                                      "depends on those values: it cannot be analysed statically")
                 shape.append(s1 + (s2 - s1) * (self.batch - 1))
-            specs.append((tuple(shape), leaf.dtype))
-        return specs, out_spec
+            outs.append(_Out(tuple(shape), leaf.dtype))
+        return outs, out_spec
 
     def _forward(self, path: str, module: nn.Module):
         def forward(*args, **kwargs):
-            specs, out_spec = self._shapes(path, module, args, kwargs)
-            tensors = [t for t in tree_flatten((args, kwargs))[0]
-                       if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
-            tensors += [p for p in module.parameters() if p.requires_grad]
-            device = next((t.device for t in tree_flatten((args, kwargs))[0]
-                           if isinstance(t, torch.Tensor)), torch.device("cpu"))
-            tensor_specs = [s for s in specs if isinstance(s, tuple) and len(s) == 2
-                            and isinstance(s[1], torch.dtype)]
-            outs = iter(_Opaque.apply(tensor_specs, device, *tensors))
-            leaves = [next(outs) if isinstance(s, tuple) and len(s) == 2
-                      and isinstance(s[1], torch.dtype) else s for s in specs]
-            return tree_unflatten(leaves, out_spec)
+            leaves, spec = tree_flatten((args, kwargs))
+            outs, out_spec = self._outputs(path, module, leaves, spec)
+            tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
+            device = tensors[0].device if tensors else torch.device("cpu")
+            grads_for = [t for t in tensors if t.is_floating_point() and t.requires_grad]
+            grads_for += [p for p in module.parameters() if p.requires_grad]
+            made = iter(_Opaque.apply([o for o in outs if isinstance(o, _Out)], device, *grads_for))
+            return tree_unflatten([next(made) if isinstance(o, _Out) else o for o in outs],
+                                  out_spec)
 
         return forward
 
