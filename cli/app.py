@@ -112,10 +112,8 @@ def analyze(
     if svg is not None:
         _picture(report, svg, "svg", depth=depth)
     if strict and not report.complete:
-        what = [f"no FLOP formula for {', '.join(op for op, _ in report.unknown_ops)}"] \
-            if report.unknown_ops else []
-        what += [f"layer '{path}' {why}" for path, why in report.opaque]
-        raise IncompleteError(f"{'; '.join(what)}: the figures are incomplete")
+        raise IncompleteError(f"{'; '.join(report.incomplete_reasons)}: the figures are "
+                              "incomplete")
 
 
 def _options(batch, dtype, optim, amp, device, steps=2, world_size=1, shard=None):
@@ -366,6 +364,9 @@ def _print_budgets(run, budgets) -> None:
         if o.figures.unknown_ops:
             table.add_row("", "note", "", "", "FLOPs incomplete: no formula for "
                                               + ", ".join(o.figures.unknown_ops))
+        for layer in o.figures.opaque_layers:
+            table.add_row("", "note", "", "", f"incomplete: layer '{layer}' reads tensor values "
+                                              "and was analysed around")
         table.add_section()
     # A wide, uncoloured table: CI logs and pre-commit's output are no terminal.
     Console(no_color=True, highlight=False, width=max(Console().width, 120)).print(table)

@@ -97,6 +97,7 @@ class Figures:
     flops_backward: int
     peak_memory_bytes: int
     unknown_ops: tuple[str, ...] = ()
+    opaque_layers: tuple[str, ...] = ()  # layers that read tensor values, analysed around
 
     @property
     def flops(self) -> int:
@@ -108,14 +109,16 @@ class Figures:
     def to_dict(self) -> dict:
         return {"params": self.params, "flops": self.flops, "flops_forward": self.flops_forward,
                 "flops_backward": self.flops_backward,
-                "peak_memory_bytes": self.peak_memory_bytes, "unknown_ops": list(self.unknown_ops)}
+                "peak_memory_bytes": self.peak_memory_bytes, "unknown_ops": list(self.unknown_ops),
+                "opaque_layers": list(self.opaque_layers)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Figures":
         return cls(params=int(d["params"]), flops_forward=int(d["flops_forward"]),
                    flops_backward=int(d["flops_backward"]),
                    peak_memory_bytes=int(d["peak_memory_bytes"]),
-                   unknown_ops=tuple(d.get("unknown_ops", ())))
+                   unknown_ops=tuple(d.get("unknown_ops", ())),
+                   opaque_layers=tuple(d.get("opaque_layers", ())))
 
 
 @dataclass(frozen=True)
@@ -236,15 +239,6 @@ def load_config(path: Path) -> Config:
     return Config(path=path, budgets=budgets, baseline_path=(path.parent / baseline).resolve())
 
 
-def _split_spec(spec: str) -> tuple[str, str | None]:
-    """'models/net.py:build' -> ('models/net.py', 'build'); a Windows drive letter is no NAME."""
-    head = ""
-    if len(spec) > 2 and spec[1] == ":" and spec[2] in "\\/":
-        head, spec = spec[:2], spec[2:]
-    file_part, _, name = spec.partition(":")
-    return head + file_part, name or None
-
-
 def _budget(entry: dict, index: int, path: Path) -> Budget:
     label = f"budget {index}" + (f" ('{entry['model']}')" if isinstance(entry.get("model"), str)
                                  else "")
@@ -265,7 +259,7 @@ def _budget(entry: dict, index: int, path: Path) -> Budget:
                           "to the config file")
     if not isinstance(model, str) or not model.strip():
         raise bad("model", f"write FILE[:NAME] as a string, got {model!r}")
-    file_part, model_name = _split_spec(model.strip())
+    file_part, model_name = loader.split_spec(model.strip())
     model_path = (path.parent / file_part).resolve()
     if not model_path.is_file():
         raise bad("model", f"model file not found: {_shown(model_path)}")
@@ -508,7 +502,8 @@ def measure(budget: Budget, project: Path, cache: Cache | None = None) -> tuple[
     figures = Figures(params=report.totals.params, flops_forward=report.totals.flops_forward,
                       flops_backward=report.totals.flops_backward,
                       peak_memory_bytes=report.memory.peak_bytes,
-                      unknown_ops=tuple(op for op, _ in report.unknown_ops))
+                      unknown_ops=tuple(op for op, _ in report.unknown_ops),
+                      opaque_layers=tuple(path for path, _ in report.opaque))
     if cache:
         cache.put(key, figures)
     return figures, False

@@ -121,12 +121,18 @@ def find_model(module, name: str | None) -> tuple[str, Callable[[], nn.Module]]:
         f"several models in {path}: {', '.join(classes)}; pick one with {path}:NAME")
 
 
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """'models/net.py:build' -> ('models/net.py', 'build'); a Windows drive letter is no NAME."""
+    head = ""
+    if len(spec) > 2 and spec[1] == ":" and spec[2] in "\\/":
+        head, spec = spec[:2], spec[2:]
+    file_part, _, name = spec.partition(":")
+    return head + file_part, name or None
+
+
 def load(spec: str) -> ModelSource:
     """Load 'FILE[:NAME]'."""
-    file_part, _, name = spec.partition(":")
-    if len(file_part) == 1 and name and spec[1:3] in (":\\", ":/"):  # a Windows drive letter
-        file_part, _, name = spec[2:].partition(":")
-        file_part = spec[:2] + file_part
+    file_part, name = split_spec(spec)
     path = Path(file_part)
     module = import_file(path)
     model_name, build = find_model(module, name or None)

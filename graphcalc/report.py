@@ -120,6 +120,13 @@ class Report:
         values): the FLOP totals are then a lower bound."""
         return not self.unknown_ops and not self.opaque
 
+    @property
+    def incomplete_reasons(self) -> tuple[str, ...]:
+        """Why the figures are incomplete, a short clause each (empty when complete)."""
+        ops = (f"no FLOP formula for {', '.join(op for op, _ in self.unknown_ops)}",) \
+            if self.unknown_ops else ()
+        return ops + tuple(f"layer '{path}' {why}" for path, why in self.opaque)
+
     def to_dict(self) -> dict:
         mem = asdict(self.memory)
         mem["timeline"] = [asdict(p) for p in self.memory.timeline]

@@ -211,3 +211,18 @@ def test_args_kwargs_and_shape_branches_need_no_fallback():
     assert (report.totals.flops_forward, report.totals.flops_backward) == \
         reference_flops(model, inputs(3), None)
     assert report.memory.peak_bytes == measure_step(ArgsKwargs(), inputs, options).peak_bytes
+
+
+def test_a_budget_on_a_model_with_an_opaque_layer_says_so(tmp_path, monkeypatch):
+    import json
+
+    _write(tmp_path, VALUE_READERS[".item()"])
+    (tmp_path / "graphcalc.toml").write_text(
+        '[[budget]]\nmodel = "model.py"\nbatch = 8\nmax_params = "1M"\n')
+    monkeypatch.setenv("GRAPHCALC_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["check", "--config", str(tmp_path / "graphcalc.toml")]
+    result = CliRunner().invoke(app, args + ["--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["budgets"][0]["figures"]["opaque_layers"] == ["mid"]
+    table = CliRunner().invoke(app, args).output
+    assert "layer 'mid' reads tensor values" in table
