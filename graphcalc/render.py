@@ -232,18 +232,6 @@ def _figure_lines(layer: Layer) -> list[str]:
     return lines
 
 
-def _subtree_sums(report: Report, name: str) -> tuple[int, int, int, int]:
-    """params, FLOPs forward, FLOPs backward, saved bytes of a module and all its layers."""
-    def inside(n: str) -> bool:
-        if name == ROOT:
-            return not n.startswith("[")
-        return n == name or n.startswith(name + ".")
-
-    layers = [layer for layer in report.layers if inside(layer.name)]
-    return (sum(x.params for x in layers), sum(x.flops_forward for x in layers),
-            sum(x.flops_backward for x in layers), sum(x.saved_bytes for x in layers))
-
-
 def _bin(share: float, value: int) -> tuple[str, str]:
     if value <= 0:
         return ZERO_COLOR, "black"
@@ -318,7 +306,10 @@ def _node(v: View, name: str, color_by: str, total: int) -> str:
 
 def cluster_lines(report: Report, layer: Layer) -> list[str]:
     """A module's label: its name and type, then the sums over it and all its layers."""
-    params, fwd, bwd, saved = _subtree_sums(report, layer.name)
+    # The module folded at its own depth carries the sums of itself and all its layers.
+    folded = next(f for f in report.at_depth(layer.depth).layers if f.name == layer.name)
+    params, fwd, bwd, saved = (folded.params, folded.flops_forward, folded.flops_backward,
+                               folded.saved_bytes)
     lines = [f"{layer.name} · {layer.type}"]
     size = [f"params {format_count(params)}"] if params else []
     if saved:
