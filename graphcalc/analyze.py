@@ -82,6 +82,30 @@ def _layers(model: nn.Module, rp: Replay) -> tuple[Layer, ...]:
     return tuple(out)
 
 
+def step_timeline(rp: Replay, levels: list[int]) -> tuple[list[int], list[TimelinePoint]]:
+    """The peak of each step, and a timeline: the highest point of each (step, phase, layer)
+    stretch. `levels[i]` is the live bytes after event i (the replay's own, or one adjusted
+    per rank by graphcalc.distributed)."""
+
+    def peak_between(a: int, b: int) -> int:
+        if b <= a:
+            return levels[a - 1] if a > 0 else 0
+        return max(levels[a:b])
+
+    starts = rp.step_events
+    step_peaks = [peak_between(starts[i], starts[i + 1]) for i in range(len(starts) - 1)]
+    marks = [m for m in rp.recorder.marks
+             if m.phase in ("forward", "loss", "backward", "optimizer", "end")]
+    timeline = []
+    for i, m in enumerate(marks):
+        end = marks[i + 1].event if i + 1 < len(marks) else starts[-1]
+        if m.phase == "end" or m.event > starts[-1]:
+            continue
+        timeline.append(TimelinePoint(m.step, m.phase, _name(m.owner),
+                                      peak_between(m.event, max(end, m.event))))
+    return step_peaks, timeline
+
+
 def _memory(rp: Replay, options: Options) -> Memory:
     rec = rp.recorder
     events = rec.tracker.events
@@ -92,28 +116,11 @@ def _memory(rp: Replay, options: Options) -> Memory:
     breakdown = Breakdown(parameters=sums["parameters"], gradients=sums["gradients"],
                           optimizer_state=sums["optimizer_state"] + sums["optimizer_temporaries"],
                           batch=sums["batch"], activations=sums["activations"])
-    # Per-step peaks and a timeline: the highest point of each (step, phase, layer) stretch.
-    level = 0
-    running = []
+    running, level = [], 0
     for _, delta in events:
         level += delta
         running.append(level)
-
-    def peak_between(a: int, b: int) -> int:
-        if b <= a:
-            return running[a - 1] if a > 0 else 0
-        return max(running[a:b])
-
-    starts = rp.step_events
-    step_peaks = [peak_between(starts[i], starts[i + 1]) for i in range(len(starts) - 1)]
-    timeline = []
-    marks = [m for m in rec.marks if m.phase in ("forward", "loss", "backward", "optimizer", "end")]
-    for i, m in enumerate(marks):
-        end = marks[i + 1].event if i + 1 < len(marks) else starts[-1]
-        if m.phase == "end" or m.event > starts[-1]:
-            continue
-        timeline.append(TimelinePoint(m.step, m.phase, _name(m.owner),
-                                      peak_between(m.event, max(end, m.event))))
+    step_peaks, timeline = step_timeline(rp, running)
     step, phase, owner = rec.peak_where or (0, "setup", "")
     return Memory(
         device=options.device, peak_bytes=rec.tracker.peak,

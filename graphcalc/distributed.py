@@ -40,9 +40,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .analyze import step_timeline
 from .options import Options
 from .replay import LOSS, OPTIMIZER, SETUP, Replay
-from .report import ROOT, Breakdown, Memory, TimelinePoint
+from .report import ROOT, Breakdown, Memory
 
 DDP_BUCKET_MIB = 25  # DistributedDataParallel's bucket_cap_mb default
 ROOT_UNIT = ""
@@ -428,24 +429,14 @@ def _memory(rp: Replay, options: Options, levels, peak, peak_at, at_peak, plan: 
             alloc: dict[int, int]) -> Memory:
     rec = rp.recorder
     starts = rp.step_events
-
-    def peak_between(a: int, b: int) -> int:
-        if b <= a:
-            return levels[a - 1] if a > 0 else 0
-        return max(levels[a:b])
-
-    step_peaks = [peak_between(starts[i], starts[i + 1]) for i in range(len(starts) - 1)]
+    step_peaks, timeline = step_timeline(rp, levels)
+    # Where the adjusted peak falls: the (step, phase, layer) stretch that holds its event.
     marks = [m for m in rec.marks if m.phase in ("forward", "loss", "backward", "optimizer", "end")]
-    timeline = []
     where = (0, "setup", SETUP)
     for i, m in enumerate(marks):
         end = marks[i + 1].event if i + 1 < len(marks) else starts[-1]
         if m.event < peak_at <= max(end, m.event + 1):
             where = (m.step, m.phase, m.owner)
-        if m.phase == "end" or m.event > starts[-1]:
-            continue
-        timeline.append(TimelinePoint(m.step, m.phase, ROOT if m.owner == "" else m.owner,
-                                      peak_between(m.event, max(end, m.event))))
     step, phase, owner = where
     breakdown = Breakdown(parameters=at_peak["parameters"], gradients=at_peak["gradients"],
                           optimizer_state=at_peak["optimizer_state"]
