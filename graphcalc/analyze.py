@@ -101,7 +101,7 @@ def step_timeline(rp: Replay, levels: list[int]) -> tuple[list[int], list[Timeli
         end = marks[i + 1].event if i + 1 < len(marks) else starts[-1]
         if m.phase == "end" or m.event > starts[-1]:
             continue
-        timeline.append(TimelinePoint(m.step, m.phase, _name(m.owner),
+        timeline.append(TimelinePoint(m.step + 1, m.phase, _name(m.owner),
                                       peak_between(m.event, max(end, m.event))))
     return step_peaks, timeline
 

@@ -19,12 +19,21 @@ def _shape(layer) -> str:
     return text + (f" +{len(shapes) - 2}" if len(shapes) > 2 else "")
 
 
-def _cells(layer, indent: bool) -> list[str]:
+def _columns(report: Report) -> tuple[str, ...]:
+    """The table's columns; "Calls" only when some module runs more than once (its shape is the
+    first call's, its bytes and FLOPs are all calls')."""
+    if any(layer.calls > 1 for layer in report.layers):
+        return COLUMNS[:3] + ("Calls",) + COLUMNS[3:]
+    return COLUMNS
+
+
+def _cells(layer, indent: bool, calls: bool = False) -> list[str]:
     name = ("  " * layer.depth if indent else "") + layer.name
     params = format_count(layer.params) if layer.params else "--"
     if layer.shared:
         params += " (shared)"
-    return [name, layer.type, _shape(layer), params,
+    count = [f"x{layer.calls}" if layer.calls > 1 else ""] if calls else []
+    return [name, layer.type, _shape(layer), *count, params,
             format_count(layer.flops_forward) if layer.flops_forward else "--",
             format_count(layer.flops_backward) if layer.flops_backward else "--",
             format_bytes(layer.activation_bytes) if layer.activation_bytes else "--",
@@ -85,7 +94,7 @@ def timeline_text(report: Report) -> str:
         peaks[key] = max(peaks.get(key, 0), p.peak_bytes)
     parts = []
     for (step, phase), peak in peaks.items():
-        parts.append(f"{'step ' + str(step + 1) + ' ' if phase == 'forward' else ''}{phase} "
+        parts.append(f"{'step ' + str(step) + ' ' if phase == 'forward' else ''}{phase} "
                      f"{format_bytes(peak)}")
     return " > ".join(parts)
 
@@ -96,13 +105,16 @@ def to_table(report: Report, width: int | None = None) -> str:
     from rich.table import Table
 
     table = Table(show_lines=False, header_style="bold")
-    for i, c in enumerate(COLUMNS):
+    columns = _columns(report)
+    calls = len(columns) > len(COLUMNS)
+    for i, c in enumerate(columns):
         table.add_column(c, justify="left" if i < 3 else "right", overflow="fold")
     for layer in report.layers:
-        table.add_row(*(escape(c) for c in _cells(layer, indent=True)))
+        table.add_row(*(escape(c) for c in _cells(layer, indent=True, calls=calls)))
     t = report.totals
     table.add_section()
-    table.add_row("Total", "", "", format_count(t.params), format_count(t.flops_forward),
+    table.add_row("Total", "", "", *([""] if calls else []), format_count(t.params),
+                  format_count(t.flops_forward),
                   format_count(t.flops_backward), "", format_bytes(t.saved_bytes))
     buf = io.StringIO()
     console = Console(file=buf, width=width or 140, no_color=True, highlight=False)
@@ -113,19 +125,23 @@ def to_table(report: Report, width: int | None = None) -> str:
 
 
 def to_markdown(report: Report) -> str:
-    rows = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    columns = _columns(report)
+    calls = len(columns) > len(COLUMNS)
+    rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for layer in report.layers:
-        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(layer, False)) + " |")
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(layer, False, calls))
+                    + " |")
     return "\n".join(rows) + "\n\n" + "\n".join(f"- {line}" for line in summary_lines(report)) + "\n"
 
 
 def to_html(report: Report) -> str:
     from html import escape
 
-    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
+    columns = _columns(report)
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     body = []
     for layer in report.layers:
-        cells = _cells(layer, indent=False)
+        cells = _cells(layer, indent=False, calls=len(columns) > len(COLUMNS))
         pad = f' style="padding-left:{layer.depth}em"' if layer.depth else ""
         body.append(f"<tr><td{pad}>{escape(cells[0])}</td>"
                     + "".join(f"<td>{escape(c)}</td>" for c in cells[1:]) + "</tr>")

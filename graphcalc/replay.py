@@ -83,6 +83,7 @@ class StepRecorder(TorchDispatchMode):
         self.containers: set[str] = set()  # modules with children: their own views pass tensors on
         self.edges: dict[tuple[str, str], tuple[int, ...]] = {}
         self.marks: list[Mark] = []
+        self.saved_by: dict[int, str] = {}  # saved storage serial -> the first layer saving it
         self.first_run: dict[str, None] = {}  # layers in the order their forward first ran
         self.peak_where: tuple[int, str, str] | None = None
         self.error_owner: str | None = None
@@ -230,8 +231,13 @@ class StepRecorder(TorchDispatchMode):
         def pack(t):
             if self.frames and self.phase in ("forward", "loss"):
                 serial = self.tracker.serial(t)
-                if serial is not None and self.serial_phase.get(serial) in ("forward", "loss"):
-                    self.layers[self.frames[-1][0]].saved[serial] = self.tracker._bytes_of.get(serial, 0)
+                if (serial is not None and serial not in self.saved_by
+                        and self.serial_phase.get(serial) in ("forward", "loss")):
+                    # Each saved storage counts once, at the first layer that saves it (a ReLU's
+                    # output that the next MaxPool saves again is the ReLU's), so rows sum.
+                    path = self.frames[-1][0]
+                    self.saved_by[serial] = path
+                    self.layers[path].saved[serial] = self.tracker._bytes_of.get(serial, 0)
             # Detached, or an output saved by its own node would hold itself in a cycle and
             # outlive the step, which autograd's own saving avoids.
             return t.detach()

@@ -29,8 +29,11 @@ class Layer:
     macs_forward: int
     bias_adds_forward: int
     activation_bytes: int  # bytes of the tensors the layer returns, over all its calls
-    saved_bytes: int  # bytes of activations autograd keeps for this layer's backward
-    calls: int
+    # bytes autograd keeps for backward that this layer is the first to save: a storage saved by
+    # several layers (a ReLU's output, saved again by the pooling after it) counts at the first
+    # one, so the rows sum to Totals.saved_bytes
+    saved_bytes: int
+    calls: int  # forward calls in the step; shapes are the first call's, bytes and FLOPs all calls'
     shared: tuple[str, ...] = ()  # "weight = transformer.wte.weight": parameters owned elsewhere
     unknown_ops: tuple[tuple[str, int], ...] = ()
 
@@ -72,7 +75,7 @@ class Breakdown:
 
 @dataclass(frozen=True)
 class TimelinePoint:
-    step: int
+    step: int  # 1 for the first step, as Memory.peak_step
     phase: str
     layer: str
     peak_bytes: int
