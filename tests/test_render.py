@@ -31,7 +31,7 @@ needs_dot = pytest.mark.skipif(not HAS_DOT, reason="the Graphviz dot binary is n
 runner = CliRunner()
 CNN = str(SAMPLES / "seed_cnn.py")
 LEGEND_KEYS = ["none", "< 1%", "1%–4%", "4%–10%", "10%–25%", "≥ 25%", "▲ training peak",
-               "folded layers (sums)", "module: Σ its layers"]
+               "folded layers (sums)", "module: Σ its layers", "a module's own ops (add, cat)"]
 
 
 @pytest.fixture(autouse=True)
@@ -74,6 +74,11 @@ def parse(svg: bytes) -> dict:
                 "stroke": shape.get("stroke") if shape is not None else None,
                 "stroke_width": shape.get("stroke-width") if shape is not None else None}
         out[{"node": "nodes", "cluster": "clusters", "edge": "edges"}[kind]][title] = item
+    # A module box's label is a plain node inside it (so no edge crosses it): its lines are the
+    # box's lines.
+    for title in [t for t in out["nodes"] if t.startswith("label:")]:
+        out["clusters"]["cluster_" + title.removeprefix("label:")]["lines"] = \
+            out["nodes"].pop(title)["lines"]
     return out
 
 
@@ -82,7 +87,8 @@ def picture(name: str, batch: int, **options) -> dict:
 
 
 def layer_nodes(p: dict) -> set[str]:
-    return {n for n in p["nodes"] if not n.startswith("legend:") and not n.endswith("(join)")}
+    """Nodes of layers: not the legend's, not a module's later runs of own ops."""
+    return {n for n in p["nodes"] if not n.startswith("legend:") and " (own ops " not in n}
 
 
 def module_clusters(p: dict) -> set[str]:
@@ -148,9 +154,9 @@ def test_gpt2_folds_its_blocks_and_a_larger_budget_shows_all():
 
 # --- the figures on the labels -------------------------------------------------------------------
 
-def _expected_lines(layer: dict) -> list[str]:
+def _expected_lines(layer: dict, out: bool = True) -> list[str]:
     lines = []
-    if layer["output_shapes"]:
+    if layer["output_shapes"] and out:
         out = "out " + "×".join(map(str, layer["output_shapes"][0]))
         if len(layer["output_shapes"]) > 1:
             out += f" +{len(layer['output_shapes']) - 1}"
@@ -188,9 +194,15 @@ def test_labels_carry_the_json_figures(name, batch, depth):
         if node is None:  # a module without own ops: a cluster only
             assert layer["name"] in module_clusters(p)
             continue
-        own = " (own ops)" if layer["name"] in module_clusters(p) else ""
-        assert node["lines"][0] == f"{layer['name']} · {layer['type']}{own}"
-        assert node["lines"][1:1 + len(_expected_lines(layer))] == _expected_lines(layer)
+        own = layer["name"] in module_clusters(p)
+        assert node["lines"][0] == f"{layer['name']} · {layer['type']}" + " (own ops)" * own
+        if own:  # what its own ops made (tests/test_graph.py), then the layer's figures
+            assert node["lines"][1].startswith("out ")
+            expected = _expected_lines(layer, out=False)
+            assert node["lines"][2:2 + len(expected)] == expected
+        else:
+            expected = _expected_lines(layer)
+            assert node["lines"][1:1 + len(expected)] == expected
         checked += 1
     assert checked >= 10
     # A module's label sums every layer under it, as the JSON at full depth does.
@@ -216,20 +228,27 @@ def test_labels_carry_the_json_figures(name, batch, depth):
 
 
 def test_edges_carry_the_shapes_that_flow():
-    r = report("seed_cnn", 16)
+    # SeedCNN is a chain: conv.0 .. conv.6, flatten, fc.0 .. fc.2, the loss; each edge is the
+    # tensor one layer hands the next. conv.0: 5 filters 5x5 on 1×32×32 -> 16×5×28×28.
     p = picture("seed_cnn", 16)
-    for src, dst, shape in r.edges:
-        assert p["edges"][f"{src}->{dst}"]["lines"] == ["×".join(map(str, shape))]
+    chain = [f"conv.{i}" for i in range(7)] + ["flatten", "fc.0", "fc.1", "fc.2", "[loss]"]
+    expected = {f"{a}->{b}" for a, b in zip(chain, chain[1:])} | {"[loss]->[optimizer]"}
+    layer_edges = {e for e in p["edges"] if not e.startswith("legend:")}
+    assert layer_edges == expected
     assert p["edges"]["conv.0->conv.1"]["lines"] == ["16×5×28×28"]
+    assert p["edges"]["flatten->fc.0"]["lines"] == ["16×192"]  # 12 channels × 4 × 4
 
 
 def test_residual_blocks_join_after_their_children():
-    # A block's own ops run between its children (relu) and after them (the add): the add's
-    # inputs meet at a join node, from which the next block reads.
+    # A block's own ops run between its children (relu) and after them (add_, relu): the add is
+    # the block's second own-ops node, where bn2 and the shortcut meet; the next block reads it.
     p = picture("resnet18", 2)
-    assert "b3.0 (join)" in p["nodes"]
-    assert {"b3.0.bn2->b3.0 (join)", "b3.0.conv3->b3.0 (join)", "b3.0 (join)->b3.1.conv1",
-            "b3.0.bn1->b3.0", "b3.0->b3.0.conv2", "b2.1 (join)->b3.0.conv3"} <= set(p["edges"])
+    join = "b3.0 (own ops 2)"
+    assert p["nodes"][join]["lines"] == ["add_, relu", "→ 2×128×28×28"]
+    assert {f"b3.0.bn2->{join}", f"b3.0.conv3->{join}", f"{join}->b3.1.conv1",
+            "b3.0.bn1->b3.0", "b3.0->b3.0.conv2", "b2.1 (own ops 2)->b3.0.conv3"} <= set(
+        p["edges"])
+    assert "b3.0 (own ops 2)->b3.0" not in p["edges"]  # no edge back into the block
 
 
 # --- colours, legend, peak -----------------------------------------------------------------------
