@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from graphcalc import render as rd
-from graphcalc.analyze import analyze_file
+from graphcalc.analyze import analyze_file, analyze_module
 from graphcalc.errors import RenderError
 from graphcalc.options import Options
 from graphcalc.units import format_bytes, format_count
@@ -441,3 +441,91 @@ def test_analyze_svg_per_rank_says_so(tmp_path):
     assert result.exit_code == 0, result.output
     # --batch is each rank's: 2 ranks of 16 = 32
     assert "per rank of 2 (ddp): batch 16 of 32" in parse(out.read_bytes())["header"]
+
+
+# --- the flow models: calls, own ops, labels nothing crosses -------------------------------------
+
+@lru_cache(maxsize=None)
+def flow_svg(name: str) -> bytes:
+    import flow_models
+
+    build, inputs = flow_models.MODELS[name]
+    return rd.render(analyze_module(build(), inputs, Options(batch=2, optimizer="adam")))
+
+
+def test_a_reused_pool_is_one_node_per_call():
+    # ThreePools: pool(c1(x)), pool(c2(x)), pool(c3(x)) on 2×1×8×8; fp32, 4 bytes an element.
+    p = parse(flow_svg("three_pools"))
+    calls = [p["nodes"][f"pool (call {i}/3)"]["lines"] for i in (1, 2, 3)]
+    # call 1: 2×2×4×4 = 64 elements = 256 B, and the layer's figures over its three calls
+    assert calls[0][:2] == ["pool · MaxPool2d (call 1/3)", "out 2×2×4×4 · 256 B"]
+    assert "figures: Σ 3 calls" in calls[0]
+    assert calls[1] == ["pool · MaxPool2d (call 2/3)", "out 2×2×2×2 · 64 B"]
+    assert calls[2] == ["pool · MaxPool2d (call 3/3)", "out 2×2×1×1 · 16 B"]
+    assert {"c1->pool (call 1/3)", "pool (call 1/3)->c2", "c2->pool (call 2/3)",
+            "pool (call 2/3)->c3", "c3->pool (call 3/3)", "pool (call 3/3)->(root)"} <= set(
+        p["edges"])
+    assert "pool" not in p["nodes"]
+
+
+def test_own_ops_nodes_show_their_own_shape():
+    # TransformerEncoderLayer(8, 2, ff 16) on 2×5×8: its first own op is the residual add
+    # (2×5×8), the second F.relu after linear1 (2×5×16), the third the add before norm2.
+    p = parse(flow_svg("encoder_layer"))
+    first = p["nodes"]["(root)"]["lines"]
+    assert first[:2] == ["(root) · TransformerEncoderLayer (own ops)", "out 2×5×8"]
+    assert p["nodes"]["(root) (own ops 2)"]["lines"] == ["relu", "→ 2×5×16"]
+    assert p["nodes"]["(root) (own ops 3)"]["lines"] == ["add", "→ 2×5×8"]
+    assert {"linear1->(root) (own ops 2)", "(root) (own ops 2)->dropout",
+            "norm1->(root) (own ops 3)", "dropout2->(root) (own ops 3)"} <= set(p["edges"])
+    assert "linear1->(root) (own ops 3)" not in p["edges"]
+    assert p["nodes"]["legend:own ops"]["fill"] == p["nodes"]["(root) (own ops 2)"]["fill"]
+
+
+def _label_boxes(svg: bytes) -> list[tuple[float, float, float, float]]:
+    """(x0, y0, x1, y1) of each module box's label text; a generous 0.6 em a character."""
+    boxes = []
+    for g in ET.fromstring(svg).iter(SVG + "g"):
+        if g.get("class") == "node" and g.find(SVG + "title").text.startswith("label:"):
+            for t in g.findall(SVG + "text"):
+                x, y, size = float(t.get("x")), float(t.get("y")), float(t.get("font-size"))
+                boxes.append((x, y - size, x + 0.6 * size * len(t.text), y + 0.25 * size))
+    return boxes
+
+
+def _edge_points(svg: bytes, steps: int = 20) -> list[tuple[float, float]]:
+    """Points along every drawn edge's Bézier path."""
+    import re
+
+    points = []
+    for g in ET.fromstring(svg).iter(SVG + "g"):
+        if g.get("class") != "edge" or g.find(SVG + "path") is None:
+            continue
+        xy = [tuple(map(float, pair.split(","))) for pair in
+              re.findall(r"-?[\d.]+,-?[\d.]+", g.find(SVG + "path").get("d"))]
+        for i in range(0, len(xy) - 3, 3):
+            p0, p1, p2, p3 = xy[i:i + 4]
+            for k in range(steps + 1):
+                t = k / steps
+                points.append(tuple((1 - t) ** 3 * a + 3 * (1 - t) ** 2 * t * b
+                                    + 3 * (1 - t) * t ** 2 * c + t ** 3 * d
+                                    for a, b, c, d in zip(p0, p1, p2, p3)))
+    return points
+
+
+@pytest.mark.parametrize("name", ["unet", "encoder_layer"])
+def test_no_edge_runs_across_a_module_label(name):
+    svg = flow_svg(name)
+    boxes, points = _label_boxes(svg), _edge_points(svg)
+    assert boxes and points
+    crossing = [(pt, b) for pt in points for b in boxes
+                if b[0] <= pt[0] <= b[2] and b[1] <= pt[1] <= b[3]]
+    assert not crossing
+
+
+def test_the_font_is_one_graphviz_can_measure():
+    # With a font list the embedded engine measures in Times and the header overflows the SVG;
+    # a font it knows comes back as "Helvetica,sans-Serif" on every text.
+    svg = flow_svg("two_inputs").decode()
+    families = set(__import__("re").findall(r'font-family="([^"]*)"', svg))
+    assert families == {"Helvetica,sans-Serif"}
