@@ -33,7 +33,7 @@ FORMATS = ("svg", "png", "pdf", "dot")
 COLOR_BY = ("flops", "memory", "params")
 ENGINES = ("auto", "dot", "embedded")
 ENGINE_ENV = "GRAPHCALC_RENDER_ENGINE"
-NODE_BUDGET = 60  # layers in view past which the depth is chosen automatically
+NODE_BUDGET = 60  # nodes past which the depth is chosen automatically
 OPTIMIZER = "[optimizer]"
 
 # One name Graphviz has metrics for: with a list ("Helvetica,Arial,sans-serif") the embedded engine
@@ -67,13 +67,18 @@ def max_depth(report: Report) -> int:
     return max((layer.depth for layer in report.layers), default=0)
 
 
+def node_count(report: Report, depth: int | None) -> int:
+    """Nodes the picture draws at `depth`: a module called 40 times in a loop draws 40."""
+    return len(layer_graph(report, depth))
+
+
 def auto_depth(report: Report, max_nodes: int = NODE_BUDGET) -> int | None:
-    """The deepest depth whose layers fit in `max_nodes`; None when every layer fits."""
-    if len(report.layers) <= max_nodes:
+    """The deepest depth whose nodes fit in `max_nodes`; None when every node fits."""
+    if node_count(report, None) <= max_nodes:
         return None
     best = 0
     for d in range(max_depth(report)):
-        if len(report.at_depth(d).layers) <= max_nodes:
+        if node_count(report, d) <= max_nodes:
             best = d
     return best
 
@@ -106,11 +111,12 @@ class View:
 
 
 def view(report: Report, depth: int | None = None, max_nodes: int = NODE_BUDGET) -> View:
-    """Which layers the picture shows and how: `depth` None and more than `max_nodes` layers
+    """Which layers the picture shows and how: `depth` None and more than `max_nodes` nodes
     picks the deepest depth that fits; a layer with children in view is a cluster."""
-    auto = depth is None and len(report.layers) > max_nodes
-    if auto:
+    auto = False
+    if depth is None:
         depth = auto_depth(report, max_nodes)
+        auto = depth is not None
     if depth is not None and depth >= max_depth(report):
         depth = None
     folded_report = report.at_depth(depth)

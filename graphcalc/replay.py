@@ -226,7 +226,7 @@ class StepRecorder(TorchDispatchMode):
             layer.macs_forward += cost.macs
             layer.bias_adds_forward += cost.bias_adds
 
-    # --- the data flow of the first forward ----------------------------------------------------------
+    # --- the data flow of the first forward ------------------------------------------------------
     def _flow_of(self, owner: str) -> FlowKey:
         """The stretch an op of `owner` belongs to: its call, and for a container's own op the
         run of own ops it is in (a new run starts once a child has returned)."""

@@ -106,6 +106,25 @@ def two_inputs(batch):
     return torch.randn(batch, 6), torch.randn(batch, 3)
 
 
+class Unrolled(nn.Module):
+    """One nn.Linear cell called 40 times in a Python loop, h = tanh(cell(h) + x)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = x
+        for _ in range(40):
+            h = torch.tanh(self.cell(h) + x)
+        return h
+
+
+def unrolled_inputs(batch):
+    return torch.randn(batch, 4)
+
+
 # name -> (build, inputs): what bench/screenshots.py draws besides the samples
 MODELS = {"unet": (UNet, unet_inputs), "three_pools": (ThreePools, pools_inputs),
-          "encoder_layer": (encoder_layer, encoder_inputs), "two_inputs": (TwoInputs, two_inputs)}
+          "encoder_layer": (encoder_layer, encoder_inputs), "two_inputs": (TwoInputs, two_inputs),
+          "unrolled": (Unrolled, unrolled_inputs)}

@@ -529,3 +529,19 @@ def test_the_font_is_one_graphviz_can_measure():
     svg = flow_svg("two_inputs").decode()
     families = set(__import__("re").findall(r'font-family="([^"]*)"', svg))
     assert families == {"Helvetica,sans-Serif"}
+
+
+def test_a_cell_called_40_times_counts_40_nodes_against_the_budget():
+    # Unrolled: 3 layers, but cell's 40 calls and the root's 40 runs of add + tanh are 80 nodes
+    # (+ [loss]): past the 60-node budget, so the picture folds to depth 0, and says so.
+    import flow_models
+
+    build, inputs = flow_models.MODELS["unrolled"]
+    r = analyze_module(build(), inputs, Options(batch=2, optimizer="adam"))
+    assert len(r.layers) == 3 and rd.node_count(r, None) == 81
+    assert rd.auto_depth(r, 60) == 0 and rd.auto_depth(r, 100) is None
+    p = parse(rd.render(r))
+    assert layer_nodes(p) == {"(root)", "[loss]", "[optimizer]"}
+    assert any("depth 0 of 1, chosen automatically" in line for line in p["header"])
+    every = parse(rd.render(r, max_nodes=100))
+    assert "cell (call 40/40)" in every["nodes"] and "(root) (own ops 40)" in every["nodes"]
