@@ -12,11 +12,23 @@ from .errors import GraphcalcError, ShapeError, TraceError, UsageError
 from .options import Options
 from .replay import LOSS, OPTIMIZER, Replay, replay
 from .opaque import is_data_dependent, reason_of
-from .report import ROOT, TRACER, TRACER_OPAQUE, Breakdown, Layer, Memory, Report, TimelinePoint, Totals
+from .report import (ROOT, TRACER, TRACER_OPAQUE, Breakdown, FlowNode, Layer, Memory, Report,
+                     TimelinePoint, Totals)
 
 
 def _name(path: str) -> str:
     return ROOT if path == "" else path
+
+
+def _key(key: tuple[str, int, int]) -> tuple[str, int, int]:
+    return (_name(key[0]), key[1], key[2])
+
+
+def _flow(rp: Replay) -> tuple[FlowNode, ...]:
+    flows = sorted(rp.recorder.flows.items(), key=lambda kv: kv[1].order)
+    return tuple(FlowNode(_name(path), call, part, tuple((_name(p), c) for p, c in f.context),
+                          f.order, f.shapes, f.out_bytes, tuple(f.ops))
+                 for (path, call, part), f in flows)
 
 
 def _parameter_rows(model: nn.Module):
@@ -178,7 +190,8 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
                   memory=memory, layers=layers, unknown_ops=unknown, distributed=dist,
                   tracer=TRACER_OPAQUE if opaque else TRACER,
                   opaque=tuple((_name(p), why) for p, why in opaque.items()),
-                  edges=tuple((_name(a), _name(b), s) for (a, b), s in rp.recorder.edges.items()),
+                  edges=tuple((_key(a), _key(b), s) for (a, b), s in rp.recorder.edges.items()),
+                  flow=_flow(rp),
                   run_order=tuple(_name(p) for p in rp.recorder.first_run))
 
 

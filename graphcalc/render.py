@@ -33,10 +33,13 @@ FORMATS = ("svg", "png", "pdf", "dot")
 COLOR_BY = ("flops", "memory", "params")
 ENGINES = ("auto", "dot", "embedded")
 ENGINE_ENV = "GRAPHCALC_RENDER_ENGINE"
-NODE_BUDGET = 60  # layers in view past which the depth is chosen automatically
+NODE_BUDGET = 60  # nodes past which the depth is chosen automatically
 OPTIMIZER = "[optimizer]"
 
-FONT = "Helvetica,Arial,sans-serif"
+# One name Graphviz has metrics for: with a list ("Helvetica,Arial,sans-serif") the embedded engine
+# measures text in Times, narrower than what a browser draws, and the header and labels overflow.
+# Its SVG says "Helvetica,sans-Serif", which browsers draw in Arial or Liberation Sans, same widths.
+FONT = "Helvetica"
 PEAK_COLOR = "#2166ac"  # blue: it stands out on the yellow-to-red fills
 PEAK_WIDTH = 4
 # Shares of the total, lower edges; ColorBrewer YlOrRd, 5 classes.
@@ -64,13 +67,18 @@ def max_depth(report: Report) -> int:
     return max((layer.depth for layer in report.layers), default=0)
 
 
+def node_count(report: Report, depth: int | None) -> int:
+    """Nodes the picture draws at `depth`: a module called 40 times in a loop draws 40."""
+    return len(layer_graph(report, depth))
+
+
 def auto_depth(report: Report, max_nodes: int = NODE_BUDGET) -> int | None:
-    """The deepest depth whose layers fit in `max_nodes`; None when every layer fits."""
-    if len(report.layers) <= max_nodes:
+    """The deepest depth whose nodes fit in `max_nodes`; None when every node fits."""
+    if node_count(report, None) <= max_nodes:
         return None
     best = 0
     for d in range(max_depth(report)):
-        if len(report.at_depth(d).layers) <= max_nodes:
+        if node_count(report, d) <= max_nodes:
             best = d
     return best
 
@@ -90,23 +98,25 @@ class View:
     max_nodes: int
     children: dict  # cluster name -> names of its children in view, run order
     clusters: tuple[str, ...]  # layers with children in view
-    nodes: tuple[str, ...]  # layers drawn as nodes (leaves in view, and clusters' own ops)
+    nodes: tuple[str, ...]  # node ids: one per call of a layer, one per run of a module's own ops
     edges: tuple[tuple[str, str, tuple[int, ...]], ...]
-    peak: str | None  # the node (or cluster) where the training peak falls
-    folded: dict  # node name -> how many layers it stands for (folded nodes only)
-    rank: dict  # node -> position of its first own run in forward (joins: after their inputs)
-    joins: dict  # module drawn with its own ops -> the join node where its children's outputs meet
+    peak: str | None  # the layer (or cluster) where the training peak falls
+    folded: dict  # layer name -> how many layers it stands for (folded nodes only)
+    rank: dict  # node -> position of its first op in the forward
+    members: dict  # layer name -> its node ids, run order
+    info: dict  # node id -> the layer graph's attributes (layer, call, calls, part, shapes, ...)
     layer: dict  # name -> Layer, folded at `depth`
     full_depth: int  # the deepest layer's depth, before folding
     top: tuple[str, ...]  # layers with no ancestor in view: the picture's outermost items
 
 
 def view(report: Report, depth: int | None = None, max_nodes: int = NODE_BUDGET) -> View:
-    """Which layers the picture shows and how: `depth` None and more than `max_nodes` layers
+    """Which layers the picture shows and how: `depth` None and more than `max_nodes` nodes
     picks the deepest depth that fits; a layer with children in view is a cluster."""
-    auto = depth is None and len(report.layers) > max_nodes
-    if auto:
+    auto = False
+    if depth is None:
         depth = auto_depth(report, max_nodes)
+        auto = depth is not None
     if depth is not None and depth >= max_depth(report):
         depth = None
     folded_report = report.at_depth(depth)
@@ -120,11 +130,6 @@ def view(report: Report, depth: int | None = None, max_nodes: int = NODE_BUDGET)
             n = _parent(n)
     position = {n: i for i, n in enumerate(names)}
     names.sort(key=lambda n: (rank.get(n, len(rank)), position[n]))
-    # A node ranks where it ran itself: a module's own ops run after its first child.
-    own_rank = {}
-    for i, n in enumerate(report.run_order):
-        own_rank.setdefault(n, i)
-    node_rank = {n: own_rank.get(n, rank.get(n, 0)) for n in names}
 
     def parent_in_view(name: str) -> str | None:
         p = _parent(name)
@@ -138,11 +143,14 @@ def view(report: Report, depth: int | None = None, max_nodes: int = NODE_BUDGET)
         if p is not None:
             children.setdefault(p, []).append(n)
     g = layer_graph(report, depth)
+    info = dict(g.nodes(data=True))
+    members: dict[str, list[str]] = {}
+    for node in sorted(info, key=lambda n: info[n]["rank"]):
+        members.setdefault(info[node]["layer"].name, []).append(node)
     edges = tuple((a, b, g.edges[a, b]["shape"]) for a, b in g.edges)
-    touched = {a for a, _, _ in edges} | {b for _, b, _ in edges}
     clusters = tuple(n for n in names if n in children)
-    nodes = tuple(n for n in names if n not in children or n in touched)
-    edges, joins = _split_own_ops(edges, [n for n in nodes if n in children], node_rank)
+    nodes = tuple(node for n in names for node in members.get(n, ()))
+    node_rank = {node: info[node]["rank"] for node in nodes}
     folded = {}
     if depth is not None:
         for layer in folded_report.layers:
@@ -165,57 +173,26 @@ def view(report: Report, depth: int | None = None, max_nodes: int = NODE_BUDGET)
     top = tuple(n for n in names if parent_in_view(n) is None)
     layers = {x.name: x for x in folded_report.layers}
     return View(folded_report, depth, auto, max_nodes, children, clusters, nodes, edges, spot,
-                folded, node_rank, joins, layers, max_depth(report), top)
-
-
-def join_name(name: str) -> str:
-    return f"{name} (join)"
-
-
-def _split_own_ops(edges, owners, rank):
-    """Give a module whose own ops run both before and after its children a second node.
-
-    A residual block's forward is relu(bn1(conv1(x))) -> conv2 -> bn2 -> `+ x`, relu: its own ops
-    run between its children and again after them, but the report has one layer, so one node
-    would draw a cycle. Edges from children that ran after the module's first own op go to a join
-    node, and edges to layers that ran after those children leave from it; the picture then reads
-    top to bottom in run order. The join carries no figures: they stay on the module's node."""
-    edges = list(edges)
-    joins = {}
-    for name in owners:
-        first = rank.get(name, 0)
-        late = [a for a, b, _ in edges if b == name and rank.get(a, 0) > first]
-        if not late:
-            continue
-        join = join_name(name)
-        joins[name] = join
-        rank[join] = max(rank.get(a, 0) for a in late) + 0.5
-        moved = []
-        for a, b, shape in edges:
-            if b == name and rank.get(a, 0) > first:
-                b = join
-            elif a == name and rank.get(b, 0) > rank[join]:
-                a = join
-            moved.append((a, b, shape))
-        edges = moved
-    return tuple(edges), joins
+                folded, node_rank, members, info, layers, max_depth(report), top)
 
 
 def shape_text(shape) -> str:
     return "×".join(str(d) for d in shape)
 
 
-def _figure_lines(layer: Layer) -> list[str]:
-    """The node's figures, each the table's string; zero figures are left out."""
-    lines = []
-    if layer.output_shapes:
-        extra = len(layer.output_shapes) - 1
-        out = f"out {shape_text(layer.output_shapes[0])}" + (f" +{extra}" if extra else "")
-        if layer.activation_bytes:
-            out += f" · {format_bytes(layer.activation_bytes)}"
-        lines.append(out)
-    elif layer.activation_bytes:
-        lines.append(f"out {format_bytes(layer.activation_bytes)}")
+def _out_line(shapes, out_bytes: int) -> list[str]:
+    """`out 4×6×3×3 +1 · 864 B`: the first tensor's shape, how many more, their bytes."""
+    if shapes:
+        extra = len(shapes) - 1
+        out = f"out {shape_text(shapes[0])}" + (f" +{extra}" if extra else "")
+        return [out + (f" · {format_bytes(out_bytes)}" if out_bytes else "")]
+    return [f"out {format_bytes(out_bytes)}"] if out_bytes else []
+
+
+def _figure_lines(layer: Layer, out: bool = True) -> list[str]:
+    """The node's figures, each the table's string; zero figures are left out. `out` False
+    leaves out what the layer returns (a module's own-ops node shows what its ops made)."""
+    lines = _out_line(layer.output_shapes, layer.activation_bytes) if out else []
     parts = []
     if layer.params:
         parts.append(f"params {format_count(layer.params)}")
@@ -276,8 +253,42 @@ def peak_text(report: Report) -> str:
     return f"▲ training peak {format_bytes(m.peak_bytes)} (step {m.peak_step} {m.peak_phase})"
 
 
+OWN_OPS_FILL = "#d9d9d9"  # a module's later runs of own ops: grey, not a share of anything
+
+
+def _ops_text(ops) -> str:
+    return ", ".join(ops[:3]) + (", …" if len(ops) > 3 else "")
+
+
+def _layer_lines(v: View, node: str) -> list[str]:
+    """The title and figures of a layer's node: the first node carries the layer's figures (over
+    all its calls); another call shows what that call returned."""
+    info = v.info[node]
+    layer, calls = info["layer"], info["calls"]
+    own = layer.name in v.children
+    tags = [f"call {info['call']}/{calls}"] if calls > 1 else []
+    if own:
+        tags.append("own ops")
+    lines = [f"{layer.name} · {layer.type}" + (f" ({', '.join(tags)})" if tags else "")]
+    if not info["carrier"]:
+        return lines + _out_line(info["shapes"], info["out_bytes"])
+    if calls <= 1 and not own:
+        lines += _figure_lines(layer)
+    else:
+        lines += _out_line(info["shapes"], 0 if own else info["out_bytes"])
+        figures = _figure_lines(layer, out=False)
+        lines += figures
+        if figures and calls > 1:
+            lines.append(f"figures: Σ {calls} calls")
+    if layer.name in v.folded:
+        lines.append(f"folded: {v.folded[layer.name]} layers")
+    return lines
+
+
 def _node(v: View, name: str, color_by: str, total: int) -> str:
     report = v.report
+    info = v.info.get(name)
+    layer = info["layer"] if info else None
     if name == OPTIMIZER:
         m = report.memory
         lines = [f"optimizer.step() · {report.config['optimizer']}"]
@@ -286,18 +297,23 @@ def _node(v: View, name: str, color_by: str, total: int) -> str:
         if m.optimizer_temporary_bytes:
             lines.append(f"temporaries at the peak {format_bytes(m.optimizer_temporary_bytes)}")
         attrs = {"fillcolor": "#eeeeee", "style": "rounded,filled,dashed"}
+    elif layer.name in v.children and not info["carrier"]:
+        # A later run of a module's own ops (the residual add, a torch.cat): its ops and what
+        # they made; the figures are on the module's first own-ops node.
+        lines = [_ops_text(info["ops"])] + [f"→ {shape_text(info['shapes'][0])}"
+                                             ] * bool(info["shapes"])
+        attrs = {"fillcolor": OWN_OPS_FILL, "fontsize": 8, "margin": "0.06,0.02",
+                 "height": 0.2, "color": "#777777"}
     else:
-        layer = v.layer[name]
-        own = " (own ops)" if name in v.children else ""
-        lines = [f"{name} · {layer.type}{own}"] + _figure_lines(layer)
-        if name in v.folded:
-            lines.append(f"folded: {v.folded[name]} layers")
+        lines = _layer_lines(v, name)
         value = metric(layer, color_by)
         fill, font = _bin(value / total if total else 0.0, value)
         attrs = {"fillcolor": fill, "fontcolor": font}
-        if name in v.folded:
+        if layer.name in v.folded:
             attrs["peripheries"] = 2
-    if name == v.peak:
+    is_peak = name == OPTIMIZER if v.peak == OPTIMIZER else (
+        layer is not None and layer.name == v.peak and info["carrier"])
+    if is_peak:
         lines.append(peak_text(report))
         attrs.update(color=PEAK_COLOR, penwidth=PEAK_WIDTH)
     attrs["label"] = '"' + _centered(lines) + '"'
@@ -324,27 +340,37 @@ def cluster_lines(report: Report, layer: Layer) -> list[str]:
 def _cluster(v: View, name: str, color_by: str, total: int, indent: str) -> list[str]:
     layer = v.layer[name]
     lines = cluster_lines(v.report, layer)
-    if name not in v.nodes and layer.output_shapes:
+    own = v.members.get(name, [])
+    if layer.calls > 1:
+        lines[0] += f" ({layer.calls} calls)"
+    if not own and layer.output_shapes:
         lines.append(f"out {shape_text(layer.output_shapes[0])}")
-    attrs = {"style": "rounded,dashed", "color": "#999999", "labeljust": "l", "fontsize": 10}
-    if name == v.peak and name not in v.nodes:
+    attrs = {"style": "rounded,dashed", "color": "#999999", "label": '""'}
+    if name == v.peak and not own:
         lines.append(peak_text(v.report))
         attrs.update(color=PEAK_COLOR, penwidth=PEAK_WIDTH)
-    attrs["label"] = '"' + _left(lines) + '"'
+    # The label is a plain node, which lands in the box's top rank beside its first nodes:
+    # Graphviz routes edges across a cluster's own label, never across a node. (Tied to the
+    # first node by an edge, it drags each box sideways: three times the width for ResNet-18.)
+    label = label_node(name)
     out = [f"{indent}subgraph {_q('cluster_' + name)} {{",
-           f"{indent}  graph [{_attrs(attrs)}];"]
-    if name in v.nodes:
-        out.append(indent + "  " + _node(v, name, color_by, total))
-    if name in v.joins:
-        out.append(f"{indent}  {_q(v.joins[name])} [shape=circle, label=\"\", width=0.14, "
-                   f"height=0.14, fixedsize=true, style=filled, fillcolor=\"#444444\"];")
+           f"{indent}  graph [{_attrs(attrs)}];",
+           f"{indent}  {_q(label)} [shape=plaintext, style=\"\", fontsize=10, "
+           f"margin=\"0.04,0.02\", label=\"{_left(lines)}\"];"]
+    out += [indent + "  " + _node(v, node, color_by, total) for node in own]
     for child in v.children[name]:
         if child in v.children:
             out += _cluster(v, child, color_by, total, indent + "  ")
         else:
-            out.append(indent + "  " + _node(v, child, color_by, total))
+            out += [indent + "  " + _node(v, node, color_by, total)
+                    for node in v.members.get(child, ())]
     out.append(indent + "}")
     return out
+
+
+def label_node(cluster: str) -> str:
+    """The id of the plain node that holds a module box's label."""
+    return f"label:{cluster}"
 
 
 def header_lines(v: View) -> list[str]:
@@ -392,8 +418,14 @@ def legend_title(color_by: str, total: int) -> list[str]:
     return ["colour: share of", _METRIC_TEXT[color_by], f"{_format_metric(total, color_by)} in all"]
 
 
+# Keys per row. The legend shares the graph's ranks, and a tall rank beside a key opens a gap below
+# it: two rows of five keep it to one gap and about 600 px wide.
+LEGEND_ROW = 5
+
+
 def _legend(color_by: str, total: int) -> list[str]:
-    """A column of keys beside the graph: the colours, lowest share first, and the borders."""
+    """The keys in two rows beside the top of the graph: the colours, lowest share first, then
+    the borders, the module box and a module's own-ops node."""
     keys = [("legend:none", {"label": '"none"', "fillcolor": ZERO_COLOR})]
     for text, fill, font in legend_bins():
         keys.append((f"legend:{text}", {"label": _q(text), "fillcolor": fill, "fontcolor": font}))
@@ -403,16 +435,18 @@ def _legend(color_by: str, total: int) -> list[str]:
                                    "peripheries": 2}))
     keys.append(("legend:module", {"label": _q("module: Σ its layers"), "fillcolor": ZERO_COLOR,
                                    "style": "rounded,dashed", "color": "#999999"}))
+    keys.append(("legend:own ops", {"label": _q("a module's own ops (add, cat)"),
+                                    "fillcolor": OWN_OPS_FILL, "color": "#777777"}))
     lines = [f"  subgraph {LEGEND} {{",
              f"    graph [label=\"{_left(legend_title(color_by, total))}\", labeljust=l, "
              f"fontsize=10, style=rounded, color=\"#bbbbbb\"];",
-             "    node [fontsize=9, margin=\"0.1,0.02\", height=0.22, width=1.5];"]
+             "    node [fontsize=9, margin=\"0.08,0.02\", height=0.22, width=1.1];"]
     lines += [f"    {_q(name)} [{_attrs(attrs)}];" for name, attrs in keys]
-    rows = [keys[i:i + 2] for i in range(0, len(keys), 2)]  # two columns, lowest share first
+    rows = [keys[i:i + LEGEND_ROW] for i in range(0, len(keys), LEGEND_ROW)]
     for row in rows:
         lines.append("    {rank=same; " + " ".join(_q(name) for name, _ in row) + "}")
-        if len(row) == 2:  # an edge within a rank keeps the pair in reading order
-            lines.append(f"    {_q(row[0][0])} -> {_q(row[1][0])} [style=invis];")
+        # edges within a rank keep the keys in reading order
+        lines += [f"    {_q(a)} -> {_q(b)} [style=invis];" for (a, _), (b, _) in zip(row, row[1:])]
     lines.append("    " + " -> ".join(_q(row[0][0]) for row in rows) + " [style=invis];")
     lines.append("  }")
     return lines
@@ -443,11 +477,11 @@ def to_dot(report: Report, *, depth: int | None = None, color_by: str = "flops",
         if name in v.children:
             lines += _cluster(v, name, color_by, total, "  ")
         else:
-            lines.append("  " + _node(v, name, color_by, total))
+            lines += ["  " + _node(v, node, color_by, total) for node in v.members.get(name, ())]
     lines.append("  " + _node(v, OPTIMIZER, color_by, total))
     for a, b, shape in v.edges:
-        # A module's own ops (a residual add) run before and after its children: an edge back to
-        # an earlier-run node does not rank the layout, so the picture reads in run order.
+        # Every node is one stretch of the forward, so tensors flow forward in run order; an
+        # edge that would not (a module called from outside its parent) does not rank the layout.
         back = v.rank.get(a, 0) > v.rank.get(b, 0)
         lines.append(f"  {_q(a)} -> {_q(b)} [label={_q(shape_text(shape))}"
                      + (", constraint=false" if back else "") + "];")

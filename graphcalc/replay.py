@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import weakref
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -55,6 +56,22 @@ class LayerTrace:
     unknown: Counter = field(default_factory=Counter)
 
 
+FlowKey = tuple[str, int, int]  # (module path, call 1..n, part: 0 the whole call, 1.. own-op runs)
+
+
+@dataclass
+class Flow:
+    """One stretch of the first forward that a picture can draw as a node (`FlowKey`): a call of
+    a layer, or a run of a container's own ops between two of its children (a residual add, a
+    torch.cat, an activation written as F.relu)."""
+
+    context: tuple[tuple[str, int], ...]  # the (path, call) it ran inside, outermost first
+    order: int  # position of its first op in the forward
+    shapes: tuple[tuple[int, ...], ...] = ()  # what it returned (a call) or made last (a part)
+    out_bytes: int = 0
+    ops: list[str] = field(default_factory=list)
+
+
 @dataclass
 class Mark:
     """From event `event` on, the step ran `phase` of step `step` inside `owner`."""
@@ -79,9 +96,18 @@ class StepRecorder(TorchDispatchMode):
         self.layers: dict[str, LayerTrace] = defaultdict(LayerTrace)
         self.unknown: Counter = Counter()
         self.serial_phase: dict[int, str] = {}
-        self.serial_owner: dict[int, str] = {}
-        self.containers: set[str] = set()  # modules with children: their own views pass tensors on
-        self.edges: dict[tuple[str, str], tuple[int, ...]] = {}
+        self.containers: set[str] = set()  # modules with children: own ops between them are parts
+        # The first forward's data flow between `Flow` stretches: who made each tensor (by the
+        # tensor object, else by its storage), and the shape of the first tensor on each edge.
+        self.flows: dict[FlowKey, Flow] = {}
+        self.edges: dict[tuple[FlowKey, FlowKey], tuple[int, ...]] = {}
+        self._made_by: dict[int, tuple[Any, FlowKey]] = {}  # id(tensor) -> (weakref, maker)
+        self._storage_made_by: dict[int, FlowKey] = {}
+        self._calls: Counter = Counter()
+        self._call_stack: list[tuple[str, int]] = []  # (path, call) of the running forwards
+        self._part: dict[tuple[str, int], int] = {}  # a container call's current own-op run
+        self._child_returned: set[tuple[str, int]] = set()
+        self._packing = False  # inside the saved-tensor hook: its detach is no step's data flow
         self.marks: list[Mark] = []
         self.saved_by: dict[int, str] = {}  # saved storage serial -> the first layer saving it
         self.first_run: dict[str, None] = {}  # layers in the order their forward first ran
@@ -154,11 +180,16 @@ class StepRecorder(TorchDispatchMode):
             if self.error_owner is None:
                 self.error_owner = owner
             raise
+        flow = None
+        if self.count_flops and self.phase in ("forward", "loss") and not self._packing:
+            flow = self._flow_of(owner)
+            self._edges(args, flow)
         if self.count_flops and self.phase in ("forward", "loss", "backward"):
             self._count(func, args, kwargs, out, owner)
         tracker = self.tracker
         first_new = tracker._next
         sizes = _real_sizes(func, args, out)
+        made = []
         for i, t in enumerate(tree_leaves(out)):
             if isinstance(t, torch.Tensor):
                 serial = tracker.track(t, sizes.get(i) if sizes else None)
@@ -166,12 +197,20 @@ class StepRecorder(TorchDispatchMode):
                     continue
                 if serial >= first_new:
                     self.serial_phase[serial] = self.phase
-                    self.serial_owner[serial] = owner
-                elif self.phase == "forward" and (_writes(func) or owner in self.containers):
-                    # An in-place result, or a view made in a module's own forward (a flatten
-                    # between two children): the tensor now comes from this layer. A leaf's
-                    # internal view of its input (conv, embedding) keeps the input's producer.
-                    self.serial_owner[serial] = owner
+                if flow is not None:
+                    made.append(t)
+                    self._made_by[id(t)] = (weakref.ref(t), flow)
+                    if serial >= first_new or _writes(func):
+                        # A view is known by its tensor; a storage comes from where it was made
+                        # or last written in place (for a tensor this replay never saw returned).
+                        self._storage_made_by[serial] = flow
+        if flow is not None:
+            f = self.flows[flow]
+            name = flops.op_name(func)
+            if not name.startswith("prim::") and name.removeprefix("aten::") not in f.ops:
+                f.ops.append(name.removeprefix("aten::"))
+            if flow[2] and made:  # an own-op run: what it made last is what it passes on
+                f.shapes = tuple(tuple(t.shape) for t in made)
         return out
 
     def _count(self, func, args, kwargs, out, owner: str) -> None:
@@ -187,14 +226,42 @@ class StepRecorder(TorchDispatchMode):
         else:
             layer.macs_forward += cost.macs
             layer.bias_adds_forward += cost.bias_adds
-            self._edges(args, owner)
 
-    def _edges(self, args, owner: str) -> None:
+    # --- the data flow of the first forward ------------------------------------------------------
+    def _flow_of(self, owner: str) -> FlowKey:
+        """The stretch an op of `owner` belongs to: its call, and for a container's own op the
+        run of own ops it is in (a new run starts once a child has returned)."""
+        if self._call_stack and self._call_stack[-1][0] == owner:
+            path, call = self._call_stack[-1]
+        else:  # the loss, or an op outside any watched call
+            path, call = owner, 1
+        part = 0
+        if path in self.containers:
+            here = (path, call)
+            part = self._part.get(here, 0)
+            if part == 0 or here in self._child_returned:
+                part += 1
+                self._part[here] = part
+                self._child_returned.discard(here)
+        key = (path, call, part)
+        if key not in self.flows:
+            context = tuple(self._call_stack) if path != LOSS else ((LOSS, 1),)
+            self.flows[key] = Flow(context, len(self.flows))
+        return key
+
+    def _maker(self, t: torch.Tensor) -> FlowKey | None:
+        made = self._made_by.get(id(t))
+        if made is not None and made[0]() is t:
+            return made[1]
+        serial = self.tracker.serial(t)
+        return self._storage_made_by.get(serial) if serial is not None else None
+
+    def _edges(self, args, flow: FlowKey) -> None:
         for t in tree_leaves(args):
             if isinstance(t, torch.Tensor):
-                src = self.serial_owner.get(self.tracker.serial(t))
-                if src is not None and src != owner and src != SETUP:
-                    self.edges.setdefault((src, owner), tuple(t.shape))
+                src = self._maker(t)
+                if src is not None and src != flow:
+                    self.edges.setdefault((src, flow), tuple(t.shape))
 
     # --- module hooks ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -207,12 +274,21 @@ class StepRecorder(TorchDispatchMode):
         handles = []
 
         def pre(mod, args):
-            self.frames.append((paths[id(mod)], torch.autograd._get_sequence_nr()))
+            path = paths[id(mod)]
+            self.frames.append((path, torch.autograd._get_sequence_nr()))
+            call = 0
+            if self.phase == "forward" and self.count_flops:
+                self._calls[path] += 1
+                call = self._calls[path]
+            self._call_stack.append((path, call))
 
         def post(mod, args, output):
             path, _ = self.frames.pop()
+            _, call = self._call_stack.pop()
             if self.phase == "forward" and self.count_flops:
-                self._record_output(path, output)
+                self._record_output(path, call, output)
+                if self._call_stack:
+                    self._child_returned.add(self._call_stack[-1])
 
         for mod in model.modules():
             handles.append(mod.register_forward_pre_hook(pre))
@@ -240,11 +316,15 @@ class StepRecorder(TorchDispatchMode):
                     self.layers[path].saved[serial] = self.tracker._bytes_of.get(serial, 0)
             # Detached, or an output saved by its own node would hold itself in a cycle and
             # outlive the step, which autograd's own saving avoids.
-            return t.detach()
+            self._packing = True
+            try:
+                return t.detach()
+            finally:
+                self._packing = False
 
         return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
 
-    def _record_output(self, path: str, output) -> None:
+    def _record_output(self, path: str, call: int, output) -> None:
         layer = self.layers[path]
         layer.calls += 1
         tensors = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
@@ -252,13 +332,25 @@ class StepRecorder(TorchDispatchMode):
         if layer.output_shapes is None:
             layer.output_shapes = [tuple(t.shape) for t in tensors]
             layer.output_dtype = str(tensors[0].dtype).replace("torch.", "") if tensors else None
-        # A layer that returns a view of a tensor made outside it (Flatten, Identity) is where
-        # that tensor comes from next; what its own layers made stays theirs.
+        key = (path, call, 0)
+        if key not in self.flows:
+            self.flows[key] = Flow(tuple(self._call_stack) + ((path, call),), len(self.flows))
+        whole = self.flows[key]
+        whole.shapes = tuple(tuple(t.shape) for t in tensors)
+        whole.out_bytes = sum(t.numel() * t.element_size() for t in tensors)
+        # A layer that returns a tensor made outside it (Identity, a branch that returns its
+        # input) passes it on: it flows in and comes from this call next. What its own layers
+        # made stays theirs.
+        if not path:
+            return
         for t in tensors:
-            serial = self.tracker.serial(t)
-            src = self.serial_owner.get(serial)
-            if src is not None and src != path and not src.startswith(path + ".") and path:
-                self.serial_owner[serial] = path
+            src = self._maker(t)
+            if src is not None and src[0] != path and not src[0].startswith(path + "."):
+                self.edges.setdefault((src, key), tuple(t.shape))
+                self._made_by[id(t)] = (weakref.ref(t), key)
+                serial = self.tracker.serial(t)
+                if serial is not None:
+                    self._storage_made_by[serial] = key
 
 
 # op -> argument positions of its weight, bias and running statistics

@@ -97,6 +97,27 @@ class Memory:
     timeline: tuple[TimelinePoint, ...] = ()
 
 
+@dataclass(frozen=True)
+class FlowNode:
+    """A stretch of the first forward a picture draws as a node, keyed (layer, call, part): one
+    call of a layer (part 0), or one run of a module's own ops between its children (part 1, 2,
+    ...). A module called three times has calls 1..3; a residual block's relu between its
+    children and its add after them are parts 1 and 2."""
+
+    layer: str
+    call: int
+    part: int
+    context: tuple[tuple[str, int], ...]  # the (layer, call) it ran inside, outermost first
+    order: int  # position of its first op in the forward
+    shapes: tuple[tuple[int, ...], ...]  # what the call returned, or what the part made last
+    out_bytes: int  # bytes the call returned (0 for a part)
+    ops: tuple[str, ...]  # the ATen ops it ran itself, first run first
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.layer, self.call, self.part)
+
+
 TRACER = "fake-tensor step replay (ATen dispatch)"
 TRACER_OPAQUE = "fake-tensor step replay (ATen dispatch), with opaque layers"
 
@@ -111,7 +132,9 @@ class Report:
     unknown_ops: tuple[tuple[str, int], ...]
     tracer: str = TRACER
     opaque: tuple[tuple[str, str], ...] = ()  # (layer, why) analysed around, not through
-    edges: tuple[tuple[str, str, tuple[int, ...]], ...] = field(default=(), repr=False)
+    # tensors of the first forward from one FlowNode (by key) to another, with the shape of one
+    edges: tuple[tuple[tuple, tuple, tuple[int, ...]], ...] = field(default=(), repr=False)
+    flow: tuple[FlowNode, ...] = field(default=(), repr=False)  # in run order
     run_order: tuple[str, ...] = field(default=(), repr=False)  # layers, first forward run first
     # per-rank figures under --world-size/--shard (graphcalc.distributed.Distributed), else None
     distributed: Any = None

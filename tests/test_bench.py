@@ -48,3 +48,17 @@ def test_speed_bench_worker_measures_the_same_step(tool):
         report = analyze_file(str(ROOT / "samples" / "seed_cnn.py"), Options(batch=4))
         assert cell["flops"] == report.totals.flops_forward + report.totals.flops_backward
         assert cell["peak"] == report.memory.peak_bytes
+
+
+def test_screenshots_without_chromium_writes_the_svgs_and_says_so(tmp_path):
+    # PATH without any browser: the SVG is drawn, the screenshot skipped with one line.
+    import os
+
+    script = ROOT / "bench" / "screenshots.py"
+    env = dict(os.environ, PATH=str(tmp_path))
+    done = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--only",
+                           "two_inputs"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "no chromium on PATH: writing the SVGs only, no screenshots"
+    assert (tmp_path / "two_inputs.svg").read_bytes().startswith(b"<?xml")
+    assert not (tmp_path / "two_inputs.png").exists()

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from graphcalc import render as rd
-from graphcalc.analyze import analyze_file
+from graphcalc.analyze import analyze_file, analyze_module
 from graphcalc.errors import RenderError
 from graphcalc.options import Options
 from graphcalc.units import format_bytes, format_count
@@ -31,7 +31,7 @@ needs_dot = pytest.mark.skipif(not HAS_DOT, reason="the Graphviz dot binary is n
 runner = CliRunner()
 CNN = str(SAMPLES / "seed_cnn.py")
 LEGEND_KEYS = ["none", "< 1%", "1%–4%", "4%–10%", "10%–25%", "≥ 25%", "▲ training peak",
-               "folded layers (sums)", "module: Σ its layers"]
+               "folded layers (sums)", "module: Σ its layers", "a module's own ops (add, cat)"]
 
 
 @pytest.fixture(autouse=True)
@@ -74,6 +74,11 @@ def parse(svg: bytes) -> dict:
                 "stroke": shape.get("stroke") if shape is not None else None,
                 "stroke_width": shape.get("stroke-width") if shape is not None else None}
         out[{"node": "nodes", "cluster": "clusters", "edge": "edges"}[kind]][title] = item
+    # A module box's label is a plain node inside it (so no edge crosses it): its lines are the
+    # box's lines.
+    for title in [t for t in out["nodes"] if t.startswith("label:")]:
+        out["clusters"]["cluster_" + title.removeprefix("label:")]["lines"] = \
+            out["nodes"].pop(title)["lines"]
     return out
 
 
@@ -82,7 +87,8 @@ def picture(name: str, batch: int, **options) -> dict:
 
 
 def layer_nodes(p: dict) -> set[str]:
-    return {n for n in p["nodes"] if not n.startswith("legend:") and not n.endswith("(join)")}
+    """Nodes of layers: not the legend's, not a module's later runs of own ops."""
+    return {n for n in p["nodes"] if not n.startswith("legend:") and " (own ops " not in n}
 
 
 def module_clusters(p: dict) -> set[str]:
@@ -148,9 +154,9 @@ def test_gpt2_folds_its_blocks_and_a_larger_budget_shows_all():
 
 # --- the figures on the labels -------------------------------------------------------------------
 
-def _expected_lines(layer: dict) -> list[str]:
+def _expected_lines(layer: dict, out: bool = True) -> list[str]:
     lines = []
-    if layer["output_shapes"]:
+    if layer["output_shapes"] and out:
         out = "out " + "×".join(map(str, layer["output_shapes"][0]))
         if len(layer["output_shapes"]) > 1:
             out += f" +{len(layer['output_shapes']) - 1}"
@@ -188,9 +194,15 @@ def test_labels_carry_the_json_figures(name, batch, depth):
         if node is None:  # a module without own ops: a cluster only
             assert layer["name"] in module_clusters(p)
             continue
-        own = " (own ops)" if layer["name"] in module_clusters(p) else ""
-        assert node["lines"][0] == f"{layer['name']} · {layer['type']}{own}"
-        assert node["lines"][1:1 + len(_expected_lines(layer))] == _expected_lines(layer)
+        own = layer["name"] in module_clusters(p)
+        assert node["lines"][0] == f"{layer['name']} · {layer['type']}" + " (own ops)" * own
+        if own:  # what its own ops made (tests/test_graph.py), then the layer's figures
+            assert node["lines"][1].startswith("out ")
+            expected = _expected_lines(layer, out=False)
+            assert node["lines"][2:2 + len(expected)] == expected
+        else:
+            expected = _expected_lines(layer)
+            assert node["lines"][1:1 + len(expected)] == expected
         checked += 1
     assert checked >= 10
     # A module's label sums every layer under it, as the JSON at full depth does.
@@ -216,20 +228,27 @@ def test_labels_carry_the_json_figures(name, batch, depth):
 
 
 def test_edges_carry_the_shapes_that_flow():
-    r = report("seed_cnn", 16)
+    # SeedCNN is a chain: conv.0 .. conv.6, flatten, fc.0 .. fc.2, the loss; each edge is the
+    # tensor one layer hands the next. conv.0: 5 filters 5x5 on 1×32×32 -> 16×5×28×28.
     p = picture("seed_cnn", 16)
-    for src, dst, shape in r.edges:
-        assert p["edges"][f"{src}->{dst}"]["lines"] == ["×".join(map(str, shape))]
+    chain = [f"conv.{i}" for i in range(7)] + ["flatten", "fc.0", "fc.1", "fc.2", "[loss]"]
+    expected = {f"{a}->{b}" for a, b in zip(chain, chain[1:])} | {"[loss]->[optimizer]"}
+    layer_edges = {e for e in p["edges"] if not e.startswith("legend:")}
+    assert layer_edges == expected
     assert p["edges"]["conv.0->conv.1"]["lines"] == ["16×5×28×28"]
+    assert p["edges"]["flatten->fc.0"]["lines"] == ["16×192"]  # 12 channels × 4 × 4
 
 
 def test_residual_blocks_join_after_their_children():
-    # A block's own ops run between its children (relu) and after them (the add): the add's
-    # inputs meet at a join node, from which the next block reads.
+    # A block's own ops run between its children (relu) and after them (add_, relu): the add is
+    # the block's second own-ops node, where bn2 and the shortcut meet; the next block reads it.
     p = picture("resnet18", 2)
-    assert "b3.0 (join)" in p["nodes"]
-    assert {"b3.0.bn2->b3.0 (join)", "b3.0.conv3->b3.0 (join)", "b3.0 (join)->b3.1.conv1",
-            "b3.0.bn1->b3.0", "b3.0->b3.0.conv2", "b2.1 (join)->b3.0.conv3"} <= set(p["edges"])
+    join = "b3.0 (own ops 2)"
+    assert p["nodes"][join]["lines"] == ["add_, relu", "→ 2×128×28×28"]
+    assert {f"b3.0.bn2->{join}", f"b3.0.conv3->{join}", f"{join}->b3.1.conv1",
+            "b3.0.bn1->b3.0", "b3.0->b3.0.conv2", "b2.1 (own ops 2)->b3.0.conv3"} <= set(
+        p["edges"])
+    assert "b3.0 (own ops 2)->b3.0" not in p["edges"]  # no edge back into the block
 
 
 # --- colours, legend, peak -----------------------------------------------------------------------
@@ -423,3 +442,107 @@ def test_analyze_svg_per_rank_says_so(tmp_path):
     assert result.exit_code == 0, result.output
     # --batch is each rank's: 2 ranks of 16 = 32
     assert "per rank of 2 (ddp): batch 16 of 32" in parse(out.read_bytes())["header"]
+
+
+# --- the flow models: calls, own ops, labels nothing crosses -------------------------------------
+
+@lru_cache(maxsize=None)
+def flow_svg(name: str) -> bytes:
+    import flow_models
+
+    build, inputs = flow_models.MODELS[name]
+    return rd.render(analyze_module(build(), inputs, Options(batch=2, optimizer="adam")))
+
+
+def test_a_reused_pool_is_one_node_per_call():
+    # ThreePools: pool(c1(x)), pool(c2(x)), pool(c3(x)) on 2×1×8×8; fp32, 4 bytes an element.
+    p = parse(flow_svg("three_pools"))
+    calls = [p["nodes"][f"pool (call {i}/3)"]["lines"] for i in (1, 2, 3)]
+    # call 1: 2×2×4×4 = 64 elements = 256 B, and the layer's figures over its three calls
+    assert calls[0][:2] == ["pool · MaxPool2d (call 1/3)", "out 2×2×4×4 · 256 B"]
+    assert "figures: Σ 3 calls" in calls[0]
+    assert calls[1] == ["pool · MaxPool2d (call 2/3)", "out 2×2×2×2 · 64 B"]
+    assert calls[2] == ["pool · MaxPool2d (call 3/3)", "out 2×2×1×1 · 16 B"]
+    assert {"c1->pool (call 1/3)", "pool (call 1/3)->c2", "c2->pool (call 2/3)",
+            "pool (call 2/3)->c3", "c3->pool (call 3/3)", "pool (call 3/3)->(root)"} <= set(
+        p["edges"])
+    assert "pool" not in p["nodes"]
+
+
+def test_own_ops_nodes_show_their_own_shape():
+    # TransformerEncoderLayer(8, 2, ff 16) on 2×5×8: its first own op is the residual add
+    # (2×5×8), the second F.relu after linear1 (2×5×16), the third the add before norm2.
+    p = parse(flow_svg("encoder_layer"))
+    first = p["nodes"]["(root)"]["lines"]
+    assert first[:2] == ["(root) · TransformerEncoderLayer (own ops)", "out 2×5×8"]
+    assert p["nodes"]["(root) (own ops 2)"]["lines"] == ["relu", "→ 2×5×16"]
+    assert p["nodes"]["(root) (own ops 3)"]["lines"] == ["add", "→ 2×5×8"]
+    assert {"linear1->(root) (own ops 2)", "(root) (own ops 2)->dropout",
+            "norm1->(root) (own ops 3)", "dropout2->(root) (own ops 3)"} <= set(p["edges"])
+    assert "linear1->(root) (own ops 3)" not in p["edges"]
+    assert p["nodes"]["legend:own ops"]["fill"] == p["nodes"]["(root) (own ops 2)"]["fill"]
+
+
+def _label_boxes(svg: bytes) -> list[tuple[float, float, float, float]]:
+    """(x0, y0, x1, y1) of each module box's label text; a generous 0.6 em a character."""
+    boxes = []
+    for g in ET.fromstring(svg).iter(SVG + "g"):
+        if g.get("class") == "node" and g.find(SVG + "title").text.startswith("label:"):
+            for t in g.findall(SVG + "text"):
+                x, y, size = float(t.get("x")), float(t.get("y")), float(t.get("font-size"))
+                boxes.append((x, y - size, x + 0.6 * size * len(t.text), y + 0.25 * size))
+    return boxes
+
+
+def _edge_points(svg: bytes, steps: int = 20) -> list[tuple[float, float]]:
+    """Points along every drawn edge's Bézier path."""
+    import re
+
+    points = []
+    for g in ET.fromstring(svg).iter(SVG + "g"):
+        if g.get("class") != "edge" or g.find(SVG + "path") is None:
+            continue
+        xy = [tuple(map(float, pair.split(","))) for pair in
+              re.findall(r"-?[\d.]+,-?[\d.]+", g.find(SVG + "path").get("d"))]
+        for i in range(0, len(xy) - 3, 3):
+            p0, p1, p2, p3 = xy[i:i + 4]
+            for k in range(steps + 1):
+                t = k / steps
+                points.append(tuple((1 - t) ** 3 * a + 3 * (1 - t) ** 2 * t * b
+                                    + 3 * (1 - t) * t ** 2 * c + t ** 3 * d
+                                    for a, b, c, d in zip(p0, p1, p2, p3)))
+    return points
+
+
+@pytest.mark.parametrize("name", ["unet", "encoder_layer"])
+def test_no_edge_runs_across_a_module_label(name):
+    svg = flow_svg(name)
+    boxes, points = _label_boxes(svg), _edge_points(svg)
+    assert boxes and points
+    crossing = [(pt, b) for pt in points for b in boxes
+                if b[0] <= pt[0] <= b[2] and b[1] <= pt[1] <= b[3]]
+    assert not crossing
+
+
+def test_the_font_is_one_graphviz_can_measure():
+    # With a font list the embedded engine measures in Times and the header overflows the SVG;
+    # a font it knows comes back as "Helvetica,sans-Serif" on every text.
+    svg = flow_svg("two_inputs").decode()
+    families = set(__import__("re").findall(r'font-family="([^"]*)"', svg))
+    assert families == {"Helvetica,sans-Serif"}
+
+
+def test_a_cell_called_40_times_counts_40_nodes_against_the_budget():
+    # Unrolled: 3 layers, but cell's 40 calls and the root's 40 runs of add + tanh are 80 nodes
+    # (+ [loss]): past the 60-node budget, so the picture folds to depth 0, and says so.
+    import flow_models
+
+    build, inputs = flow_models.MODELS["unrolled"]
+    r = analyze_module(build(), inputs, Options(batch=2, optimizer="adam"))
+    assert len(r.layers) == 3 and rd.node_count(r, None) == 81
+    assert rd.auto_depth(r, 60) == 0 and rd.auto_depth(r, 100) is None
+    p = parse(rd.render(r))
+    assert layer_nodes(p) == {"(root)", "[loss]", "[optimizer]"}
+    assert any("depth 0 of 1, chosen automatically" in line for line in p["header"])
+    every = parse(rd.render(r, max_nodes=100))
+    assert "cell (call 40/40)" in every["nodes"] and "(root) (own ops 40)" in every["nodes"]
