@@ -37,6 +37,7 @@ from .tracking import LiveStorages
 class OpRecord:
     op: str
     new_bytes: tuple[int, ...]  # bytes of each storage the op returned that was new, in order
+    overload: str = "default"  # the overload that ran (add: Tensor), for a lookup later
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,13 @@ class OpDifference:
     index: int  # the op's position in the real run (-1: the fake run alone ran it)
     real: tuple[int, ...] | None  # None: the real run did not run it here
     fake: tuple[int, ...] | None
+
+    @property
+    def same_op(self) -> bool:
+        """Both runs ran the op here and its storages differ (a kernel that allocates
+        differently); False where one run alone ran it (the model took another branch on
+        values, e.g. a mask test that fake tensors cannot answer)."""
+        return self.real is not None and self.fake is not None
 
     def __str__(self) -> str:
         def fmt(v):
@@ -76,7 +84,8 @@ class _OpSizes(TorchDispatchMode):
                 serial = self.tracker.track(t, sizes.get(i) if sizes else None)
                 if serial is not None and serial >= first_new:
                     new[serial] = self.tracker._bytes_of[serial]
-        self.ops.append(OpRecord(name, tuple(new.values())))
+        self.ops.append(OpRecord(name, tuple(new.values()),
+                                 getattr(func, "_overloadname", "default")))
         return out
 
 
@@ -149,9 +158,10 @@ def compare(build: Callable[[], nn.Module], make_inputs: Callable[[int], Any], o
     return differences(real, fake)
 
 
-def summarize(diffs: list[OpDifference]) -> dict[str, int]:
-    """op -> how many of its calls differ."""
+def summarize(diffs: list[OpDifference], same_op: bool | None = None) -> dict[str, int]:
+    """op -> how many of its calls differ (only those with `same_op` as given, if given)."""
     counts: dict[str, int] = {}
     for d in diffs:
-        counts[d.op] = counts.get(d.op, 0) + 1
+        if same_op is None or d.same_op == same_op:
+            counts[d.op] = counts.get(d.op, 0) + 1
     return counts

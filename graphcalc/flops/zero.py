@@ -86,8 +86,9 @@ def is_declared_zero(func, name: str) -> bool:
     if name in _NAMES:
         return True
     if not name.startswith("aten::"):
-        # prim::device, prim::layout and other metadata queries do no arithmetic.
-        return name.startswith("prim::")
+        # prim::device, prim::layout and other metadata queries do no arithmetic, nor do the
+        # profiler's record_function markers (profiler::_record_function_enter_new, HF models).
+        return name.startswith(("prim::", "profiler::"))
     tags = getattr(func, "tags", ())
     if torch.Tag.pointwise in tags:
         return True
