@@ -68,15 +68,14 @@ def _compare(name, optim, dtype, amp, batch=3):
     return report, measure_step(fresh, make_inputs, options, loss_fn=loss_fn)
 
 
+@pytest.mark.parametrize("optim,dtype,amp", SETTINGS, ids=str)
 @pytest.mark.parametrize("name", rnn_models.SMALL)
-def test_rnn_peak_is_byte_exact_on_cpu(name):
-    for optim, dtype, amp in SETTINGS:
-        report, measured = _compare(name, optim, dtype, amp)
-        memory = report.memory
-        assert memory.peak_bytes == measured.peak_bytes, (optim, dtype, amp)
-        assert (memory.first_step_peak_bytes, memory.steady_step_peak_bytes) == \
-            measured.step_peaks, (optim, dtype, amp)
-        assert report.complete, report.incomplete_reasons
+def test_rnn_peak_is_byte_exact_on_cpu(name, optim, dtype, amp):
+    report, measured = _compare(name, optim, dtype, amp)
+    memory = report.memory
+    assert memory.peak_bytes == measured.peak_bytes
+    assert (memory.first_step_peak_bytes, memory.steady_step_peak_bytes) == measured.step_peaks
+    assert report.complete, report.incomplete_reasons
 
 
 @pytest.mark.parametrize("name", ["lstm_bi2_bf", "gru_bi2_bf", "rnn_relu_bi2_bf",
