@@ -4,7 +4,8 @@ corrections (graphcalc.kernels); `--raw` lists them without the corrections.
 
 The zoo: samples/*.py, the HF models (bench/hf_models.py, when transformers is installed) and the
 RNN models (bench/rnn_models.py). `--ops FILE` also writes every ATen op the zoo ran (merged
-with the file's list), one a line, with its overload and FLOP class (counted / zero / unknown): tests/test_zoo_ops.py reads it.
+with the file's list), one a line, with its overload and FLOP class (counted / zero / unknown):
+tests/test_zoo_ops.py reads it.
 
     python bench/fake_vs_real.py [--raw] [--ops bench/results/zoo_ops.txt] [NAME ...]
 """
