@@ -91,8 +91,9 @@ def analyze(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
     depth: Optional[int] = typer.Option(None, help="Fold layers deeper than this depth."),
     strict: bool = typer.Option(False, help="Exit 1 when the figures are incomplete: an op has "
-                                            "no FLOP formula, or a layer that reads tensor "
-                                            "values was analysed around."),
+                                            "no FLOP formula, a layer that reads tensor "
+                                            "values was analysed around, or a kernel's memory "
+                                            "is not modelled."),
     world_size: int = typer.Option(1, "--world-size", help=WORLD_HELP),
     shard: Shard = typer.Option("none", "--shard", help=SHARD_HELP),
     svg: Optional[Path] = typer.Option(None, "--svg", help="Also draw the annotated graph here."),

@@ -190,6 +190,7 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
                   memory=memory, layers=layers, unknown_ops=unknown, distributed=dist,
                   tracer=TRACER_OPAQUE if opaque else TRACER,
                   opaque=tuple((_name(p), why) for p, why in opaque.items()),
+                  memory_gaps=tuple(rp.recorder.memory_gaps.items()),
                   edges=tuple((_key(a), _key(b), s) for (a, b), s in rp.recorder.edges.items()),
                   flow=_flow(rp),
                   run_order=tuple(_name(p) for p in rp.recorder.first_run))

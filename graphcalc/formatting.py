@@ -84,6 +84,8 @@ def summary_lines(report: Report) -> list[str]:
     for path, why in report.opaque:
         lines.append(f"INCOMPLETE: layer '{path}' {why}: it was analysed around, not through "
                      "(its output and gradients are counted, its own FLOPs and activations are not)")
+    for where, why in report.memory_gaps:
+        lines.append(f"INCOMPLETE: peak memory of {where}: {why}; the peak is a lower bound")
     return lines
 
 

@@ -44,11 +44,26 @@ def _conv_backward_fixed(grad_out, x, w, bias, stride, padding, dilation, transp
     return grad_input + grad_weight // groups
 
 
+def _lstm_layer(x, w_ih, w_hh, *args, out_val=None, **kwargs):
+    """oneDNN's LSTM layer: FlopCounterMode has no formula for it (it counts 0). Each of the
+    T*N tokens of x (T, N, I) meets W_ih (4H x I) and W_hh (4H x H) once: 2 FLOPs per weight
+    element per token. graphcalc's own formula (flops/rnn.py); tests/test_rnn.py checks both
+    against a count by hand."""
+    return 2 * x.shape[0] * x.shape[1] * (w_ih.numel() + w_hh.numel())
+
+
+def _lstm_layer_backward(x, w_ih, w_hh, *args, out_val=None, **kwargs):
+    """Input and weight gradients: twice the forward products."""
+    return 2 * _lstm_layer(x, w_ih, w_hh)
+
+
 def _corrections():
     import torch.utils.flop_counter as fc
 
     aten = torch.ops.aten
-    table = {aten.convolution_backward: _raw(_conv_backward_fixed)}
+    table = {aten.convolution_backward: _raw(_conv_backward_fixed),
+             aten.mkldnn_rnn_layer: _raw(_lstm_layer),
+             aten.mkldnn_rnn_layer_backward: _raw(_lstm_layer_backward)}
     # The CPU SDPA kernels have no entry in torch 2.13's registry (pytorch #195460): torch's own
     # CUDA formulas apply to them unchanged.
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
@@ -58,7 +73,8 @@ def _corrections():
     return table
 
 
-# FlopCounterMode's two known gaps in torch 2.13, filled with torch's own formulas.
+# FlopCounterMode's known gaps in torch 2.13: two filled with torch's own formulas, and the CPU
+# LSTM kernel, which torch has no formula for, with graphcalc's (checked by hand in the tests).
 REFERENCE_CORRECTIONS = _corrections()
 
 

@@ -30,7 +30,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
-from . import flops
+from . import flops, kernels
 from .opaque import OpaqueLayers
 from .options import Options, make_optimizer
 from .tracking import LiveCounter, LiveStorages
@@ -83,8 +83,10 @@ class Mark:
 
 
 class StepRecorder(TorchDispatchMode):
-    def __init__(self, round_to: int = 1):
+    def __init__(self, round_to: int = 1, device: str = "cpu"):
         super().__init__()
+        self.device = device  # the target device (the fakes may be CPU ones standing in for it)
+        self.memory_gaps: dict[str, str] = {}  # op or layer -> why its memory is not modelled
         self.tracker = LiveStorages(round_to=round_to, on_peak=self._on_peak)
         self.phase = "setup"
         self.step = 0
@@ -186,9 +188,12 @@ class StepRecorder(TorchDispatchMode):
             self._edges(args, flow)
         if self.count_flops and self.phase in ("forward", "loss", "backward"):
             self._count(func, args, kwargs, out, owner)
+        out, sizes = kernels.real_outputs(func, args, out)
+        gap = kernels.unmodelled(func, args, self.device)
+        if gap is not None:
+            self.memory_gaps.setdefault(flops.op_name(func), gap)
         tracker = self.tracker
         first_new = tracker._next
-        sizes = _real_sizes(func, args, out)
         made = []
         for i, t in enumerate(tree_leaves(out)):
             if isinstance(t, torch.Tensor):
@@ -275,6 +280,10 @@ class StepRecorder(TorchDispatchMode):
 
         def pre(mod, args):
             path = paths[id(mod)]
+            if self.device == "cuda" and isinstance(mod, nn.RNNBase):
+                # On a GPU nn.RNN/LSTM/GRU run cuDNN's kernel (_cudnn_rnn), whose reserve space
+                # no fake kernel sizes; CPU fakes standing in for CUDA run other kernels.
+                self.memory_gaps.setdefault(path, kernels.CUDNN_RNN)
             self.frames.append((path, torch.autograd._get_sequence_nr()))
             call = 0
             if self.phase == "forward" and self.count_flops:
@@ -353,37 +362,12 @@ class StepRecorder(TorchDispatchMode):
                     self._storage_made_by[serial] = key
 
 
-# op -> argument positions of its weight, bias and running statistics
-_MIXED_NORMS = {"aten::native_layer_norm": (2, 3), "aten::native_batch_norm": (1, 2, 3, 4),
-                "aten::_native_batch_norm_legit": (1, 2, 3, 4),
-                "aten::_native_batch_norm_legit_functional": (1, 2, 3, 4)}
-_LOW = (torch.bfloat16, torch.float16)
-
-
 def _writes(func) -> bool:
     """True for an op that writes into an argument (relu_, add_, out=), not for a view."""
     schema = getattr(func, "_schema", None)
     if schema is None:
         return True
     return any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
-
-
-def _real_sizes(func, args, out) -> dict[int, int] | None:
-    """Output sizes where a fake kernel and the real CPU kernel disagree.
-
-    Under autocast a norm gets a bf16/fp16 input with fp32 weights; the real CPU kernels then
-    return the saved mean and inverse std in fp32, the fake kernels in the input's dtype (half the
-    bytes). Outputs 1 and 2 of native_layer_norm / native_batch_norm are those statistics."""
-    positions = _MIXED_NORMS.get(flops.op_name(func))
-    if positions is None or not args:
-        return None
-    x = args[0]
-    params = [args[i] for i in positions if i < len(args) and isinstance(args[i], torch.Tensor)]
-    if not (isinstance(x, torch.Tensor) and x.device.type == "cpu" and x.dtype in _LOW
-            and any(p.dtype == torch.float32 for p in params)):
-        return None
-    return {i: t.numel() * 4 for i, t in enumerate(out[:3]) if i in (1, 2)
-            and isinstance(t, torch.Tensor) and t.dtype in _LOW}
 
 
 # --- the step ------------------------------------------------------------------------------------
@@ -517,7 +501,7 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     round_to = 512 if options.device == "cuda" else 1
     device = fake_device(options.device)
-    rec = StepRecorder(round_to=round_to)
+    rec = StepRecorder(round_to=round_to, device=options.device)
     dtype = options.torch_dtype
     was_training = {m: m.training for m in model.modules()}
     param_paths = {}

@@ -132,6 +132,8 @@ class Report:
     unknown_ops: tuple[tuple[str, int], ...]
     tracer: str = TRACER
     opaque: tuple[tuple[str, str], ...] = ()  # (layer, why) analysed around, not through
+    # (op or layer, why): a real kernel known to allocate what the replay does not count
+    memory_gaps: tuple[tuple[str, str], ...] = ()
     # tensors of the first forward from one FlowNode (by key) to another, with the shape of one
     edges: tuple[tuple[tuple, tuple, tuple[int, ...]], ...] = field(default=(), repr=False)
     flow: tuple[FlowNode, ...] = field(default=(), repr=False)  # in run order
@@ -143,15 +145,17 @@ class Report:
     @property
     def complete(self) -> bool:
         """False when some op had no FLOP formula or some layer was opaque (it reads tensor
-        values): the FLOP totals are then a lower bound."""
-        return not self.unknown_ops and not self.opaque
+        values): the FLOP totals are then a lower bound; or when a kernel that ran allocates
+        memory the replay does not model (`memory_gaps`): the peak is then a lower bound."""
+        return not self.unknown_ops and not self.opaque and not self.memory_gaps
 
     @property
     def incomplete_reasons(self) -> tuple[str, ...]:
         """Why the figures are incomplete, a short clause each (empty when complete)."""
         ops = (f"no FLOP formula for {', '.join(op for op, _ in self.unknown_ops)}",) \
             if self.unknown_ops else ()
-        return ops + tuple(f"layer '{path}' {why}" for path, why in self.opaque)
+        return (ops + tuple(f"layer '{path}' {why}" for path, why in self.opaque)
+                + tuple(f"peak memory of {where}: {why}" for where, why in self.memory_gaps))
 
     def to_dict(self) -> dict:
         mem = asdict(self.memory)
@@ -166,6 +170,7 @@ class Report:
             "layers": [_layer_dict(layer) for layer in self.layers],
             "unknown_ops": [{"op": op, "count": n} for op, n in self.unknown_ops],
             "opaque_layers": [{"layer": path, "reason": why} for path, why in self.opaque],
+            "memory_gaps": [{"where": where, "reason": why} for where, why in self.memory_gaps],
             "complete": self.complete,
         } | ({"distributed": self.distributed.to_dict()} if self.distributed is not None else {})
 

@@ -83,4 +83,4 @@ def _shape(t) -> tuple[int, ...]:
 
 
 # Importing the formula modules fills the registry.
-from . import attention, conv, matmul  # noqa: E402,F401
+from . import attention, conv, matmul, rnn  # noqa: E402,F401

@@ -4,9 +4,14 @@ FlopCounterMode's convention counts matrix products, convolutions and attention 
 declared zero here when it does no such work:
 - elementwise ops (ATen's `pointwise` tag): activations and their backward, arithmetic, the
   optimizers' update math;
-- views and ops that only move, create or copy data;
+- views and ops that only move, create or copy data, with the in-place forms of views
+  (transpose_, t_, squeeze_: they change a tensor's metadata only) and unsafe_split /
+  unsafe_chunk (split without view tracking, used by the GRU and LSTM cells);
+- the fused RNN-cell kernels (_thnn_fused_lstm_cell, _thnn_fused_gru_cell and their backward):
+  they take the gate pre-activations that mm/addmm computed and apply the gates elementwise;
 - reductions, softmax, normalisation, pooling, losses, embedding lookups, dropout.
-Anything else (linear algebra, FFT, RNN kernels, custom ops) is unknown: it may hide real matrix
+The whole-RNN kernels (mkldnn_rnn_layer, _cudnn_rnn) have formulas (rnn.py). Anything else
+(linear algebra, FFT, custom ops) is unknown: it may hide real matrix
 work, so it is reported, never folded in as zero.
 """
 
@@ -42,6 +47,10 @@ _resolve_neg resolve_conj resolve_neg view_as_real view_as_complex complex polar
 diagonal_backward unfold_backward index_select_backward narrow_copy expand_copy permute_copy
 view_copy transpose_copy t_copy unsqueeze_copy squeeze_copy slice_copy select_copy
 embedding_backward repeat_interleave _unsafe_masked_index _unsafe_masked_index_put_accumulate
+unsafe_split unsafe_split_with_sizes unsafe_chunk transpose_ t_ squeeze_ unsqueeze_ as_strided_
+swapaxes_ swapdims_ detach_
+_thnn_fused_lstm_cell _thnn_fused_lstm_cell_backward _thnn_fused_lstm_cell_backward_impl
+_thnn_fused_gru_cell _thnn_fused_gru_cell_backward
 """
 
 _REDUCTIONS = """
@@ -77,8 +86,9 @@ def is_declared_zero(func, name: str) -> bool:
     if name in _NAMES:
         return True
     if not name.startswith("aten::"):
-        # prim::device, prim::layout and other metadata queries do no arithmetic.
-        return name.startswith("prim::")
+        # prim::device, prim::layout and other metadata queries do no arithmetic, nor do the
+        # profiler's record_function markers (profiler::_record_function_enter_new, HF models).
+        return name.startswith(("prim::", "profiler::"))
     tags = getattr(func, "tags", ())
     if torch.Tag.pointwise in tags:
         return True
