@@ -179,7 +179,12 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
                   tracer=TRACER_OPAQUE if opaque else TRACER,
                   opaque=tuple((_name(p), why) for p, why in opaque.items()),
                   edges=tuple((_name(a), _name(b), s) for (a, b), s in rp.recorder.edges.items()),
-                  run_order=tuple(_name(p) for p in rp.recorder.first_run))
+                  run_order=tuple(_name(p) for p in rp.recorder.first_run),
+                  value_reads=tuple((op, tuple(_name(p) for p in where))
+                                    for op, where in rp.recorder.values.reads.items()),
+                  routers=tuple((_name(p), e, k)
+                                for p, (e, k) in rp.recorder.values.routers.items()),
+                  routing=options.routing)
 
 
 def _explain(e: Exception, model: nn.Module) -> GraphcalcError:
