@@ -193,7 +193,12 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
                   memory_gaps=tuple(rp.recorder.memory_gaps.items()),
                   edges=tuple((_key(a), _key(b), s) for (a, b), s in rp.recorder.edges.items()),
                   flow=_flow(rp),
-                  run_order=tuple(_name(p) for p in rp.recorder.first_run))
+                  run_order=tuple(_name(p) for p in rp.recorder.first_run),
+                  value_reads=tuple((op, tuple(_name(p) for p in where))
+                                    for op, where in rp.recorder.values.reads.items()),
+                  routers=tuple((_name(p), e, k)
+                                for p, (e, k) in rp.recorder.values.routers.items()),
+                  routing=options.routing)
 
 
 def _explain(e: Exception, model: nn.Module) -> GraphcalcError:

@@ -49,24 +49,33 @@ def _from_sizes(input_size, dtypes) -> Any:
     return make
 
 
-def _from_data(input_data, batch_size: int | None) -> tuple[Any, int]:
+def _from_data(input_data, batch_size: int | None, batch_dim: int = 0) -> tuple[Any, int]:
     tensors = [t for t in (input_data.values() if isinstance(input_data, dict)
                            else input_data if isinstance(input_data, (tuple, list))
                            else [input_data]) if isinstance(t, torch.Tensor)]
     if not tensors:
         raise UsageError("input_data holds no tensor")
-    data_batch = tensors[0].shape[0] if tensors[0].dim() else 1
+    first = tensors[0]
+    data_batch = first.shape[batch_dim] if first.dim() > batch_dim else 1
+    data = input_data if not isinstance(input_data, list) else tuple(input_data)
 
     def make(batch: int):
+        if batch == data_batch:
+            # The data itself, values included: a padding mask or lengths the model reads.
+            return tree_map(lambda t: t.detach().clone() if isinstance(t, torch.Tensor) else t,
+                            data)
+
         def like(t):
             if not isinstance(t, torch.Tensor):
                 return t
-            shape = (batch, *t.shape[1:]) if t.dim() else t.shape
+            shape = list(t.shape)
+            if t.dim() > batch_dim and shape[batch_dim] == data_batch:
+                shape[batch_dim] = batch
             if t.is_floating_point():
                 return torch.randn(shape, dtype=t.dtype)
             return torch.zeros(shape, dtype=t.dtype)
 
-        return tree_map(like, input_data if not isinstance(input_data, list) else tuple(input_data))
+        return tree_map(like, data)
 
     return make, data_batch if batch_size is None else batch_size
 
@@ -80,14 +89,16 @@ def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: i
             dtypes: Sequence[torch.dtype] | None = None, dtype: str = "fp32",
             optim: str = "adam", amp: str | None = None, device: str = "cpu",
             depth: int | None = None, loss=None, name: str | None = None,
-            verbose: bool = False) -> Report:
+            batch_dim: int = 0, verbose: bool = False) -> Report:
     """Analyse `model` as `graphcalc analyze` would, without running it for real.
 
     model: an nn.Module on any device, the meta device included. It is left as it was: same
         parameters, buffers, device, dtype, train/eval mode and requires_grad flags.
     input_size: a shape without the batch dimension, or a list of shapes (`dtypes=` for integer
         token ids), as torchsummary takes it. Or input_data: a tensor, a tuple of tensors or a dict
-        of keyword tensors, whose batch dimension `batch_size` replaces when given. With neither,
+        of keyword tensors, analysed as given (values included: a padding mask the model reads)
+        at its own batch; `batch_size` resizes dimension `batch_dim` (0, or 1 for sequence-first
+        inputs) of the tensors that have the data's batch there, with random values. With neither,
         the `example_inputs(batch_size)` of the model's module is used.
     dtype, optim, amp, device, depth: as on the command line. Bad values raise a GraphcalcError
         subclass whose message is the sentence the command line prints.
@@ -99,7 +110,7 @@ def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: i
     if input_size is not None and input_data is not None:
         raise UsageError("give input_size or input_data, not both")
     if input_data is not None:
-        make_inputs, batch = _from_data(input_data, batch_size)
+        make_inputs, batch = _from_data(input_data, batch_size, batch_dim)
     elif input_size is not None:
         make_inputs, batch = _from_sizes(input_size, dtypes), 1 if batch_size is None else batch_size
     else:

@@ -78,6 +78,16 @@ def summary_lines(report: Report) -> list[str]:
     if m.device == "cuda":
         lines.append("Runtime, not in the peak: the CUDA context (about 300-700 MB, by driver and "
                       "GPU) and the cuBLAS workspace (8 MiB, 32 MiB on Hopper)")
+    if report.routers:
+        where = ", ".join(f"{path} (top-{k} of {e})" for path, e, k in report.routers)
+        lines.append(f"Mixture of experts: {report.routing} routing assumed at {where}"
+                     + ("; each expert gets tokens x k / experts" if report.routing == "balanced"
+                        else "; every token goes to the first k experts"))
+    if report.value_reads:
+        reads = "; ".join(f"{op} in {', '.join(where)}{_READ_GLOSS.get(op, '')}"
+                          for op, where in report.value_reads)
+        lines.append("Follows the example inputs' values (the step reads them; the figures are "
+                     f"for these values): {reads}")
     if report.unknown_ops:
         ops = ", ".join(f"{op} x{n}" for op, n in report.unknown_ops)
         lines.append(f"INCOMPLETE: no FLOP formula for {ops}; FLOP totals are a lower bound")
@@ -87,6 +97,13 @@ def summary_lines(report: Report) -> list[str]:
     for where, why in report.memory_gaps:
         lines.append(f"INCOMPLETE: peak memory of {where}: {why}; the peak is a lower bound")
     return lines
+
+
+_READ_GLOSS = {
+    "aten::_pack_padded_sequence": " (the packed batch is the sum of the sequence lengths)",
+    "aten::_pad_packed_sequence": " (padded back to the longest sequence)",
+    "aten::_local_scalar_dense": " (a value tested in Python: an all-ones attention mask, a length)",
+}
 
 
 def timeline_text(report: Report) -> str:

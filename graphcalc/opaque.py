@@ -96,8 +96,10 @@ def _probe_leaf(t, batch: int, size: int, gen: torch.Generator):
     if not isinstance(t, torch.Tensor):
         return t
     shape = list(t.shape)
-    if shape and shape[0] == batch:
-        shape[0] = size
+    # The batch is the first dimension of the analysed batch's size, not always dimension 0:
+    # sequence-first inputs (S, B, E) carry it in dimension 1.
+    if batch in shape:
+        shape[shape.index(batch)] = size
     if t.is_floating_point():
         return torch.randn(shape, dtype=t.dtype, generator=gen)
     if t.dtype == torch.bool:

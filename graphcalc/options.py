@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import UsageError
+from .routing import ROUTINGS
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -36,6 +37,7 @@ class Options:
     steps: int = 2
     world_size: int = 1
     shard: str = "none"
+    routing: str = "balanced"  # mixture-of-experts routing assumed (graphcalc.routing)
 
     def __post_init__(self):
         if isinstance(self.batch, bool) or not isinstance(self.batch, int):
@@ -58,6 +60,7 @@ class Options:
             raise UsageError(f"world size must be a whole number of at least 1, got "
                              f"{self.world_size!r}")
         object.__setattr__(self, "shard", _choose("shard", self.shard, SHARDS))
+        object.__setattr__(self, "routing", _choose("routing", self.routing, ROUTINGS))
         if self.world_size == 1 and self.shard != "none":
             raise UsageError(f"--shard {self.shard} needs --world-size 2 or more")
         if self.world_size > 1 and self.shard == "none":
@@ -79,6 +82,8 @@ class Options:
     def as_dict(self) -> dict:
         d = {"batch": self.batch, "dtype": self.dtype, "optimizer": self.optimizer,
              "amp": self.amp, "device": self.device}
+        if self.routing != "balanced":
+            d["routing"] = self.routing
         if self.distributed:  # the single-device JSON stays as it was
             d.update(world_size=self.world_size, shard=self.shard)
         return d

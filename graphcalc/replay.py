@@ -25,12 +25,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 import torch._dynamo  # noqa: F401  (fake tensors import it on their first op; pay it at import)
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import (DataDependentOutputException,
+                                           DynamicOutputShapeException, FakeTensor,
+                                           FakeTensorMode, unset_fake_temporarily)
 from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
-from . import flops, kernels
+from . import flops, kernels, routing
 from .opaque import OpaqueLayers
 from .options import Options, make_optimizer
 from .tracking import LiveCounter, LiveStorages
@@ -111,6 +113,7 @@ class StepRecorder(TorchDispatchMode):
         self._child_returned: set[tuple[str, int]] = set()
         self._packing = False  # inside the saved-tensor hook: its detach is no step's data flow
         self.marks: list[Mark] = []
+        self.values = KnownValues()
         self.saved_by: dict[int, str] = {}  # saved storage serial -> the first layer saving it
         self.first_run: dict[str, None] = {}  # layers in the order their forward first ran
         self.peak_where: tuple[int, str, str] | None = None
@@ -176,8 +179,9 @@ class StepRecorder(TorchDispatchMode):
             self.first_run.setdefault(owner, None)
         if owner != self._owner:
             self._mark(owner)
+        self.values.owner = owner
         try:
-            out = func(*args, **kwargs)
+            out = _run(func, args, kwargs, self.phase, self.values)
         except Exception:
             if self.error_owner is None:
                 self.error_owner = owner
@@ -362,6 +366,180 @@ class StepRecorder(TorchDispatchMode):
                     self._storage_made_by[serial] = key
 
 
+# The largest tensor (elements) computed for real from the batch: token ids or a padding mask
+# (B x S), never an attention map (B x S x S) or activations at a training batch.
+CONCRETE_NUMEL = 1 << 24
+
+
+def _is_fake(t) -> bool:
+    return isinstance(t, FakeTensor)
+
+
+class KnownValues:
+    """What the replay knows of tensor values (`_concrete`): which real tensors went stale, and
+    where the step read a value of the example inputs (op -> the layers that read it)."""
+
+    def __init__(self):
+        self.stale: set[int] = set()  # storages (_cdata) of real tensors written with fake values
+        self.reads: dict[str, dict[str, None]] = {}
+        self.owner = ""
+        self.routing: str | None = None  # the routing assumed for MoE routers (None: fake)
+        self.routers: dict[str, tuple[int, int]] = {}  # layer -> (experts, k)
+
+    def route(self, experts: int, k: int) -> None:
+        self.routers.setdefault(self.owner, (experts, k))
+
+    def read(self, op: str, phase: str) -> None:
+        if phase in ("forward", "loss", "backward"):  # not the optimizer's own step counter
+            self.reads.setdefault(op, {})[self.owner] = None
+
+
+def _run(func, args, kwargs, phase: str, known: "KnownValues"):
+    """The op on fake tensors, or for real where `_concrete` says so."""
+    strict = _DTYPE_STRICT_FAKES.get(flops.op_name(func))
+    if strict is not None and strict[1](args):
+        # Not tried first: a failing fake kernel logs its traceback, and a log handler that keeps
+        # the record (pytest's) keeps every tensor of the step alive with its frames.
+        return strict[0](func, args, kwargs)
+    try:
+        out = func(*args, **kwargs)
+    except (DataDependentOutputException, DynamicOutputShapeException):
+        # .item(), .all() or nonzero() of a real tensor: its value is known, read it.
+        stale = known.stale
+        name = flops.op_name(func)
+        if _all_real(args, kwargs, stale):
+            known.read(name, phase)
+            with unset_fake_temporarily():
+                return func(*args, **kwargs)
+        shaped = _SHAPED_BY_VALUES.get(name)
+        if shaped is None or not _all_real(_value_args(func, args, kwargs), {}, stale):
+            raise
+        known.read(name, phase)
+        return shaped(*args, **kwargs)
+
+    if phase in ("forward", "loss") and known.routing and routing.is_routing(func, args, kwargs):
+        # A router's choice of experts: the routing assumed (graphcalc.routing), known for real.
+        values, indices = out
+        if indices.numel() <= CONCRETE_NUMEL:
+            known.route(int(args[0].shape[-1]), int(indices.shape[-1]))
+            with unset_fake_temporarily():
+                indices = routing.assigned(tuple(indices.shape), int(args[0].shape[-1]),
+                                           known.routing)
+            return values, indices
+    if _concrete(args, kwargs, out, phase, known.stale):
+        with unset_fake_temporarily():
+            out = func(*args, **kwargs)
+    elif _writes(func):
+        # A real tensor written with fake values (`mask[:, 0] = x`): from now on its values are
+        # unknown, so nothing computed from it runs for real any more.
+        for t in _written(func, args, kwargs):
+            if not _is_fake(t):
+                known.stale.add(t.untyped_storage()._cdata)
+    return out
+
+
+def _grouped_mm_fp32(func, args, kwargs):
+    """aten::_grouped_mm on fp32 CPU tensors. Its fake kernel checks for bf16, as the CUDA kernel
+    needs; the CPU kernel computes in any float dtype (what transformers' MoE layers run on a CPU
+    in fp32). The shape comes from the meta kernel on bf16 stand-ins, the dtype is the inputs'."""
+    a, b = args[0], args[1]
+    low = [torch.empty_strided(t.shape, t.stride(), dtype=torch.bfloat16, device="meta")
+           if isinstance(t, torch.Tensor) and t.is_floating_point() else
+           t.to("meta") if isinstance(t, torch.Tensor) else t for t in args]
+    with unset_fake_temporarily():
+        shape = func(*low, **{k: v for k, v in kwargs.items() if k != "out_dtype"}).shape
+    return a.new_empty(shape, dtype=kwargs.get("out_dtype") or a.dtype)
+
+
+def _float_cpu(args) -> bool:
+    tensors = [t for t in args[:2] if isinstance(t, torch.Tensor)]
+    return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float16)
+               for t in tensors)
+
+
+# Ops whose fake kernel refuses inputs the real CPU kernel takes: (shape function, applies when).
+_DTYPE_STRICT_FAKES = {"aten::_grouped_mm": (_grouped_mm_fp32, _float_cpu)}
+
+
+def _pack_padded(input, lengths, batch_first):
+    """aten::_pack_padded_sequence with real lengths: data holds sum(lengths) rows of the fake
+    input's features; batch_sizes[t] is the number of sequences longer than t (int64, CPU), as
+    ATen's PackedSequence.cpp computes them."""
+    with unset_fake_temporarily():
+        steps = torch.arange(int(lengths.max()))
+        batch_sizes = (lengths.unsqueeze(0) > steps.unsqueeze(1)).sum(1)
+        rows = int(lengths.sum())
+    data = input.new_empty((rows, *input.shape[2:]))
+    return data, batch_sizes
+
+
+def _pad_packed(data, batch_sizes, batch_first, padding_value, total_length):
+    """aten::_pad_packed_sequence with real batch_sizes: (T, B, *) or (B, T, *) padded output,
+    T = max(total_length, len(batch_sizes)), B = batch_sizes[0], and each sequence's length."""
+    with unset_fake_temporarily():
+        batch = int(batch_sizes[0])
+        steps = max(int(total_length), batch_sizes.numel())
+        lengths = (batch_sizes.unsqueeze(0) > torch.arange(batch).unsqueeze(1)).sum(1)
+    shape = (batch, steps) if batch_first else (steps, batch)
+    return data.new_empty((*shape, *data.shape[1:])), lengths
+
+
+# Ops whose output shape is set by the values of small real arguments (positions): the shapes
+# come from those values, the data stays fake.
+_SHAPED_BY_VALUES = {"aten::_pack_padded_sequence": _pack_padded,
+                     "aten::_pad_packed_sequence": _pad_packed}
+_VALUE_ARGS = {"aten::_pack_padded_sequence": (1,), "aten::_pad_packed_sequence": (1,)}
+
+
+def _value_args(func, args, kwargs) -> tuple:
+    return tuple(args[i] for i in _VALUE_ARGS.get(flops.op_name(func), ()) if i < len(args))
+
+
+def _written(func, args, kwargs):
+    schema = func._schema
+    for i, a in enumerate(schema.arguments):
+        if a.alias_info is not None and a.alias_info.is_write:
+            t = args[i] if i < len(args) else kwargs.get(a.name)
+            if isinstance(t, torch.Tensor):
+                yield t
+
+
+def _all_real(args, kwargs, stale: set[int]) -> bool:
+    tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+    return bool(tensors) and not any(
+        _is_fake(t) or t.untyped_storage()._cdata in stale for t in tensors)
+
+
+def _concrete(args, kwargs, out, phase: str, stale: set[int]) -> bool:
+    """Whether an op runs for real rather than on fake tensors: the batch's tensors (ids, masks,
+    lengths, labels, a float attention mask), tensors made in the step from sizes alone
+    (`torch.ones(batch, seq)`, positions), and what is computed from those alone, up to
+    CONCRETE_NUMEL elements each (a larger batch tensor, an image batch at a training batch
+    size, stays fake: its values are data, which models do not branch on).
+
+    Models read those values: transformers skips building the attention mask when the padding
+    mask is all ones (and always builds it for a fake mask), a packed sequence takes its size from
+    the lengths, nn.TransformerEncoder tests whether a float mask is causal. Knowing them, the
+    replay takes the branch the real step takes. The values are the example inputs': what
+    `example_inputs(batch)` makes is what the prediction is for. Weights and everything computed
+    from them stay fake, so nothing the size of an activation is allocated."""
+    if phase not in ("batch", "forward", "loss"):
+        return False  # the optimizer's step counters stay fake constants, as torch.optim expects
+    outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+    if not outs or any(t.numel() > CONCRETE_NUMEL for t in outs):
+        return False
+    if any(isinstance(t, torch.Tensor) for t in tree_leaves((args, kwargs))):
+        return _all_real(args, kwargs, stale)
+    return True
+
+
+# op -> argument positions of its weight, bias and running statistics
+_MIXED_NORMS = {"aten::native_layer_norm": (2, 3), "aten::native_batch_norm": (1, 2, 3, 4),
+                "aten::_native_batch_norm_legit": (1, 2, 3, 4),
+                "aten::_native_batch_norm_legit_functional": (1, 2, 3, 4)}
+_LOW = (torch.bfloat16, torch.float16)
+
+
 def _writes(func) -> bool:
     """True for an op that writes into an argument (relu_, add_, out=), not for a view."""
     schema = getattr(func, "_schema", None)
@@ -502,6 +680,7 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
     round_to = 512 if options.device == "cuda" else 1
     device = fake_device(options.device)
     rec = StepRecorder(round_to=round_to, device=options.device)
+    rec.values.routing = options.routing
     dtype = options.torch_dtype
     was_training = {m: m.training for m in model.modules()}
     param_paths = {}
@@ -579,6 +758,18 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                   param_of_serial)
 
 
+class _FakeCounter(LiveCounter):
+    """LiveCounter for the fake inference forward: ops on the batch's known values run for real,
+    as in the training step (`_run`)."""
+
+    def __init__(self, tracker: LiveStorages):
+        super().__init__(tracker)
+        self.values = KnownValues()
+
+    def run(self, func, args, kwargs):
+        return _run(func, args, kwargs, "forward", self.values)
+
+
 def _inference(model, inputs, fakes, options: Options) -> int:
     """Peak of a no-grad forward in eval mode: weights, batch and the live activations."""
     tracker = LiveStorages(round_to=512 if options.device == "cuda" else 1, keep_events=False)
@@ -591,7 +782,9 @@ def _inference(model, inputs, fakes, options: Options) -> int:
     autocast = (torch.autocast(fake_device(options.device), dtype=options.amp_dtype) if options.amp
                 else contextlib.nullcontext())
     try:
-        with LiveCounter(tracker), torch.no_grad(), autocast:
+        counter = _FakeCounter(tracker)
+        counter.values.routing = options.routing
+        with counter, torch.no_grad(), autocast:
             output = call_model(model, inputs)
             del output
     finally:

@@ -138,6 +138,12 @@ class Report:
     edges: tuple[tuple[tuple, tuple, tuple[int, ...]], ...] = field(default=(), repr=False)
     flow: tuple[FlowNode, ...] = field(default=(), repr=False)  # in run order
     run_order: tuple[str, ...] = field(default=(), repr=False)  # layers, first forward run first
+    # (op, layers) where the step read values of the example inputs (a padding mask, lengths):
+    # the figures are for those values (graphcalc.replay._concrete)
+    value_reads: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # mixture-of-experts routers (layer, experts, k) and the routing assumed at them
+    routers: tuple[tuple[str, int, int], ...] = ()
+    routing: str = "balanced"
     # per-rank figures under --world-size/--shard (graphcalc.distributed.Distributed), else None
     distributed: Any = None
     schema_version: int = SCHEMA_VERSION
@@ -171,6 +177,11 @@ class Report:
             "unknown_ops": [{"op": op, "count": n} for op, n in self.unknown_ops],
             "opaque_layers": [{"layer": path, "reason": why} for path, why in self.opaque],
             "memory_gaps": [{"where": where, "reason": why} for where, why in self.memory_gaps],
+            "input_values_read": [{"op": op, "layers": list(where)}
+                                  for op, where in self.value_reads],
+            "routing": {"assumed": self.routing,
+                        "routers": [{"layer": path, "experts": e, "top_k": k}
+                                    for path, e, k in self.routers]} if self.routers else None,
             "complete": self.complete,
         } | ({"distributed": self.distributed.to_dict()} if self.distributed is not None else {})
 

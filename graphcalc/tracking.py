@@ -132,8 +132,11 @@ class LiveCounter(TorchDispatchMode):
         super().__init__()
         self.tracker = tracker
 
+    def run(self, func, args, kwargs):
+        return func(*args, **kwargs)
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        out = self.run(func, args, kwargs or {})
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 for p in plain_tensors(t):

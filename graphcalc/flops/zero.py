@@ -51,6 +51,8 @@ unsafe_split unsafe_split_with_sizes unsafe_chunk transpose_ t_ squeeze_ unsquee
 swapaxes_ swapdims_ detach_
 _thnn_fused_lstm_cell _thnn_fused_lstm_cell_backward _thnn_fused_lstm_cell_backward_impl
 _thnn_fused_gru_cell _thnn_fused_gru_cell_backward
+_pack_padded_sequence _pack_padded_sequence_backward _pad_packed_sequence
+max_unpool2d max_unpool3d
 """
 
 _REDUCTIONS = """
@@ -74,11 +76,22 @@ nll_loss_forward nll_loss_backward nll_loss2d_forward nll_loss2d_backward mse_lo
 mse_loss_backward l1_loss smooth_l1_loss smooth_l1_loss_backward huber_loss huber_loss_backward
 binary_cross_entropy binary_cross_entropy_backward binary_cross_entropy_with_logits
 soft_margin_loss soft_margin_loss_backward kl_div multilabel_margin_loss_forward
-_ctc_loss _ctc_loss_backward
+_ctc_loss _ctc_loss_backward _embedding_bag _embedding_bag_forward_only
+_embedding_bag_dense_backward _embedding_bag_per_sample_weights_backward
+"""
+
+# Elementwise ops that ATen does not tag `pointwise`: integer division, and the backward of
+# activations (each one multiply per element, no matrix work).
+_ELEMENTWISE = """
+floor_divide floor_divide_ remainder softplus_backward leaky_relu_backward elu_backward
+hardtanh_backward hardswish_backward hardsigmoid_backward gelu_backward silu_backward
+mish_backward threshold_backward sigmoid_backward tanh_backward log_sigmoid_backward
+log_sigmoid_forward rrelu_with_noise_backward prelu _prelu_kernel _prelu_kernel_backward
+glu glu_backward
 """
 
 _NAMES = frozenset(
-    "aten::" + n for n in (_DATA + _REDUCTIONS).split()
+    "aten::" + n for n in (_DATA + _REDUCTIONS + _ELEMENTWISE).split()
 )
 
 
