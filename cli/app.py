@@ -54,6 +54,10 @@ def _command(fn):
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
+        if kwargs.get("debug", False):
+            from graphcalc import torchlogs
+
+            torchlogs.show(True)  # torch's own error logs too, tracebacks included
         try:
             return fn(*args, **kwargs)
         except typer.Exit:

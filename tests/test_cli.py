@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -209,3 +210,25 @@ def test_unknown_dtype_lists_the_valid_ones():
     result = run("analyze", CNN, "--dtype", "fp8")
     assert result.exit_code == 2
     assert all(d in result.output for d in ("fp32", "fp16", "bf16"))
+
+
+def _graphcalc(*args, env=None):
+    """The installed command in a fresh process: what a user's terminal shows, torch's own log
+    handlers included (CliRunner does not capture them: they hold the real stderr)."""
+    exe = Path(sys.executable).with_name("graphcalc")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300,
+                          env=env)
+
+
+def test_inputs_that_do_not_fit_print_one_sentence_and_no_torch_log():
+    out = _graphcalc("analyze", str(SAMPLES / "mnist_mlp.py"), "--input", "3x32x32")
+    assert out.returncode == 2
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, out.stdout + out.stderr
+    assert lines[0].startswith("graphcalc: ") and "layer '1'" in lines[0]
+
+
+def test_debug_keeps_torchs_log_of_the_failing_kernel():
+    out = _graphcalc("analyze", str(SAMPLES / "mnist_mlp.py"), "--input", "3x32x32", "--debug")
+    assert out.returncode != 0
+    assert "failed while attempting to run meta" in out.stderr
