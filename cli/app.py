@@ -89,8 +89,9 @@ def analyze(
     amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
     device: Device = typer.Option("cpu", help="Device the memory prediction is for."),
     input: Optional[List[str]] = typer.Option(None, "--input", "-i",
-                                              help="Input shape without the batch, e.g. 3x224x224 "
-                                                   "or 128:int64; repeatable."),
+                                              help="Input shape without the batch, e.g. 3x224x224, "
+                                                   "128:int64, or :int64 for shape (batch,); "
+                                                   "repeatable."),
     fmt: Fmt = typer.Option("table", "--format", "-f", help="Output format."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
     depth: Optional[int] = typer.Option(None, help="Fold layers deeper than this depth."),

@@ -170,22 +170,35 @@ _INPUT_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "float": torch
                  "int": torch.int64, "bool": torch.bool}
 
 
+def _dtype_of(text: str, name: str) -> torch.dtype:
+    if name.lower() not in _INPUT_DTYPES:
+        raise UsageError(f"input '{text}': unknown dtype '{name}' (choose one of "
+                         f"{', '.join(_INPUT_DTYPES)})")
+    return _INPUT_DTYPES[name.lower()]
+
+
 @dataclass(frozen=True)
 class InputSpec:
-    """One input without its batch dimension, e.g. 3x224x224 or 128:int64."""
+    """One input without its batch dimension, e.g. 3x224x224 or 128:int64.
+
+    Nothing before the colon (`:int64`), or a dtype name alone (`int64`), is an input with no
+    dimension but the batch: a vector of ids, shape (batch,). A dtype name is never a size, so
+    neither form can be read two ways."""
 
     shape: tuple[int, ...]
     dtype: torch.dtype
 
     @classmethod
     def parse(cls, text: str) -> "InputSpec":
-        dims, _, dtype_name = text.strip().partition(":")
+        text = text.strip()
+        if text.lower() in _INPUT_DTYPES:
+            text = ":" + text
+        dims, colon, dtype_name = text.partition(":")
+        if colon and not dims and dtype_name:
+            return cls((), _dtype_of(text, dtype_name))
         dtype = torch.float32
         if dtype_name:
-            if dtype_name.lower() not in _INPUT_DTYPES:
-                raise UsageError(f"input '{text}': unknown dtype '{dtype_name}' (choose one of "
-                                 f"{', '.join(_INPUT_DTYPES)})")
-            dtype = _INPUT_DTYPES[dtype_name.lower()]
+            dtype = _dtype_of(text, dtype_name)
         parts = dims.lower().replace(",", "x").split("x") if dims else []
         try:
             shape = tuple(int(p) for p in parts)
@@ -193,7 +206,7 @@ class InputSpec:
             shape = ()
         if not shape or any(d < 1 for d in shape):
             raise UsageError(f"input '{text}' does not parse: write sizes without the batch, "
-                             "like 3x224x224 or 128:int64")
+                             "like 3x224x224 or 128:int64, or :int64 for the batch alone")
         return cls(shape, dtype)
 
     def make(self, batch: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from graphcalc.analyze import analyze_file
@@ -232,3 +233,35 @@ def test_debug_keeps_torchs_log_of_the_failing_kernel():
     out = _graphcalc("analyze", str(SAMPLES / "mnist_mlp.py"), "--input", "3x32x32", "--debug")
     assert out.returncode != 0
     assert "failed while attempting to run meta" in out.stderr
+
+
+@pytest.mark.parametrize("spec", [":int64", "int64"])
+def test_an_input_of_the_batch_alone(tmp_path, spec):
+    # A bag of ids, one per sample: shape (batch,). Embedding(10, 4) + Linear(4, 2):
+    # 40 + 4*2 + 2 = 50 params; output (6, 2).
+    f = tmp_path / "ids.py"
+    f.write_text(textwrap.dedent("""
+        from torch import nn
+        def build_model():
+            return nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))
+    """))
+    result = run("analyze", str(f), "--input", spec, "--batch", "6", "-f", "json")
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    assert d["totals"]["params"] == 50
+    assert d["layers"][0]["output_shapes"] == [[6, 2]]
+    assert d["memory"]["breakdown"]["batch"] == 6 * 8  # six int64 ids
+
+
+def test_input_spec_forms():
+    from graphcalc.errors import UsageError
+    from graphcalc.loader import InputSpec
+
+    assert InputSpec.parse(":int64").make(5).shape == (5,)
+    assert InputSpec.parse("bool").make(3).dtype == torch.bool
+    assert InputSpec.parse("128:int64").make(2).shape == (2, 128)
+    for bad in (":", "foo", "x:int64", "3x"):
+        with pytest.raises(UsageError, match="does not parse"):
+            InputSpec.parse(bad)
+    with pytest.raises(UsageError, match="unknown dtype"):
+        InputSpec.parse(":int8")
