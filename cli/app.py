@@ -16,11 +16,26 @@ from typing import List, Optional
 import typer
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  rich_markup_mode=None,  # help is plain text: [tool.graphcalc] is no markup
                   help="Parameters, FLOPs and training memory of a PyTorch model, without a GPU. "
                        "Analysing a model file executes it, as importing it would.")
 
+def _print_version(asked: bool) -> None:
+    if not asked:
+        return
+    import torch
+
+    import graphcalc
+
+    typer.echo(f"graphcalc {graphcalc.__version__} (torch {torch.__version__})")
+    raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print graphcalc's version and torch's, and exit."),
+) -> None:
     """Parameters, FLOPs and training memory of a PyTorch model, without a GPU."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -265,3 +266,34 @@ def test_input_spec_forms():
             InputSpec.parse(bad)
     with pytest.raises(UsageError, match="unknown dtype"):
         InputSpec.parse(":int8")
+
+
+def _help_texts():
+    """Every help string of the app: each command's docstring and each of its parameters'."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        texts = [command.help or ""] + [p.help or "" for p in command.params]
+        yield name, texts
+
+
+def test_help_prints_every_bracket_as_written():
+    # `[tool.graphcalc]` was read as rich markup and vanished from `check --help`.
+    seen = 0
+    for name, texts in _help_texts():
+        result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "400"})
+        assert result.exit_code == 0, result.output
+        for text in texts:
+            for bracketed in re.findall(r"\S*\[[^\]]*\]\S*", text):
+                seen += 1
+                assert bracketed in result.output, (name, bracketed)
+    assert seen >= 6  # FILE[:NAME] in five commands, [tool.graphcalc] in check
+
+
+def test_version_names_graphcalc_and_torch():
+    import graphcalc
+
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"graphcalc {graphcalc.__version__} (torch {torch.__version__})"
