@@ -122,13 +122,14 @@ def analyze(
     With --world-size/--shard: per rank, --batch being each rank's batch."""
     from graphcalc.analyze import analyze_file
     from graphcalc.errors import IncompleteError, UsageError
-    from graphcalc.formatting import render
+    from graphcalc.formatting import render, terminal_width
 
     if depth is not None and depth < 0:
         raise UsageError(f"depth must be 0 or more, got {depth}")
     options = _options(batch, dtype, optim, amp, device, world_size=world_size, shard=shard)
     report = analyze_file(model, options, inputs=input)
-    _write(render(report.at_depth(depth), fmt.value), output)
+    width = terminal_width() if output is None else None  # a file: the natural width
+    _write(render(report.at_depth(depth), fmt.value, width), output)
     if svg is not None:
         _picture(report, svg, "svg", depth=depth)
     if strict and not report.complete:

@@ -297,3 +297,49 @@ def test_version_names_graphcalc_and_torch():
     result = run("--version")
     assert result.exit_code == 0
     assert result.stdout.strip() == f"graphcalc {graphcalc.__version__} (torch {torch.__version__})"
+
+
+WIDE_MODEL = """
+    from collections import OrderedDict
+    from torch import nn
+    class Inner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.projection_of_the_queries_in_the_attention = nn.Linear(8, 8)
+        def forward(self, x):
+            return self.projection_of_the_queries_in_the_attention(x)
+    def build_model():
+        return nn.Sequential(OrderedDict(encoder_stage_one=nn.Sequential(OrderedDict(
+            first_block_of_the_stage=Inner()))))
+"""
+DEEPEST = "encoder_stage_one.first_block_of_the_stage.projection_of_the_queries_in_the_attention"
+
+
+def _table(tmp_path, columns):
+    f = tmp_path / "wide.py"
+    f.write_text(textwrap.dedent(WIDE_MODEL))
+    result = runner.invoke(app, ["analyze", str(f), "--input", "8", "--batch", "4"],
+                           env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+def test_the_table_uses_a_wide_terminal_and_never_breaks_a_name(tmp_path):
+    # The table needs about 170 columns: it used to be cut at 140 and fold this name.
+    lines = _table(tmp_path, "220")
+    assert max(len(line) for line in lines) <= 220
+    assert any(line.startswith("│       " + DEEPEST + " │ Linear") for line in lines)
+    assert any("[4, 8]" in line for line in lines)  # the shape on one line too
+
+
+def test_a_narrow_terminal_wraps_the_summary_not_the_names(tmp_path):
+    lines = _table(tmp_path, "60")
+    assert any(("  " * 3 + DEEPEST + " │") in line for line in lines)
+    table_end = next(i for i, line in enumerate(lines) if line.startswith("└"))
+    assert max(len(line) for line in lines[table_end + 1:]) <= 60
+
+
+def test_a_pipe_gets_the_natural_width(tmp_path):
+    lines = _table(tmp_path, None)
+    assert any(DEEPEST + " │ Linear" in line for line in lines)
+    assert any(line.startswith("Timeline") and len(line) > 150 for line in lines)  # unwrapped
