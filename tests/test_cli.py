@@ -222,6 +222,7 @@ def _graphcalc(*args, env=None):
                           env=env)
 
 
+@pytest.mark.slow
 def test_inputs_that_do_not_fit_print_one_sentence_and_no_torch_log():
     out = _graphcalc("analyze", str(SAMPLES / "mnist_mlp.py"), "--input", "3x32x32")
     assert out.returncode == 2
@@ -230,6 +231,7 @@ def test_inputs_that_do_not_fit_print_one_sentence_and_no_torch_log():
     assert lines[0].startswith("graphcalc: ") and "layer '1'" in lines[0]
 
 
+@pytest.mark.slow
 def test_debug_keeps_torchs_log_of_the_failing_kernel():
     out = _graphcalc("analyze", str(SAMPLES / "mnist_mlp.py"), "--input", "3x32x32", "--debug")
     assert out.returncode != 0
