@@ -31,6 +31,13 @@ def _cells(layer, indent: bool) -> list[str]:
             format_bytes(layer.saved_bytes) if layer.saved_bytes else "--"]
 
 
+def _total_cells(report: Report) -> list[str]:
+    """The Total row of the table and of the Markdown: the report's totals, not a column sum."""
+    t = report.totals
+    return ["Total", "", "", format_count(t.params), format_count(t.flops_forward),
+            format_count(t.flops_backward), "", format_bytes(t.saved_bytes)]
+
+
 def summary_lines(report: Report) -> list[str]:
     t, m = report.totals, report.memory
     b = m.breakdown
@@ -122,9 +129,7 @@ def to_table(report: Report, width: int | None = None) -> str:
     from rich.table import Table
 
     rows = [_cells(layer, indent=True) for layer in report.layers]
-    t = report.totals
-    total = ["Total", "", "", format_count(t.params), format_count(t.flops_forward),
-             format_count(t.flops_backward), "", format_bytes(t.saved_bytes)]
+    total = _total_cells(report)
     table = Table(show_lines=False, header_style="bold")
     for i, c in enumerate(COLUMNS):
         wraps = c == "Output shape"
@@ -151,6 +156,7 @@ def to_markdown(report: Report) -> str:
     rows = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for layer in report.layers:
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(layer, False)) + " |")
+    rows.append("| " + " | ".join(f"**{c}**" if c else "" for c in _total_cells(report)) + " |")
     return "\n".join(rows) + "\n\n" + "\n".join(f"- {line}" for line in summary_lines(report)) + "\n"
 
 

@@ -345,3 +345,14 @@ def test_a_pipe_gets_the_natural_width(tmp_path):
     lines = _table(tmp_path, None)
     assert any(DEEPEST + " │ Linear" in line for line in lines)
     assert any(line.startswith("Timeline") and len(line) > 150 for line in lines)  # unwrapped
+
+
+def test_markdown_has_the_tables_total_row():
+    # The seed CNN's 26,926 parameters (SEEDS; sum(p.numel()) in test_samples.py).
+    md = run("analyze", CNN, "--batch", "4", "-f", "md").stdout.splitlines()
+    table = run("analyze", CNN, "--batch", "4", "-f", "table").stdout.splitlines()
+    total = [c.strip().strip("*") for c in md[[i for i, line in enumerate(md)
+                                              if line.startswith("| **Total**")][0]].split("|")]
+    assert total[1] == "Total" and total[4] == "26.9K"
+    table_total = next(line for line in table if line.startswith("│ Total"))
+    assert [c.strip() for c in table_total.split("│")][1:-1] == total[1:-1]
