@@ -99,11 +99,29 @@ def _as_builder(module, name: str, obj) -> Callable[[], nn.Module]:
         f"'{name}' in {module.__file__} is not an nn.Module, an nn.Module subclass or a factory")
 
 
+def candidates(module) -> list[str]:
+    """What FILE:NAME could name in this file: its nn.Module instances, the nn.Module subclasses
+    and the functions defined in it (factories), but not its example_inputs and loss."""
+    names = []
+    for n, obj in vars(module).items():
+        if n.startswith("_") or n in ("example_inputs", "loss"):
+            continue
+        if isinstance(obj, nn.Module) or (
+                _defined_here(module, obj) and (inspect.isfunction(obj) or (
+                    inspect.isclass(obj) and issubclass(obj, nn.Module)))):
+            names.append(n)
+    return names
+
+
 def find_model(module, name: str | None) -> tuple[str, Callable[[], nn.Module]]:
     path = module.__file__
     if name:
         if not hasattr(module, name):
-            raise ModelNotFoundError(f"{path} has no '{name}'")
+            found = candidates(module)
+            raise ModelNotFoundError(
+                f"{path} has no '{name}'; " + (f"it defines {', '.join(found)}" if found else
+                                               "it defines no nn.Module, nn.Module subclass or "
+                                               "factory"))
         return name, _as_builder(module, name, getattr(module, name))
     if callable(getattr(module, "build_model", None)):
         return "build_model", module.build_model

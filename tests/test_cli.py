@@ -356,3 +356,26 @@ def test_markdown_has_the_tables_total_row():
     assert total[1] == "Total" and total[4] == "26.9K"
     table_total = next(line for line in table if line.startswith("│ Total"))
     assert [c.strip() for c in table_total.split("│")][1:-1] == total[1:-1]
+
+
+def test_a_name_not_in_the_file_lists_the_ones_that_are(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+        from torch.nn import Linear
+        class Net(nn.Module):
+            pass
+        def build_small():
+            return Net()
+        def example_inputs(batch):
+            return torch.ones(batch, 3)
+        shared = nn.Linear(2, 2)
+        _private = nn.Linear(2, 2)
+    """))
+    result = run("analyze", f"{f}:nope")
+    assert result.exit_code == 2
+    line = _one_sentence(result)
+    assert "has no 'nope'" in line and line.endswith("it defines Net, build_small, shared")
+    f.write_text("x = 1\n")
+    assert "defines no nn.Module" in _one_sentence(run("analyze", f"{f}:nope"))
