@@ -46,7 +46,8 @@ Optim = Enum("Optim", {k: k for k in ("sgd", "momentum", "adam", "adamw", "rmspr
 Device = Enum("Device", {k: k for k in ("cpu", "cuda")}, type=str)
 Fmt = Enum("Fmt", {k: k for k in ("table", "json", "csv", "md")}, type=str)
 Shard = Enum("Shard", {k: k for k in ("none", "ddp", "zero1", "zero2", "fsdp")}, type=str)
-WORLD_HELP = "Data-parallel ranks (GPUs); with --shard, the figures are per rank."
+WORLD_HELP = ("Data-parallel ranks (GPUs; gloo processes under --device cpu); with --shard, the "
+              "figures are per rank.")
 SHARD_HELP = ("How the ranks split the state: ddp (replicated, gradient buckets), zero1 (optimizer "
               "state sharded), zero2 (and gradients), fsdp (and parameters, as fully_shard).")
 
@@ -311,7 +312,7 @@ def check(
 def plan(
     model: str = typer.Argument(..., help=MODEL_HELP),
     batch: int = typer.Option(..., "--batch", "-b", help="Global batch, split over the ranks."),
-    memory: str = typer.Option(..., help="Memory of each GPU, e.g. 80GiB."),
+    memory: str = typer.Option(..., help="Memory of each GPU (each rank), e.g. 80GiB."),
     world_size: Optional[List[int]] = typer.Option(
         None, "--world-size", help="World sizes to try (repeatable); default: 1, 2, 4 ... 64 "
                                    "where they divide the batch."),
@@ -320,11 +321,13 @@ def plan(
     dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
     optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
     amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
-    device: Device = typer.Option("cpu", help="Device the memory prediction is for."),
+    device: Device = typer.Option("cuda", help="Device the memory prediction is for: GPUs "
+                                               "(NCCL) by default, or CPU ranks (gloo)."),
     input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
-    """Per-rank peak, per-rank batch, fit and bytes sent per step, over world sizes and sharding."""
+    """Per-rank peak, per-rank batch, fit and bytes sent per step, over world sizes and sharding
+    (for GPUs unless --device cpu)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -349,10 +352,13 @@ def plan(
     rows = make_plan(loader.build_model(source, device="meta"), make_inputs, options,
                      global_batch=batch, memory_bytes=budget, world_sizes=world_size or None,
                      shards=shards, loss_fn=source.loss)
+    unit = "GPU" if options.device == "cuda" else "rank"  # --device cpu: gloo processes
     table = Table(title=f"{source.name}: global batch {batch}, {format_bytes(budget)} per "
-                        f"GPU, {options.dtype}{', autocast ' + options.amp if options.amp else ''}"
+                        f"{unit}, {options.dtype}"
+                        f"{', autocast ' + options.amp if options.amp else ''}"
                         f", {options.optimizer}, for {options.device}")
-    for col in ("GPUs", "shard", "batch/GPU", "peak/GPU", "fits", "sent/GPU/step"):
+    for col in (f"{unit}s", "shard", f"batch/{unit}", f"peak/{unit}", "fits",
+                f"sent/{unit}/step"):
         table.add_column(col, justify="left" if col == "shard" else "right")
     for r in rows:
         table.add_row(str(r.world_size), r.shard, str(r.per_rank_batch),

@@ -379,3 +379,15 @@ def test_a_name_not_in_the_file_lists_the_ones_that_are(tmp_path):
     assert "has no 'nope'" in line and line.endswith("it defines Net, build_small, shared")
     f.write_text("x = 1\n")
     assert "defines no nn.Module" in _one_sentence(run("analyze", f"{f}:nope"))
+
+
+def test_plan_is_for_gpus_by_default_and_says_ranks_on_cpu():
+    spec = str(SAMPLES / "mnist_mlp.py")
+    args = ["plan", spec, "--batch", "8", "--memory", "2MiB", "--world-size", "2",
+            "--shard", "ddp"]
+    gpus, cpu = run(*args), run(*args, "--device", "cpu")
+    assert gpus.exit_code == 0 and cpu.exit_code == 0, gpus.output + cpu.output
+    gpus, cpu = " ".join(gpus.stdout.split()), " ".join(cpu.stdout.split())  # the title wraps
+    assert "per GPU" in gpus and "for cuda" in gpus and "peak/GPU" in gpus
+    assert "GPU" not in cpu
+    assert "per rank" in cpu and "for cpu" in cpu and "peak/rank" in cpu
