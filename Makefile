@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 
 $(BIN)/graphcalc: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q $(TORCH) numpy
+	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
