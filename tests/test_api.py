@@ -79,6 +79,7 @@ def test_dict_input_data():
     assert r.config["batch"] == 3 and r.totals.params == 10
 
 
+@pytest.mark.slow
 def test_meta_model_and_7b_without_allocating():
     src = sample("llama", "build_7b")
     with torch.device("meta"):
