@@ -5,11 +5,11 @@ BIN := $(VENV)/bin
 # The CPU wheel of torch 2.13.0 lies on this disk; a bare `torch` would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(BIN)/graphcalc: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q $(TORCH) numpy
+	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
@@ -21,8 +21,13 @@ demo: install
 	GRAPHCALC_RENDER_ENGINE=embedded $(BIN)/graphcalc render samples/resnet18.py --batch 256 \
 		--optim adam --depth 2 -o docs/resnet18.svg
 
+# Every test (CI's: .ci/run); about 20 min on 2 cores.
 test: install
 	$(BIN)/python -m pytest -q
+
+# The quick loop: all but the tests marked slow (large real runs, subprocesses); a few minutes.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) *.egg-info

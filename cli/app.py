@@ -16,11 +16,26 @@ from typing import List, Optional
 import typer
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  rich_markup_mode=None,  # help is plain text: [tool.graphcalc] is no markup
                   help="Parameters, FLOPs and training memory of a PyTorch model, without a GPU. "
                        "Analysing a model file executes it, as importing it would.")
 
+def _print_version(asked: bool) -> None:
+    if not asked:
+        return
+    import torch
+
+    import graphcalc
+
+    typer.echo(f"graphcalc {graphcalc.__version__} (torch {torch.__version__})")
+    raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print graphcalc's version and torch's, and exit."),
+) -> None:
     """Parameters, FLOPs and training memory of a PyTorch model, without a GPU."""
 
 
@@ -31,7 +46,8 @@ Optim = Enum("Optim", {k: k for k in ("sgd", "momentum", "adam", "adamw", "rmspr
 Device = Enum("Device", {k: k for k in ("cpu", "cuda")}, type=str)
 Fmt = Enum("Fmt", {k: k for k in ("table", "json", "csv", "md")}, type=str)
 Shard = Enum("Shard", {k: k for k in ("none", "ddp", "zero1", "zero2", "fsdp")}, type=str)
-WORLD_HELP = "Data-parallel ranks (GPUs); with --shard, the figures are per rank."
+WORLD_HELP = ("Data-parallel ranks (GPUs; gloo processes under --device cpu); with --shard, the "
+              "figures are per rank.")
 SHARD_HELP = ("How the ranks split the state: ddp (replicated, gradient buckets), zero1 (optimizer "
               "state sharded), zero2 (and gradients), fsdp (and parameters, as fully_shard).")
 
@@ -54,6 +70,10 @@ def _command(fn):
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
+        if kwargs.get("debug", False):
+            from graphcalc import torchlogs
+
+            torchlogs.show(True)  # torch's own error logs too, tracebacks included
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
@@ -85,8 +105,9 @@ def analyze(
     amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
     device: Device = typer.Option("cpu", help="Device the memory prediction is for."),
     input: Optional[List[str]] = typer.Option(None, "--input", "-i",
-                                              help="Input shape without the batch, e.g. 3x224x224 "
-                                                   "or 128:int64; repeatable."),
+                                              help="Input shape without the batch, e.g. 3x224x224, "
+                                                   "128:int64, or :int64 for shape (batch,); "
+                                                   "repeatable."),
     fmt: Fmt = typer.Option("table", "--format", "-f", help="Output format."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
     depth: Optional[int] = typer.Option(None, help="Fold layers deeper than this depth."),
@@ -103,13 +124,14 @@ def analyze(
     With --world-size/--shard: per rank, --batch being each rank's batch."""
     from graphcalc.analyze import analyze_file
     from graphcalc.errors import IncompleteError, UsageError
-    from graphcalc.formatting import render
+    from graphcalc.formatting import render, terminal_width
 
     if depth is not None and depth < 0:
         raise UsageError(f"depth must be 0 or more, got {depth}")
     options = _options(batch, dtype, optim, amp, device, world_size=world_size, shard=shard)
     report = analyze_file(model, options, inputs=input)
-    _write(render(report.at_depth(depth), fmt.value), output)
+    width = terminal_width() if output is None else None  # a file: the natural width
+    _write(render(report.at_depth(depth), fmt.value, width), output)
     if svg is not None:
         _picture(report, svg, "svg", depth=depth)
     if strict and not report.complete:
@@ -291,7 +313,7 @@ def check(
 def plan(
     model: str = typer.Argument(..., help=MODEL_HELP),
     batch: int = typer.Option(..., "--batch", "-b", help="Global batch, split over the ranks."),
-    memory: str = typer.Option(..., help="Memory of each GPU, e.g. 80GiB."),
+    memory: str = typer.Option(..., help="Memory of each GPU (each rank), e.g. 80GiB."),
     world_size: Optional[List[int]] = typer.Option(
         None, "--world-size", help="World sizes to try (repeatable); default: 1, 2, 4 ... 64 "
                                    "where they divide the batch."),
@@ -300,11 +322,13 @@ def plan(
     dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
     optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
     amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
-    device: Device = typer.Option("cpu", help="Device the memory prediction is for."),
+    device: Device = typer.Option("cuda", help="Device the memory prediction is for: GPUs "
+                                               "(NCCL) by default, or CPU ranks (gloo)."),
     input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
-    """Per-rank peak, per-rank batch, fit and bytes sent per step, over world sizes and sharding."""
+    """Per-rank peak, per-rank batch, fit and bytes sent per step, over world sizes and sharding
+    (for GPUs unless --device cpu)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -329,10 +353,13 @@ def plan(
     rows = make_plan(loader.build_model(source, device="meta"), make_inputs, options,
                      global_batch=batch, memory_bytes=budget, world_sizes=world_size or None,
                      shards=shards, loss_fn=source.loss)
+    unit = "GPU" if options.device == "cuda" else "rank"  # --device cpu: gloo processes
     table = Table(title=f"{source.name}: global batch {batch}, {format_bytes(budget)} per "
-                        f"GPU, {options.dtype}{', autocast ' + options.amp if options.amp else ''}"
+                        f"{unit}, {options.dtype}"
+                        f"{', autocast ' + options.amp if options.amp else ''}"
                         f", {options.optimizer}, for {options.device}")
-    for col in ("GPUs", "shard", "batch/GPU", "peak/GPU", "fits", "sent/GPU/step"):
+    for col in (f"{unit}s", "shard", f"batch/{unit}", f"peak/{unit}", "fits",
+                f"sent/{unit}/step"):
         table.add_column(col, justify="left" if col == "shard" else "right")
     for r in rows:
         table.add_row(str(r.world_size), r.shard, str(r.per_rank_batch),

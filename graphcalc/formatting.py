@@ -40,6 +40,14 @@ def _cells(layer, indent: bool, calls: bool = False) -> list[str]:
             format_bytes(layer.saved_bytes) if layer.saved_bytes else "--"]
 
 
+def _total_cells(report: Report, calls: bool = False) -> list[str]:
+    """The Total row of the table and of the Markdown: the report's totals, not a column sum."""
+    t = report.totals
+    return ["Total", "", "", *([""] if calls else []), format_count(t.params),
+            format_count(t.flops_forward),
+            format_count(t.flops_backward), "", format_bytes(t.saved_bytes)]
+
+
 def summary_lines(report: Report) -> list[str]:
     t, m = report.totals, report.memory
     b = m.breakdown
@@ -118,28 +126,60 @@ def timeline_text(report: Report) -> str:
     return " > ".join(parts)
 
 
+def terminal_width(stream=None) -> int | None:
+    """The width to fit: $COLUMNS when set, else the terminal's when `stream` (stdout) is one;
+    None for a file or a pipe, which get the table's natural width."""
+    import os
+    import shutil
+    import sys
+
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    stream = sys.stdout if stream is None else stream
+    try:
+        if stream.isatty():
+            return shutil.get_terminal_size().columns
+    except (AttributeError, ValueError, OSError):  # a closed or detached stream
+        pass
+    return None
+
+
 def to_table(report: Report, width: int | None = None) -> str:
+    """The terminal table, fitted to `width` columns (None: as wide as its content needs).
+
+    A layer name is never broken: its column is as wide as the longest name, and only Output
+    shape wraps (between dimensions). When even that is wider than `width`, the table is as wide
+    as it must be (the terminal folds the lines) rather than cut a name. The summary lines below
+    wrap between words at `width`."""
     from rich.console import Console
     from rich.markup import escape
+    from rich.measure import Measurement
     from rich.table import Table
 
-    table = Table(show_lines=False, header_style="bold")
     columns = _columns(report)
     calls = len(columns) > len(COLUMNS)
+    rows = [_cells(layer, indent=True, calls=calls) for layer in report.layers]
+    total = _total_cells(report, calls)
+    table = Table(show_lines=False, header_style="bold")
     for i, c in enumerate(columns):
-        table.add_column(c, justify="left" if i < 3 else "right", overflow="fold")
-    for layer in report.layers:
-        table.add_row(*(escape(c) for c in _cells(layer, indent=True, calls=calls)))
-    t = report.totals
+        wraps = c == "Output shape"
+        longest = max(len(r[i]) for r in [*rows, total, [c] * len(columns)])
+        table.add_column(c, justify="left" if i < 3 else "right", no_wrap=not wraps,
+                         overflow="fold", min_width=None if wraps else longest)
+    for cells in rows:
+        table.add_row(*(escape(c) for c in cells))
     table.add_section()
-    table.add_row("Total", "", "", *([""] if calls else []), format_count(t.params),
-                  format_count(t.flops_forward),
-                  format_count(t.flops_backward), "", format_bytes(t.saved_bytes))
+    table.add_row(*total)
     buf = io.StringIO()
-    console = Console(file=buf, width=width or 140, no_color=True, highlight=False)
+    console = Console(file=buf, width=10_000, no_color=True, highlight=False)
+    needed = Measurement.get(console, console.options, table)
+    fit = needed.maximum if width is None else max(min(width, needed.maximum), needed.minimum)
+    console = Console(file=buf, width=fit, no_color=True, highlight=False)
     console.print(table)
+    console = Console(file=buf, width=width or fit, no_color=True, highlight=False)
     for line in summary_lines(report):
-        console.print(escape(line), soft_wrap=True)
+        console.print(escape(line), soft_wrap=width is None)
     return buf.getvalue()
 
 
@@ -150,6 +190,8 @@ def to_markdown(report: Report) -> str:
     for layer in report.layers:
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(layer, False, calls))
                     + " |")
+    rows.append("| " + " | ".join(f"**{c}**" if c else "" for c in _total_cells(report, calls))
+                + " |")
     return "\n".join(rows) + "\n\n" + "\n".join(f"- {line}" for line in summary_lines(report)) + "\n"
 
 
@@ -187,7 +229,8 @@ def to_csv(report: Report) -> str:
     return buf.getvalue()
 
 
-def render(report: Report, fmt: str) -> str:
+def render(report: Report, fmt: str, width: int | None = None) -> str:
+    """`fmt` of the report; `width` is the terminal table's (`to_table`)."""
     fmt = fmt.lower()
     if fmt == "json":
         return report.to_json() + "\n"
@@ -195,7 +238,7 @@ def render(report: Report, fmt: str) -> str:
         return to_csv(report)
     if fmt == "md":
         return to_markdown(report)
-    return to_table(report)
+    return to_table(report, width)
 
 
 FORMATS = ("table", "json", "csv", "md")

@@ -99,11 +99,29 @@ def _as_builder(module, name: str, obj) -> Callable[[], nn.Module]:
         f"'{name}' in {module.__file__} is not an nn.Module, an nn.Module subclass or a factory")
 
 
+def candidates(module) -> list[str]:
+    """What FILE:NAME could name in this file: its nn.Module instances, the nn.Module subclasses
+    and the functions defined in it (factories), but not its example_inputs and loss."""
+    names = []
+    for n, obj in vars(module).items():
+        if n.startswith("_") or n in ("example_inputs", "loss"):
+            continue
+        if isinstance(obj, nn.Module) or (
+                _defined_here(module, obj) and (inspect.isfunction(obj) or (
+                    inspect.isclass(obj) and issubclass(obj, nn.Module)))):
+            names.append(n)
+    return names
+
+
 def find_model(module, name: str | None) -> tuple[str, Callable[[], nn.Module]]:
     path = module.__file__
     if name:
         if not hasattr(module, name):
-            raise ModelNotFoundError(f"{path} has no '{name}'")
+            found = candidates(module)
+            raise ModelNotFoundError(
+                f"{path} has no '{name}'; " + (f"it defines {', '.join(found)}" if found else
+                                               "it defines no nn.Module, nn.Module subclass or "
+                                               "factory"))
         return name, _as_builder(module, name, getattr(module, name))
     if callable(getattr(module, "build_model", None)):
         return "build_model", module.build_model
@@ -170,22 +188,35 @@ _INPUT_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "float": torch
                  "int": torch.int64, "bool": torch.bool}
 
 
+def _dtype_of(text: str, name: str) -> torch.dtype:
+    if name.lower() not in _INPUT_DTYPES:
+        raise UsageError(f"input '{text}': unknown dtype '{name}' (choose one of "
+                         f"{', '.join(_INPUT_DTYPES)})")
+    return _INPUT_DTYPES[name.lower()]
+
+
 @dataclass(frozen=True)
 class InputSpec:
-    """One input without its batch dimension, e.g. 3x224x224 or 128:int64."""
+    """One input without its batch dimension, e.g. 3x224x224 or 128:int64.
+
+    Nothing before the colon (`:int64`), or a dtype name alone (`int64`), is an input with no
+    dimension but the batch: a vector of ids, shape (batch,). A dtype name is never a size, so
+    neither form can be read two ways."""
 
     shape: tuple[int, ...]
     dtype: torch.dtype
 
     @classmethod
     def parse(cls, text: str) -> "InputSpec":
-        dims, _, dtype_name = text.strip().partition(":")
+        text = text.strip()
+        if text.lower() in _INPUT_DTYPES:
+            text = ":" + text
+        dims, colon, dtype_name = text.partition(":")
+        if colon and not dims and dtype_name:
+            return cls((), _dtype_of(text, dtype_name))
         dtype = torch.float32
         if dtype_name:
-            if dtype_name.lower() not in _INPUT_DTYPES:
-                raise UsageError(f"input '{text}': unknown dtype '{dtype_name}' (choose one of "
-                                 f"{', '.join(_INPUT_DTYPES)})")
-            dtype = _INPUT_DTYPES[dtype_name.lower()]
+            dtype = _dtype_of(text, dtype_name)
         parts = dims.lower().replace(",", "x").split("x") if dims else []
         try:
             shape = tuple(int(p) for p in parts)
@@ -193,7 +224,7 @@ class InputSpec:
             shape = ()
         if not shape or any(d < 1 for d in shape):
             raise UsageError(f"input '{text}' does not parse: write sizes without the batch, "
-                             "like 3x224x224 or 128:int64")
+                             "like 3x224x224 or 128:int64, or :int64 for the batch alone")
         return cls(shape, dtype)
 
     def make(self, batch: int) -> torch.Tensor:

@@ -35,6 +35,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from . import flops, kernels, routing
 from .opaque import OpaqueLayers
 from .options import Options, make_optimizer
+from .torchlogs import quietly
 from .tracking import LiveCounter, LiveStorages
 
 LOSS = "[loss]"
@@ -669,6 +670,7 @@ def fake_device(target: str) -> str:
     return "cpu"
 
 
+@quietly
 def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options: Options, *,
            opaque: dict[str, str] | None = None) -> Replay:
     """Run `options.steps` training steps and one inference forward on fake tensors.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 
 import pytest
 import torch
@@ -78,6 +79,7 @@ def test_dict_input_data():
     assert r.config["batch"] == 3 and r.totals.params == 10
 
 
+@pytest.mark.slow
 def test_meta_model_and_7b_without_allocating():
     src = sample("llama", "build_7b")
     with torch.device("meta"):
@@ -153,3 +155,39 @@ def test_notebook_runs_headless():
     assert len(html) == 2
     assert "101,770" in html[0]
     assert "124,439,808" in html[1]
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("shown", [False, True])
+def test_a_shape_error_logs_nothing_of_torchs_unless_asked(shown):
+    # torch logs the failing meta kernel with its traceback before raising (fake_tensor's
+    # log.exception); graphcalc raises one sentence instead, and keeps the log for show(True).
+    # A handler of our own sees what torch's stderr handler would print (pytest's capture does
+    # not: that handler holds the stream of the moment torch was imported); the terminal itself
+    # is checked in test_cli.py.
+    from graphcalc import torchlogs
+
+    handler = _Records()
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    logger.addHandler(handler)
+    torchlogs.show(shown)
+    try:
+        with pytest.raises(graphcalc.ShapeError, match="layer '1'"):
+            graphcalc.summary(mnist_mlp(), input_size=(3, 32, 32))
+    finally:
+        torchlogs.show(False)
+        logger.removeHandler(handler)
+    logged = [r.getMessage() for r in handler.records if r.exc_info]
+    if shown:
+        assert logged and "failed while attempting to run meta" in logged[0]
+    else:
+        assert logged == []
+    assert logger.filters == []  # the filter is gone after the replay

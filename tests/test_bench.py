@@ -11,6 +11,8 @@ import torch
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # each test runs a bench script in a fresh process
+
 
 def test_accuracy_bench_on_cpu(tmp_path):
     out = tmp_path / "acc.md"

@@ -433,6 +433,7 @@ BIN = str(Path(sys.executable).parent)
 PRE_COMMIT = shutil.which("pre-commit", path=BIN + os.pathsep + os.environ.get("PATH", ""))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("git") is None or PRE_COMMIT is None,
                     reason="needs git and pre-commit (pip install -e '.[test]')")
 def test_pre_commit_refuses_a_commit_over_budget(tmp_path):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from graphcalc.analyze import analyze_file
@@ -209,3 +212,182 @@ def test_unknown_dtype_lists_the_valid_ones():
     result = run("analyze", CNN, "--dtype", "fp8")
     assert result.exit_code == 2
     assert all(d in result.output for d in ("fp32", "fp16", "bf16"))
+
+
+def _graphcalc(*args, env=None):
+    """The installed command in a fresh process: what a user's terminal shows, torch's own log
+    handlers included (CliRunner does not capture them: they hold the real stderr)."""
+    exe = Path(sys.executable).with_name("graphcalc")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300,
+                          env=env)
+
+
+@pytest.mark.slow
+def test_inputs_that_do_not_fit_print_one_sentence_and_no_torch_log():
+    out = _graphcalc("analyze", str(SAMPLES / "mnist_mlp.py"), "--input", "3x32x32")
+    assert out.returncode == 2
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, out.stdout + out.stderr
+    assert lines[0].startswith("graphcalc: ") and "layer '1'" in lines[0]
+
+
+@pytest.mark.slow
+def test_debug_keeps_torchs_log_of_the_failing_kernel():
+    out = _graphcalc("analyze", str(SAMPLES / "mnist_mlp.py"), "--input", "3x32x32", "--debug")
+    assert out.returncode != 0
+    assert "failed while attempting to run meta" in out.stderr
+
+
+@pytest.mark.parametrize("spec", [":int64", "int64"])
+def test_an_input_of_the_batch_alone(tmp_path, spec):
+    # A bag of ids, one per sample: shape (batch,). Embedding(10, 4) + Linear(4, 2):
+    # 40 + 4*2 + 2 = 50 params; output (6, 2).
+    f = tmp_path / "ids.py"
+    f.write_text(textwrap.dedent("""
+        from torch import nn
+        def build_model():
+            return nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))
+    """))
+    result = run("analyze", str(f), "--input", spec, "--batch", "6", "-f", "json")
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    assert d["totals"]["params"] == 50
+    assert d["layers"][0]["output_shapes"] == [[6, 2]]
+    assert d["memory"]["breakdown"]["batch"] == 6 * 8  # six int64 ids
+
+
+def test_input_spec_forms():
+    from graphcalc.errors import UsageError
+    from graphcalc.loader import InputSpec
+
+    assert InputSpec.parse(":int64").make(5).shape == (5,)
+    assert InputSpec.parse("bool").make(3).dtype == torch.bool
+    assert InputSpec.parse("128:int64").make(2).shape == (2, 128)
+    for bad in (":", "foo", "x:int64", "3x"):
+        with pytest.raises(UsageError, match="does not parse"):
+            InputSpec.parse(bad)
+    with pytest.raises(UsageError, match="unknown dtype"):
+        InputSpec.parse(":int8")
+
+
+def _help_texts():
+    """Every help string of the app: each command's docstring and each of its parameters'."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        texts = [command.help or ""] + [p.help or "" for p in command.params]
+        yield name, texts
+
+
+def test_help_prints_every_bracket_as_written():
+    # `[tool.graphcalc]` was read as rich markup and vanished from `check --help`.
+    seen = 0
+    for name, texts in _help_texts():
+        result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "400"})
+        assert result.exit_code == 0, result.output
+        for text in texts:
+            for bracketed in re.findall(r"\S*\[[^\]]*\]\S*", text):
+                seen += 1
+                assert bracketed in result.output, (name, bracketed)
+    assert seen >= 6  # FILE[:NAME] in five commands, [tool.graphcalc] in check
+
+
+def test_version_names_graphcalc_and_torch():
+    import graphcalc
+
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"graphcalc {graphcalc.__version__} (torch {torch.__version__})"
+
+
+WIDE_MODEL = """
+    from collections import OrderedDict
+    from torch import nn
+    class Inner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.projection_of_the_queries_in_the_attention = nn.Linear(8, 8)
+        def forward(self, x):
+            return self.projection_of_the_queries_in_the_attention(x)
+    def build_model():
+        return nn.Sequential(OrderedDict(encoder_stage_one=nn.Sequential(OrderedDict(
+            first_block_of_the_stage=Inner()))))
+"""
+DEEPEST = "encoder_stage_one.first_block_of_the_stage.projection_of_the_queries_in_the_attention"
+
+
+def _table(tmp_path, columns):
+    f = tmp_path / "wide.py"
+    f.write_text(textwrap.dedent(WIDE_MODEL))
+    result = runner.invoke(app, ["analyze", str(f), "--input", "8", "--batch", "4"],
+                           env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+def test_the_table_uses_a_wide_terminal_and_never_breaks_a_name(tmp_path):
+    # The table needs about 170 columns: it used to be cut at 140 and fold this name.
+    lines = _table(tmp_path, "220")
+    assert max(len(line) for line in lines) <= 220
+    assert any(line.startswith("│       " + DEEPEST + " │ Linear") for line in lines)
+    assert any("[4, 8]" in line for line in lines)  # the shape on one line too
+
+
+def test_a_narrow_terminal_wraps_the_summary_not_the_names(tmp_path):
+    lines = _table(tmp_path, "60")
+    assert any(("  " * 3 + DEEPEST + " │") in line for line in lines)
+    table_end = next(i for i, line in enumerate(lines) if line.startswith("└"))
+    assert max(len(line) for line in lines[table_end + 1:]) <= 60
+
+
+def test_a_pipe_gets_the_natural_width(tmp_path):
+    lines = _table(tmp_path, None)
+    assert any(DEEPEST + " │ Linear" in line for line in lines)
+    assert any(line.startswith("Timeline") and len(line) > 150 for line in lines)  # unwrapped
+
+
+def test_markdown_has_the_tables_total_row():
+    # The seed CNN's 26,926 parameters (SEEDS; sum(p.numel()) in test_samples.py).
+    md = run("analyze", CNN, "--batch", "4", "-f", "md").stdout.splitlines()
+    table = run("analyze", CNN, "--batch", "4", "-f", "table").stdout.splitlines()
+    total = [c.strip().strip("*") for c in md[[i for i, line in enumerate(md)
+                                              if line.startswith("| **Total**")][0]].split("|")]
+    assert total[1] == "Total" and total[4] == "26.9K"
+    table_total = next(line for line in table if line.startswith("│ Total"))
+    assert [c.strip() for c in table_total.split("│")][1:-1] == total[1:-1]
+
+
+def test_a_name_not_in_the_file_lists_the_ones_that_are(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+        from torch.nn import Linear
+        class Net(nn.Module):
+            pass
+        def build_small():
+            return Net()
+        def example_inputs(batch):
+            return torch.ones(batch, 3)
+        shared = nn.Linear(2, 2)
+        _private = nn.Linear(2, 2)
+    """))
+    result = run("analyze", f"{f}:nope")
+    assert result.exit_code == 2
+    line = _one_sentence(result)
+    assert "has no 'nope'" in line and line.endswith("it defines Net, build_small, shared")
+    f.write_text("x = 1\n")
+    assert "defines no nn.Module" in _one_sentence(run("analyze", f"{f}:nope"))
+
+
+def test_plan_is_for_gpus_by_default_and_says_ranks_on_cpu():
+    spec = str(SAMPLES / "mnist_mlp.py")
+    args = ["plan", spec, "--batch", "8", "--memory", "2MiB", "--world-size", "2",
+            "--shard", "ddp"]
+    gpus, cpu = run(*args), run(*args, "--device", "cpu")
+    assert gpus.exit_code == 0 and cpu.exit_code == 0, gpus.output + cpu.output
+    gpus, cpu = " ".join(gpus.stdout.split()), " ".join(cpu.stdout.split())  # the title wraps
+    assert "per GPU" in gpus and "for cuda" in gpus and "peak/GPU" in gpus
+    assert "GPU" not in cpu
+    assert "per rank" in cpu and "for cpu" in cpu and "peak/rank" in cpu

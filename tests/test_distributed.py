@@ -24,6 +24,7 @@ CASES = [("gpt2", "ddp"), ("gpt2", "fsdp"), ("resnet50", "ddp"), ("resnet50", "f
          ("seed_cnn", "fsdp")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,shard", CASES)
 def test_per_rank_peak_within_five_percent_of_two_real_ranks(name, shard):
     # Batch 1 per rank, two steps: the second is the steady state with optimizer state.
@@ -38,6 +39,7 @@ def test_per_rank_peak_within_five_percent_of_two_real_ranks(name, shard):
             f"{m.peak_bytes:,}")
 
 
+@pytest.mark.slow
 def test_mnist_mlp_under_fsdp_is_byte_exact():
     # Both Linears are units and the first one's input is the batch: its reduce-scatter runs in
     # FSDP's final callback, and the peak is there: 401,920 B of reduce-scatter input, the
@@ -72,6 +74,7 @@ def test_communicated_bytes_follow_the_ring_formulas():
     assert f.reduce_scatter_bytes == round(3 / 4 * 176)  # 132
 
 
+@pytest.mark.slow
 def test_sharding_lowers_the_per_rank_peak_in_order():
     src = sample("gpt2")
     model = real_model(src)

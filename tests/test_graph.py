@@ -129,6 +129,7 @@ def test_resnet18_at_depth_1_is_a_chain():
     assert g.edges["b5", "pool"]["shape"] == (2, 512, 7, 7)
 
 
+@pytest.mark.slow
 def test_views_keep_their_producer():
     # A layer that views its input (conv reading the block input X, an embedding flattening its
     # ids) does not become the source of X: the 1x1 shortcut of b3.0 reads X from block b2.1's

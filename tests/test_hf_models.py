@@ -21,6 +21,7 @@ from graphcalc.report import TRACER  # noqa: E402
 from conftest import unique_param_count  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(hf_models.BUILDERS))
 def test_hf_model_against_a_real_step(name):
     torch.manual_seed(0)

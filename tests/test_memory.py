@@ -15,7 +15,7 @@ from graphcalc.options import Options
 from conftest import real_model, sample
 
 SMALL = ["mnist_mlp", "cifar_mlp", "seed_cnn", "seed_cnn_bn", "lenet_bn", "residual",
-         "course_cnn", "conv_arith", "llama"]
+         "course_cnn", "conv_arith", pytest.param("llama", marks=pytest.mark.slow)]
 SETTINGS = [("sgd", "fp32", None), ("adam", "fp32", None), ("momentum", "bf16", None),
             ("rmsprop", "fp32", None), ("adagrad", "fp32", None), ("sgd", "fp16", None),
             ("adamw", "fp32", "bf16"), ("sgd", "fp32", "bf16")]
@@ -51,6 +51,7 @@ def test_peak_is_within_one_percent_where_not_exact(name, optim, dtype, amp):
     assert abs(memory.peak_bytes - measured.peak_bytes) <= 0.01 * measured.peak_bytes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "vit_b16", "gpt2"])
 def test_peak_is_byte_exact_on_big_samples(name):
     memory, measured = _compare(name, 1 if name != "resnet18" else 2, "adam", "fp32", None)

@@ -11,6 +11,7 @@ residual blocks; attention blocks; norms; embeddings), a batch size and an optim
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -66,6 +67,7 @@ def mlps(draw):
     return width_in, widths, act, norm, bias
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(mlps(), batches, optims)
 def test_random_mlps(plan, batch, optim):
@@ -198,6 +200,7 @@ class Block(nn.Module):
         return x + self.mlp(x)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.integers(2, 50), st.sampled_from([1, 2, 4]), st.integers(1, 4),
        st.sampled_from(["mha", "sdpa", "causal"]), st.sampled_from(["layer", "rms"]),

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import SAMPLES
 
 SCRIPT = """
@@ -26,6 +28,7 @@ print(json.dumps({"params": r.totals.params, "flops": r.totals.flops, "peak": r.
 """
 
 
+@pytest.mark.slow
 def test_llama_7b_at_batch_8_without_allocating_weights():
     out = subprocess.run([sys.executable, "-c", SCRIPT, f"{SAMPLES / 'llama.py'}:build_7b"],
                          capture_output=True, text=True, timeout=600)
