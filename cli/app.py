@@ -46,8 +46,12 @@ Optim = Enum("Optim", {k: k for k in ("sgd", "momentum", "adam", "adamw", "rmspr
 Device = Enum("Device", {k: k for k in ("cpu", "cuda")}, type=str)
 Fmt = Enum("Fmt", {k: k for k in ("table", "json", "csv", "md")}, type=str)
 Shard = Enum("Shard", {k: k for k in ("none", "ddp", "zero1", "zero2", "fsdp")}, type=str)
+Routing = Enum("Routing", {k: k for k in ("balanced", "worst")}, type=str)
 WORLD_HELP = ("Data-parallel ranks (GPUs; gloo processes under --device cpu); with --shard, the "
               "figures are per rank.")
+ROUTING_HELP = ("Mixture-of-experts routing assumed where the figures depend on it: balanced "
+                "(tokens x k spread evenly over the experts) or worst (every token to the same "
+                "k experts).")
 SHARD_HELP = ("How the ranks split the state: ddp (replicated, gradient buckets), zero1 (optimizer "
               "state sharded), zero2 (and gradients), fsdp (and parameters, as fully_shard).")
 
@@ -118,6 +122,7 @@ def analyze(
     world_size: int = typer.Option(1, "--world-size", help=WORLD_HELP),
     shard: Shard = typer.Option("none", "--shard", help=SHARD_HELP),
     svg: Optional[Path] = typer.Option(None, "--svg", help="Also draw the annotated graph here."),
+    routing: Routing = typer.Option("balanced", help=ROUTING_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Parameters, FLOPs, activations and peak training memory, per layer and in total.
@@ -128,7 +133,8 @@ def analyze(
 
     if depth is not None and depth < 0:
         raise UsageError(f"depth must be 0 or more, got {depth}")
-    options = _options(batch, dtype, optim, amp, device, world_size=world_size, shard=shard)
+    options = _options(batch, dtype, optim, amp, device, world_size=world_size, shard=shard,
+                       routing=routing)
     report = analyze_file(model, options, inputs=input)
     width = terminal_width() if output is None else None  # a file: the natural width
     _write(render(report.at_depth(depth), fmt.value, width), output)
@@ -139,12 +145,13 @@ def analyze(
                               "incomplete")
 
 
-def _options(batch, dtype, optim, amp, device, steps=2, world_size=1, shard=None):
+def _options(batch, dtype, optim, amp, device, steps=2, world_size=1, shard=None, routing=None):
     from graphcalc.options import Options
 
     return Options(batch=batch, dtype=dtype.value, optimizer=optim.value,
                    amp=amp.value if amp else None, device=device.value, steps=steps,
-                   world_size=world_size, shard=shard.value if shard else "none")
+                   world_size=world_size, shard=shard.value if shard else "none",
+                   routing=routing.value if routing else "balanced")
 
 
 @_command
@@ -161,6 +168,8 @@ def verify(
     world_size: int = typer.Option(1, "--world-size",
                                    help="Start this many ranks here (gloo, CPU) and check each."),
     shard: Shard = typer.Option("none", "--shard", help="ddp or fsdp, run for real."),
+    routing: Routing = typer.Option("balanced", help=ROUTING_HELP + " The real steps are routed "
+                                    "the same way."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Run real training steps and print predicted against measured (exit 1 past --tolerance)."""
@@ -173,7 +182,7 @@ def verify(
     from graphcalc.units import format_bytes, format_count
     from graphcalc.verify import verify as run_verify
 
-    options = _options(batch, dtype, optim, amp, device, steps, world_size, shard)
+    options = _options(batch, dtype, optim, amp, device, steps, world_size, shard, routing)
     source = loader.load(model)
     make_inputs = resolve_inputs(source, input)
     if options.distributed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Callable
 
 from torch import nn
@@ -10,6 +11,7 @@ from torch import nn
 from . import loader
 from .errors import GraphcalcError, ShapeError, TraceError, UsageError
 from .options import Options
+from .routing import ROUTINGS
 from .replay import LOSS, OPTIMIZER, Replay, replay
 from .opaque import is_data_dependent, reason_of
 from .report import (ROOT, TRACER, TRACER_OPAQUE, Breakdown, FlowNode, Layer, Memory, Report,
@@ -167,6 +169,13 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
             # One layer reads tensor values: analyse the rest around it (graphcalc.opaque).
             opaque[owner] = reason_of(e)
     layers = _layers(model, rp)
+    routing_peaks: tuple[tuple[str, int], ...] = ()
+    if rp.recorder.values.routers:
+        # Routing reads values: the spread between the routings, one more replay (same layers).
+        other = next(r for r in ROUTINGS if r != options.routing)
+        alt = replay(model, make_inputs, loss_fn, replace(options, routing=other), opaque=opaque)
+        routing_peaks = tuple(sorted({options.routing: rp.recorder.tracker.peak,
+                                      other: alt.recorder.tracker.peak}.items()))
     unknown = tuple(sorted(rp.recorder.unknown.items()))
     distinct_saved = {}
     for t in rp.recorder.layers.values():
@@ -198,7 +207,7 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
                                     for op, where in rp.recorder.values.reads.items()),
                   routers=tuple((_name(p), e, k)
                                 for p, (e, k) in rp.recorder.values.routers.items()),
-                  routing=options.routing)
+                  routing=options.routing, routing_peaks=routing_peaks)
 
 
 def _explain(e: Exception, model: nn.Module) -> GraphcalcError:

@@ -90,7 +90,10 @@ def summary_lines(report: Report) -> list[str]:
         where = ", ".join(f"{path} (top-{k} of {e})" for path, e, k in report.routers)
         lines.append(f"Mixture of experts: {report.routing} routing assumed at {where}"
                      + ("; each expert gets tokens x k / experts" if report.routing == "balanced"
-                        else "; every token goes to the first k experts"))
+                        else "; every token goes to the first k experts")
+                     + "".join(f"; peak {format_bytes(dict(report.routing_peaks)[r])} {r}"
+                               for r in ("balanced", "worst")
+                               if r in dict(report.routing_peaks)))
     if report.value_reads:
         reads = "; ".join(f"{op} in {', '.join(where)}{_READ_GLOSS.get(op, '')}"
                           for op, where in report.value_reads)
@@ -110,7 +113,7 @@ def summary_lines(report: Report) -> list[str]:
 _READ_GLOSS = {
     "aten::_pack_padded_sequence": " (the packed batch is the sum of the sequence lengths)",
     "aten::_pad_packed_sequence": " (padded back to the longest sequence)",
-    "aten::_local_scalar_dense": " (a value tested in Python: an all-ones attention mask, a length)",
+    "aten::_local_scalar_dense": " (a value tested in Python)",
 }
 
 

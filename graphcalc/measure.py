@@ -141,30 +141,39 @@ def counted_steps(model: nn.Module, inputs, loss_fn, options: Options, *,
 
 
 def measure_step(model: nn.Module, make_inputs: Callable[[int], Any], options: Options, *,
-                 loss_fn=None, on_step: Callable[[int], None] | None = None) -> Measured:
-    """Run `options.steps` real steps on `model` (built for real) and measure them."""
+                 loss_fn=None, on_step: Callable[[int], None] | None = None,
+                 routing: Callable[[], Any] = contextlib.nullcontext) -> Measured:
+    """Run `options.steps` real steps on `model` (built for real) and measure them, inside
+    `routing()` (a `graphcalc.routing.ForcedRouting` for a mixture-of-experts model)."""
     device = torch.device(options.device)
     model = model.to(device=device, dtype=options.torch_dtype)
     model.train()
     inputs = prepare_inputs(make_inputs(options.batch), options, device)
     params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     trainable = [p for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad]
-    step_peaks = []
-    times = []
     if device.type == "cuda":
         optimizer = make_optimizer(options.optimizer, trainable)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        for step in range(options.steps):
-            start = time.perf_counter()
-            training_step(model, inputs, loss_fn, optimizer, amp_dtype=options.amp_dtype,
-                          device_type="cuda")
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-            step_peaks.append(torch.cuda.max_memory_allocated())
-            if on_step:
-                on_step(step)
+        with routing():
+            step_peaks, times = _cuda_steps(model, inputs, loss_fn, optimizer, options, on_step)
         return Measured(max(step_peaks), tuple(step_peaks), params, min(times),
                         torch.cuda.max_memory_reserved())
-    step_peaks, times = counted_steps(model, inputs, loss_fn, options, on_step=on_step)
+    step_peaks, times = counted_steps(model, inputs, loss_fn, options, on_step=on_step,
+                                      context=lambda tracker: routing())
     return Measured(max(step_peaks), tuple(step_peaks), params, min(times))
+
+
+def _cuda_steps(model, inputs, loss_fn, optimizer, options: Options, on_step):
+    """Real CUDA steps: (max_memory_allocated after each, seconds of each)."""
+    step_peaks, times = [], []
+    for step in range(options.steps):
+        start = time.perf_counter()
+        training_step(model, inputs, loss_fn, optimizer, amp_dtype=options.amp_dtype,
+                      device_type="cuda")
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        step_peaks.append(torch.cuda.max_memory_allocated())
+        if on_step:
+            on_step(step)
+    return step_peaks, times

@@ -144,6 +144,7 @@ class Report:
     # mixture-of-experts routers (layer, experts, k) and the routing assumed at them
     routers: tuple[tuple[str, int, int], ...] = ()
     routing: str = "balanced"
+    routing_peaks: tuple[tuple[str, int], ...] = ()  # (routing, peak bytes) of each routing
     # per-rank figures under --world-size/--shard (graphcalc.distributed.Distributed), else None
     distributed: Any = None
     schema_version: int = SCHEMA_VERSION
@@ -181,7 +182,8 @@ class Report:
                                   for op, where in self.value_reads],
             "routing": {"assumed": self.routing,
                         "routers": [{"layer": path, "experts": e, "top_k": k}
-                                    for path, e, k in self.routers]} if self.routers else None,
+                                    for path, e, k in self.routers],
+                        "peak_bytes": dict(self.routing_peaks)} if self.routers else None,
             "complete": self.complete,
         } | ({"distributed": self.distributed.to_dict()} if self.distributed is not None else {})
 

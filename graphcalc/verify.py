@@ -12,6 +12,7 @@ from . import loader
 from .analyze import analyze_module
 from .errors import UsageError
 from .measure import Measured, count_flops, measure_step
+from .routing import ForcedRouting
 from .options import MAX_BATCH, Options
 from .report import Report
 
@@ -50,9 +51,12 @@ def verify(source: loader.ModelSource, options: Options, make_inputs, *,
         raise UsageError("--device cuda: no CUDA device is available here (use --device cpu)")
     report = analyze_module(loader.build_model(source, device="meta"), make_inputs, options,
                             loss_fn=source.loss, name=source.name)
+    # A model with mixture-of-experts routers runs its real steps routed as the prediction
+    # assumed (graphcalc.routing), so that the two are the same step.
+    routed = (lambda: ForcedRouting(options.routing)) if report.routers else contextlib.nullcontext
     torch.manual_seed(0)
     measured = measure_step(loader.build_model(source, device=None), make_inputs, options,
-                            loss_fn=source.loss, on_step=on_step)
+                            loss_fn=source.loss, on_step=on_step, routing=routed)
     flop_model = loader.build_model(source, device=None).to(options.device)
     if options.dtype != "fp32":
         flop_model = flop_model.to(options.torch_dtype)
@@ -60,7 +64,8 @@ def verify(source: loader.ModelSource, options: Options, make_inputs, *,
 
     inputs = prepare_inputs(make_inputs(options.batch), options, options.device)
     flop_model.train()
-    forward, backward = count_flops(flop_model, inputs, source.loss)
+    with routed():
+        forward, backward = count_flops(flop_model, inputs, source.loss)
     checks = (
         Check("peak memory", report.memory.peak_bytes, measured.peak_bytes, "B"),
         Check("parameters", report.totals.params, measured.params, ""),

@@ -136,6 +136,9 @@ def test_mixture_of_experts_matches_a_step_routed_the_same_way(builder, routing)
     peaks, _ = counted_steps(fresh, batch, None, options,
                              context=lambda tracker: ForcedRouting(routing))
     assert report.memory.peak_bytes == max(peaks)
+    # The other routing's peak is replayed too: the spread the report prints.
+    assert dict(report.routing_peaks)[routing] == max(peaks)
+    assert set(dict(report.routing_peaks)) == {"balanced", "worst"}
 
     fresh, _ = _build(builder)
     with ForcedRouting(routing):
@@ -177,3 +180,35 @@ def test_sequence_first_and_packed_inputs_against_a_real_step(name, batch):
         reads = dict(report.value_reads)
         assert "aten::_pack_padded_sequence" in reads
         assert "the packed batch is the sum of the sequence lengths" in str(report)
+
+
+def test_routing_on_the_command_line(tmp_path):
+    """`--routing worst` reaches the report: the JSON names it, in the config and the routing."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from graphcalc_cli.app import app
+
+    model = tmp_path / "moe.py"
+    model.write_text(
+        "import torch, transformers as T\n"
+        "def build_model():\n"
+        "    return T.Qwen2MoeForCausalLM(T.Qwen2MoeConfig(vocab_size=100, hidden_size=32,\n"
+        "        intermediate_size=64, moe_intermediate_size=16, shared_expert_intermediate_size=32,\n"
+        "        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,\n"
+        "        num_experts=4, num_experts_per_tok=2, experts_implementation='eager'))\n"
+        "def example_inputs(b):\n"
+        "    ids = torch.randint(0, 100, (b, 8))\n"
+        "    return {'input_ids': ids, 'labels': ids}\n")
+    out = CliRunner().invoke(app, ["analyze", str(model), "--batch", "2", "--routing", "worst",
+                                   "--format", "json"])
+    assert out.exit_code == 0, out.output
+    d = json.loads(out.output)
+    assert d["config"]["routing"] == "worst"
+    assert d["routing"]["assumed"] == "worst"
+    assert d["routing"]["routers"] == [{"layer": "model.layers.0.mlp.gate", "experts": 4,
+                                        "top_k": 2}]
+    assert set(d["routing"]["peak_bytes"]) == {"balanced", "worst"}
+    bad = CliRunner().invoke(app, ["analyze", str(model), "--routing", "random"])
+    assert bad.exit_code == 2
