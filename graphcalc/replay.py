@@ -376,16 +376,33 @@ class Replay:
         return cats
 
 
-def fake_parameters(model: nn.Module, dtype: torch.dtype, device: str) -> dict[str, torch.Tensor]:
-    """One fake tensor per distinct parameter and buffer, under every name it has (ties kept)."""
+def fake_parameters(model: nn.Module, dtype: torch.dtype, device: str, *,
+                    keep_storages: bool = True) -> dict[str, torch.Tensor]:
+    """One fake tensor per distinct parameter and buffer, under every name it has (ties kept).
+
+    With `keep_storages` (the model stays where it was built: a CPU step in the model's dtype), a
+    tensor that `model.to(...)` leaves as it is keeps its storage: a view of a larger storage
+    (`torch.hann_window(n)` is `n + 1` values narrowed to `n`; a buffer sliced from a bigger table)
+    holds all of it, and two views of one storage hold it once, as the real tensors do. A tensor
+    that changes dtype or device is copied, compactly, as `.to()` copies it."""
     made: dict[int, torch.Tensor] = {}
+    bases: dict[int, torch.Tensor] = {}  # real storage -> its fake
     named: dict[str, torch.Tensor] = {}
+
+    def new_fake(t: torch.Tensor, target: torch.dtype) -> torch.Tensor:
+        if not keep_storages or target != t.dtype:
+            return torch.empty(t.shape, dtype=target, device=device)
+        storage = t.untyped_storage()
+        base = bases.get(storage._cdata)
+        if base is None:
+            base = torch.empty(storage.nbytes() // t.element_size(), dtype=target, device=device)
+            bases[storage._cdata] = base
+        return base.as_strided(t.shape, t.stride(), t.storage_offset()).detach()
 
     def fake_of(t: torch.Tensor, is_param: bool) -> torch.Tensor:
         f = made.get(id(t))
         if f is None:
-            target = dtype if t.is_floating_point() else t.dtype
-            f = torch.empty(t.shape, dtype=target, device=device)
+            f = new_fake(t, dtype if t.is_floating_point() else t.dtype)
             if is_param and t.requires_grad:
                 f.requires_grad_(True)
             made[id(t)] = f
@@ -429,7 +446,8 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
     try:
         with fake_mode:
             with rec:
-                fakes = fake_parameters(model, dtype, device)
+                fakes = fake_parameters(model, dtype, device,
+                                        keep_storages=options.device == "cpu")
                 originals = dict(model.named_parameters(remove_duplicate=False))
                 param_serials = {rec.tracker.track(t) for t in fakes.values()}
                 for name, f in fakes.items():

@@ -7,6 +7,7 @@ live tensor storages as it runs; the prediction never allocates an activation or
 from __future__ import annotations
 
 import pytest
+import torch
 
 from graphcalc.analyze import analyze_module
 from graphcalc.measure import measure_step
@@ -60,3 +61,35 @@ def test_peak_is_byte_exact_on_big_samples(name):
 def test_breakdown_sums_to_the_peak():
     memory, _ = _compare("seed_cnn", 16, "adam", "fp32", None)
     assert memory.breakdown.total == memory.peak_bytes
+
+
+# --- where a real storage is larger than the tensor, or a real kernel keeps more -----------------
+
+class _Buffers(torch.nn.Module):
+    """Buffers that do not own a storage of their size: torch.hann_window(n) is n + 1 values
+    narrowed to n; a table sliced from a larger one; two halves of one tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("window", torch.hann_window(16))
+        self.register_buffer("table", torch.randn(64, 8)[:10])
+        whole = torch.randn(2, 8)
+        self.register_buffer("low", whole[0])
+        self.register_buffer("high", whole[1])
+        self.fc = torch.nn.Linear(16, 8)
+
+    def forward(self, x):
+        return self.fc(x * self.window) + self.table.sum(0) + self.low * self.high
+
+
+@pytest.mark.parametrize("optim", ["sgd", "adam"])
+def test_buffers_that_view_a_larger_storage_hold_all_of_it(optim):
+    # window 17 x 4 B, table 64 x 8 x 4 B, low/high one 2 x 8 x 4 B storage: all held.
+    def inputs(b):
+        return torch.randn(b, 16)
+
+    options = Options(batch=3, optimizer=optim)
+    torch.manual_seed(0)
+    predicted = analyze_module(_Buffers(), inputs, options).memory.peak_bytes
+    torch.manual_seed(0)
+    assert predicted == measure_step(_Buffers(), inputs, options).peak_bytes
