@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -157,7 +158,7 @@ class StepRecorder(TorchDispatchMode):
             self._count(func, args, kwargs, out, owner)
         tracker = self.tracker
         first_new = tracker._next
-        sizes = _real_sizes(func, args, out)
+        sizes = _real_sizes(func, args, out, kwargs)
         for i, t in enumerate(tree_leaves(out)):
             if isinstance(t, torch.Tensor):
                 serial = tracker.track(t, sizes.get(i) if sizes else None)
@@ -270,13 +271,56 @@ def _writes(func) -> bool:
     return any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
 
 
-def _real_sizes(func, args, out) -> dict[int, int] | None:
+def _losses_keeping_their_buffer() -> dict[str, int]:
+    """Loss ops (-> position of their reduction argument) whose real CPU kernel returns the
+    reduced loss as a 0-d view of the unreduced elementwise buffer, so that the scalar holds
+    input-sized memory until it dies; their fake kernels return a 4-byte scalar. Probed on the
+    torch running (torch 2.13: mse_loss, smooth_l1_loss, soft_margin_loss, binary_cross_entropy)
+    rather than listed, since a kernel may change that between releases."""
+    aten = torch.ops.aten
+    x, y = torch.full((2, 3), 0.5), torch.full((2, 3), 0.25)
+    probes = {"aten::mse_loss": (lambda: aten.mse_loss(x, y, 1), 2),
+              "aten::smooth_l1_loss": (lambda: aten.smooth_l1_loss(x, y, 1), 2),
+              "aten::soft_margin_loss": (lambda: aten.soft_margin_loss(x, y, 1), 2),
+              "aten::binary_cross_entropy": (lambda: aten.binary_cross_entropy(x, y, None, 1), 3)}
+    found = {}
+    for name, (probe, position) in probes.items():
+        try:
+            with torch.no_grad():
+                if probe().untyped_storage().nbytes() == x.numel() * x.element_size():
+                    found[name] = position
+        except Exception:  # an op this torch lacks keeps the fake's size
+            pass
+    return found
+
+
+_BUFFERED_LOSSES = _losses_keeping_their_buffer()
+
+
+def _loss_buffer_size(name: str, args, kwargs, out) -> dict[int, int] | None:
+    position = _BUFFERED_LOSSES.get(name)
+    if position is None or not isinstance(out, torch.Tensor) or out.dim() != 0:
+        return None
+    reduction = kwargs.get("reduction", args[position] if len(args) > position else 1)
+    x, target = args[0], args[1]
+    if reduction == 0 or x.device.type != "cpu":
+        return None
+    shape = torch.broadcast_shapes(x.shape, target.shape)
+    return {0: math.prod(shape) * out.element_size()}
+
+
+def _real_sizes(func, args, out, kwargs=None) -> dict[int, int] | None:
     """Output sizes where a fake kernel and the real CPU kernel disagree.
 
-    Under autocast a norm gets a bf16/fp16 input with fp32 weights; the real CPU kernels then
-    return the saved mean and inverse std in fp32, the fake kernels in the input's dtype (half the
-    bytes). Outputs 1 and 2 of native_layer_norm / native_batch_norm are those statistics."""
-    positions = _MIXED_NORMS.get(flops.op_name(func))
+    A few CPU loss kernels return their reduced loss as a view of the unreduced buffer
+    (`_losses_keeping_their_buffer`). Under autocast a norm gets a bf16/fp16 input with fp32
+    weights; the real CPU kernels then return the saved mean and inverse std in fp32, the fake
+    kernels in the input's dtype (half the bytes). Outputs 1 and 2 of native_layer_norm /
+    native_batch_norm are those statistics."""
+    name = flops.op_name(func)
+    if name in _BUFFERED_LOSSES:
+        return _loss_buffer_size(name, args, kwargs or {}, out)
+    positions = _MIXED_NORMS.get(name)
     if positions is None or not args:
         return None
     x = args[0]

@@ -93,3 +93,32 @@ def test_buffers_that_view_a_larger_storage_hold_all_of_it(optim):
     predicted = analyze_module(_Buffers(), inputs, options).memory.peak_bytes
     torch.manual_seed(0)
     assert predicted == measure_step(_Buffers(), inputs, options).peak_bytes
+
+
+LOSSES = {"mse_loss": torch.nn.functional.mse_loss,
+          "smooth_l1_loss": torch.nn.functional.smooth_l1_loss,
+          "soft_margin_loss": torch.nn.functional.soft_margin_loss,
+          "binary_cross_entropy": lambda y, t, **kw: torch.nn.functional.binary_cross_entropy(
+              torch.sigmoid(y), t, **kw),
+          "l1_loss": torch.nn.functional.l1_loss}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_a_loss_kernel_that_keeps_its_unreduced_buffer(loss, reduction):
+    # The CPU kernels of mse_loss, smooth_l1_loss, soft_margin_loss and binary_cross_entropy
+    # return the scalar loss as a view of the (8, 24) elementwise buffer: 768 B held to the end.
+    def build():
+        return torch.nn.Linear(16, 24)
+
+    def inputs(b):
+        return torch.randn(b, 16)
+
+    def loss_fn(out, x):
+        return LOSSES[loss](out, torch.full_like(out, 0.5), reduction=reduction)
+
+    options = Options(batch=8, optimizer="sgd")
+    torch.manual_seed(0)
+    predicted = analyze_module(build(), inputs, options, loss_fn=loss_fn).memory.peak_bytes
+    torch.manual_seed(0)
+    assert predicted == measure_step(build(), inputs, options, loss_fn=loss_fn).peak_bytes
