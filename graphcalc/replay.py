@@ -559,8 +559,26 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                   param_of_serial)
 
 
+@contextlib.contextmanager
+def _without_mha_fastpath():
+    """nn.MultiheadAttention and nn.TransformerEncoder(Layer) take a fast path in eval mode under
+    no_grad: fused kernels and, with a padding mask, nested tensors, which fake tensors cannot
+    run (aten::_nested_tensor_from_mask has no fake kernel). Off, they run their plain path."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    was = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(was)
+
+
 def _inference(model, inputs, fakes, options: Options) -> int:
-    """Peak of a no-grad forward in eval mode: weights, batch and the live activations."""
+    """Peak of a no-grad forward in eval mode: weights, batch and the live activations (of the
+    attention layers' plain path: `_without_mha_fastpath`)."""
     tracker = LiveStorages(round_to=512 if options.device == "cuda" else 1, keep_events=False)
     for t in {id(f): f for f in fakes.values()}.values():
         tracker.track(t)
@@ -571,7 +589,7 @@ def _inference(model, inputs, fakes, options: Options) -> int:
     autocast = (torch.autocast(fake_device(options.device), dtype=options.amp_dtype) if options.amp
                 else contextlib.nullcontext())
     try:
-        with LiveCounter(tracker), torch.no_grad(), autocast:
+        with LiveCounter(tracker), torch.no_grad(), autocast, _without_mha_fastpath():
             output = call_model(model, inputs)
             del output
     finally:

@@ -1,5 +1,6 @@
 """A text classifier on nn.TransformerEncoder with a key padding mask: token and position
-embeddings, two pre-norm encoder layers, masked mean pooling, a linear head."""
+embeddings, two post-norm encoder layers with the defaults (so nested tensors in eval, under
+no_grad), masked mean pooling, a linear head."""
 
 import torch
 from torch import nn
@@ -14,8 +15,8 @@ class EncoderClassifier(nn.Module):
         self.tok = nn.Embedding(VOCAB, DIM, padding_idx=0)
         self.pos = nn.Parameter(torch.zeros(1, SEQ, DIM))
         layer = nn.TransformerEncoderLayer(DIM, nhead=4, dim_feedforward=64, dropout=0.1,
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+                                           batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2)
         self.head = nn.Linear(DIM, 3)
 
     def forward(self, ids, pad_mask):
