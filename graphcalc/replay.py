@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import math
+import weakref
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -488,7 +489,7 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
         for pname, p in mod.named_parameters(recurse=False):
             param_paths.setdefault(id(p), path)
     try:
-        with fake_mode:
+        with fake_mode, _causal_masks_known():
             with rec:
                 fakes = fake_parameters(model, dtype, device,
                                         keep_storages=options.device == "cpu")
@@ -557,6 +558,43 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
     return Replay(rec, param_serials, batch_serials, grad_serials - {None},
                   state_serials - {None}, step_events, fakes, inference_peak, state_bytes,
                   param_of_serial)
+
+
+@contextlib.contextmanager
+def _causal_masks_known():
+    """nn.TransformerEncoder and nn.TransformerDecoder ask whether their mask is causal by
+    comparing its values with a causal mask (`transformer._detect_is_causal_mask`), which fake
+    tensors cannot answer: the whole encoder or decoder went opaque. The masks torch makes
+    (`nn.Transformer.generate_square_subsequent_mask`) are remembered as they are made, so the
+    answer is the real one: causal exactly when the size asked is theirs (one edited in place
+    afterwards would be misread). Any other mask goes to torch's own check."""
+    tmod = torch.nn.modules.transformer
+    generate = getattr(tmod, "_generate_square_subsequent_mask", None)
+    detect = getattr(tmod, "_detect_is_causal_mask", None)
+    if generate is None or detect is None:
+        yield
+        return
+    made: dict[int, weakref.ref] = {}
+
+    def generate_remembered(sz, *args, **kwargs):
+        mask = generate(sz, *args, **kwargs)
+        made[id(mask)] = weakref.ref(mask)
+        return mask
+
+    def detect_known(mask, is_causal=None, size=None):
+        ref = made.get(id(mask)) if is_causal is None and mask is not None else None
+        if ref is None or ref() is not mask:
+            return detect(mask, is_causal, size)
+        sz = size if size is not None else mask.size(-2)
+        return tuple(mask.shape) == (sz, sz)
+
+    tmod._generate_square_subsequent_mask = generate_remembered
+    tmod._detect_is_causal_mask = detect_known
+    try:
+        yield
+    finally:
+        tmod._generate_square_subsequent_mask = generate
+        tmod._detect_is_causal_mask = detect
 
 
 @contextlib.contextmanager
