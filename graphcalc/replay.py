@@ -155,6 +155,7 @@ class StepRecorder(TorchDispatchMode):
             if self.error_owner is None:
                 self.error_owner = owner
             raise
+        out = _real_dtypes(func, args, out)
         if self.count_flops and self.phase in ("forward", "loss", "backward"):
             self._count(func, args, kwargs, out, owner)
         tracker = self.tracker
@@ -260,7 +261,8 @@ class StepRecorder(TorchDispatchMode):
 # op -> argument positions of its weight, bias and running statistics
 _MIXED_NORMS = {"aten::native_layer_norm": (2, 3), "aten::native_batch_norm": (1, 2, 3, 4),
                 "aten::_native_batch_norm_legit": (1, 2, 3, 4),
-                "aten::_native_batch_norm_legit_functional": (1, 2, 3, 4)}
+                "aten::_native_batch_norm_legit_functional": (1, 2, 3, 4),
+                "aten::native_group_norm": (1, 2)}
 _LOW = (torch.bfloat16, torch.float16)
 
 
@@ -270,6 +272,19 @@ def _writes(func) -> bool:
     if schema is None:
         return True
     return any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+
+
+def _real_dtypes(func, args, out):
+    """The real CPU kernel of native_group_norm_backward returns a bf16/fp16 input's gradient in
+    the input's dtype when the weight is fp32 (autocast); the fake one returns it in fp32, twice
+    the bytes, which autograd then copies down. Cast as the real kernel returns it."""
+    if flops.op_name(func) != "aten::native_group_norm_backward" or len(args) < 2:
+        return out
+    x, grad_input = args[1], out[0]
+    if (isinstance(grad_input, torch.Tensor) and isinstance(x, torch.Tensor)
+            and x.device.type == "cpu" and x.dtype in _LOW and grad_input.dtype != x.dtype):
+        return (grad_input.to(x.dtype), *out[1:])
+    return out
 
 
 def _losses_keeping_their_buffer() -> dict[str, int]:

@@ -122,3 +122,23 @@ def test_a_loss_kernel_that_keeps_its_unreduced_buffer(loss, reduction):
     predicted = analyze_module(build(), inputs, options, loss_fn=loss_fn).memory.peak_bytes
     torch.manual_seed(0)
     assert predicted == measure_step(build(), inputs, options, loss_fn=loss_fn).peak_bytes
+
+
+@pytest.mark.parametrize("optim", ["sgd", "adamw"])
+def test_group_norm_under_bf16_autocast(optim):
+    # With a bf16 input and fp32 weights the real CPU kernels return the saved mean and rstd in
+    # fp32 (the fake ones in bf16) and the input's gradient in bf16 (the fake one in fp32).
+    def build():
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GroupNorm(4, 8),
+                                   torch.nn.SiLU(), torch.nn.Conv2d(8, 4, 3))
+
+    def inputs(b):
+        return torch.randn(b, 3, 10, 10)
+
+    options = Options(batch=4, optimizer=optim, amp="bf16")
+    torch.manual_seed(0)
+    memory = analyze_module(build(), inputs, options).memory
+    torch.manual_seed(0)
+    measured = measure_step(build(), inputs, options)
+    assert memory.peak_bytes == measured.peak_bytes
+    assert (memory.first_step_peak_bytes, memory.steady_step_peak_bytes) == measured.step_peaks
