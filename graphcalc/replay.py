@@ -325,10 +325,30 @@ def _loss_buffer_size(name: str, args, kwargs, out) -> dict[int, int] | None:
     return {0: math.prod(shape) * out.element_size()}
 
 
+_EMBEDDING_BAGS = ("aten::_embedding_bag", "aten::_embedding_bag_forward_only")
+_BAG_FAST_SUM = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _offset2bag_size(args, kwargs) -> dict[int, int] | None:
+    """Output 1 of the CPU embedding-bag kernel (offset2bag, int64): none on its fast path (mode
+    sum, a float/half/bf16 weight, no padding_idx), else indices + 1 entries (it is made one
+    longer, then resized down). The fake kernel makes `indices` entries, and also for bf16 sums."""
+    names = ("weight", "indices", "offsets", "scale_grad_by_freq", "mode", "sparse",
+             "per_sample_weights", "include_last_offset", "padding_idx")
+    given = dict(zip(names, args), **kwargs)
+    weight, indices = given["weight"], given["indices"]
+    if weight.device.type != "cpu":
+        return None
+    mode, padding_idx = given.get("mode", 0), given.get("padding_idx", -1)
+    padding_idx = -1 if padding_idx is None else padding_idx
+    fast = mode == 0 and weight.dtype in _BAG_FAST_SUM and padding_idx < 0
+    return {1: 0 if fast else (indices.numel() + 1) * 8}
+
+
 def _real_sizes(func, args, out, kwargs=None) -> dict[int, int] | None:
     """Output sizes where a fake kernel and the real CPU kernel disagree.
 
-    A few CPU loss kernels return their reduced loss as a view of the unreduced buffer
+    The embedding bag's offset2bag (`_offset2bag_size`). A few CPU loss kernels return their reduced loss as a view of the unreduced buffer
     (`_losses_keeping_their_buffer`). Under autocast a norm gets a bf16/fp16 input with fp32
     weights; the real CPU kernels then return the saved mean and inverse std in fp32, the fake
     kernels in the input's dtype (half the bytes). Outputs 1 and 2 of native_layer_norm /
@@ -336,6 +356,8 @@ def _real_sizes(func, args, out, kwargs=None) -> dict[int, int] | None:
     name = flops.op_name(func)
     if name in _BUFFERED_LOSSES:
         return _loss_buffer_size(name, args, kwargs or {}, out)
+    if name in _EMBEDDING_BAGS:
+        return _offset2bag_size(args, kwargs or {})
     positions = _MIXED_NORMS.get(name)
     if positions is None or not args:
         return None

@@ -142,3 +142,24 @@ def test_group_norm_under_bf16_autocast(optim):
     measured = measure_step(build(), inputs, options)
     assert memory.peak_bytes == measured.peak_bytes
     assert (memory.first_step_peak_bytes, memory.steady_step_peak_bytes) == measured.step_peaks
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("mode,padding_idx", [("sum", None), ("sum", 0), ("mean", None),
+                                              ("max", None)])
+def test_embedding_bag_offset2bag(mode, padding_idx, dtype):
+    # The CPU kernel's offset2bag: none on the sum fast path (fp32/fp16/bf16, no padding_idx),
+    # else 12 + 1 int64 entries for 12 indices; the fake kernel makes 12, and 12 for bf16 sums.
+    def build():
+        return torch.nn.Sequential(torch.nn.EmbeddingBag(40, 8, mode=mode,
+                                                         padding_idx=padding_idx),
+                                   torch.nn.Linear(8, 2))
+
+    def inputs(b):
+        return torch.randint(1, 40, (b, 3))
+
+    options = Options(batch=4, optimizer="sgd", dtype=dtype)
+    torch.manual_seed(0)
+    predicted = analyze_module(build(), inputs, options).memory.peak_bytes
+    torch.manual_seed(0)
+    assert predicted == measure_step(build(), inputs, options).peak_bytes
