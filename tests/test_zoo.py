@@ -48,6 +48,8 @@ KNOWN = {
     ("gat", "unknown"): _ZERO_LIST + "aten::elu_backward, aten::leaky_relu_backward",
     ("dlrm", "unknown"): _ZERO_LIST + "aten::_embedding_bag",
     ("two_tower", "unknown"): _ZERO_LIST + "aten::_embedding_bag",
+    ("bag_max", "unknown"): _ZERO_LIST + "aten::_embedding_bag",
+    ("lstm_cell_loop", "unknown"): _ZERO_LIST + "aten::unsafe_split (nn.LSTMCell)",
     ("mobile_block", "unknown"): _ZERO_LIST + "aten::hardswish, aten::hardswish_backward, "
                                               "aten::hardtanh_backward",
     ("super_resolution", "unknown"): _ZERO_LIST + "aten::_prelu_kernel, "
