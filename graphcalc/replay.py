@@ -348,8 +348,8 @@ def _offset2bag_size(args, kwargs) -> dict[int, int] | None:
 def _real_sizes(func, args, out, kwargs=None) -> dict[int, int] | None:
     """Output sizes where a fake kernel and the real CPU kernel disagree.
 
-    The embedding bag's offset2bag (`_offset2bag_size`). A few CPU loss kernels return their reduced loss as a view of the unreduced buffer
-    (`_losses_keeping_their_buffer`). Under autocast a norm gets a bf16/fp16 input with fp32
+    The embedding bag's offset2bag (`_offset2bag_size`). A few CPU loss kernels return their
+    reduced loss as a view of the unreduced buffer (`_losses_keeping_their_buffer`). Under autocast a norm gets a bf16/fp16 input with fp32
     weights; the real CPU kernels then return the saved mean and inverse std in fp32, the fake
     kernels in the input's dtype (half the bytes). Outputs 1 and 2 of native_layer_norm /
     native_batch_norm are those statistics."""
