@@ -349,10 +349,11 @@ def _real_sizes(func, args, out, kwargs=None) -> dict[int, int] | None:
     """Output sizes where a fake kernel and the real CPU kernel disagree.
 
     The embedding bag's offset2bag (`_offset2bag_size`). A few CPU loss kernels return their
-    reduced loss as a view of the unreduced buffer (`_losses_keeping_their_buffer`). Under autocast a norm gets a bf16/fp16 input with fp32
-    weights; the real CPU kernels then return the saved mean and inverse std in fp32, the fake
-    kernels in the input's dtype (half the bytes). Outputs 1 and 2 of native_layer_norm /
-    native_batch_norm are those statistics."""
+    reduced loss as a view of the unreduced buffer (`_losses_keeping_their_buffer`). Under
+    autocast a norm gets a bf16/fp16 input with fp32 weights; the real CPU kernels then return
+    the saved mean and inverse std in fp32, the fake kernels in the input's dtype (half the
+    bytes). Outputs 1 and 2 of native_layer_norm / native_batch_norm / native_group_norm are
+    those statistics."""
     name = flops.op_name(func)
     if name in _BUFFERED_LOSSES:
         return _loss_buffer_size(name, args, kwargs or {}, out)
