@@ -29,7 +29,7 @@ from torch.utils._pytree import tree_leaves
 from . import kernels
 from .flops import op_name
 from .options import Options, make_optimizer
-from .replay import fake_parameters, prepare_inputs, training_step
+from .replay import KnownValues, _run, fake_parameters, prepare_inputs, training_step
 from .tracking import LiveStorages
 
 
@@ -68,15 +68,20 @@ class _OpSizes(TorchDispatchMode):
         self.correct = correct
         self.tracker = LiveStorages(keep_events=False)
         self.ops: list[OpRecord] = []
+        self.phase = "batch"
+        self.values = KnownValues()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        if self.correct:  # the replay's own dispatch: known input values run for real
+            out = _run(func, args, kwargs or {}, self.phase, self.values)
+        else:
+            out = func(*args, **(kwargs or {}))
         name = op_name(func)
         if name.startswith("prim::"):
             return out  # metadata queries (prim::device) that fake tensors alone make
         sizes = None
         if self.correct:
-            out, sizes = kernels.real_outputs(func, args, out)
+            out, sizes = kernels.real_outputs(func, args, out, kwargs)
         first_new = self.tracker._next
         new: dict[int, int] = {}  # serial -> bytes: a storage returned twice is one storage
         for i, t in enumerate(tree_leaves(out)):
@@ -94,7 +99,8 @@ def _step(model: nn.Module, inputs, loss_fn, options: Options, params, recorder)
     with recorder:
         for _ in range(options.steps):
             training_step(model, inputs, loss_fn, optimizer, amp_dtype=options.amp_dtype,
-                          device_type="cpu")
+                          device_type="cpu",
+                          on_phase=lambda phase: setattr(recorder, "phase", phase))
 
 
 def record_real(model: nn.Module, make_inputs: Callable[[int], Any], options: Options,
@@ -120,7 +126,8 @@ def record_fake(model: nn.Module, make_inputs: Callable[[int], Any], options: Op
     try:
         with FakeTensorMode(allow_non_fake_inputs=True):
             fakes = fake_parameters(model, options.torch_dtype, "cpu")
-            inputs = prepare_inputs(make_inputs(options.batch), options, "cpu")
+            with rec:
+                inputs = prepare_inputs(make_inputs(options.batch), options, "cpu")
             params = list({id(f): f for f in fakes.values() if f.requires_grad}.values())
             model.train()
             with _reparametrize_module(model, fakes):

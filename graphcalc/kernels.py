@@ -13,6 +13,7 @@ so (`Report.memory_gaps`) instead of printing a figure that is silently low.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -24,11 +25,11 @@ PAGE = 4096  # oneDNN's RNN workspace aligns each of its parts to a page
 
 
 def _mixed_norm(positions: tuple[int, ...]):
-    def rule(args, out):
+    def rule(args, out, kwargs):
         """Under autocast a norm gets a bf16/fp16 input with fp32 weights; the real CPU kernels
         then return the saved mean and inverse std in fp32, the fake kernels in the input's dtype
         (half the bytes). Outputs 1 and 2 of native_layer_norm / native_batch_norm are those
-        statistics."""
+        statistics (native_group_norm's too)."""
         x = args[0] if args else None
         params = [args[i] for i in positions if i < len(args) and isinstance(args[i], torch.Tensor)]
         if not (isinstance(x, torch.Tensor) and x.device.type == "cpu" and x.dtype in _LOW
@@ -96,7 +97,7 @@ def lstm_workspace_bytes(seq: int, batch: int, input_size: int, hidden: int,
     return offset
 
 
-def _mkldnn_rnn_layer(args, out):
+def _mkldnn_rnn_layer(args, out, kwargs):
     """The real kernel returns oneDNN's workspace (`lstm_workspace_bytes`) as output 3, a uint8
     tensor that autograd saves for backward; the meta kernel returns an empty one."""
     x, mode, train = args[0], args[9], args[15]
@@ -109,7 +110,7 @@ def _mkldnn_rnn_layer(args, out):
                                          x.element_size())}
 
 
-def _mkldnn_rnn_layer_backward(args, out):
+def _mkldnn_rnn_layer_backward(args, out, kwargs):
     """The real kernel returns the bias gradient twice, the second a clone (`diff_b2_ =
     at::clone(diff_b_)`), one for bias_ih and one for bias_hh; the meta kernel returns the same
     tensor twice. Give output 4 its own storage, as the real one has."""
@@ -119,12 +120,97 @@ def _mkldnn_rnn_layer_backward(args, out):
     return (*out[:4], torch.empty_like(out[4]), *out[5:]), None
 
 
+def _group_norm_backward(args, out, kwargs):
+    """The real CPU kernel of native_group_norm_backward returns a bf16/fp16 input's gradient in
+    the input's dtype when the weight is fp32 (autocast); the fake one returns it in fp32, twice
+    the bytes, which autograd then copies down. Cast as the real kernel returns it."""
+    if len(args) < 2:
+        return out, None
+    x, grad_input = args[1], out[0]
+    if (isinstance(grad_input, torch.Tensor) and isinstance(x, torch.Tensor)
+            and x.device.type == "cpu" and x.dtype in _LOW and grad_input.dtype != x.dtype):
+        return (grad_input.to(x.dtype), *out[1:]), None
+    return out, None
+
+
+def _losses_keeping_their_buffer() -> dict[str, int]:
+    """Loss ops (-> position of their reduction argument) whose real CPU kernel returns the
+    reduced loss as a 0-d view of the unreduced elementwise buffer, so that the scalar holds
+    input-sized memory until it dies; their fake kernels return a 4-byte scalar. Probed on the
+    torch running (torch 2.13: mse_loss, smooth_l1_loss, soft_margin_loss, binary_cross_entropy)
+    rather than listed, since a kernel may change that between releases."""
+    aten = torch.ops.aten
+    x, y = torch.full((2, 3), 0.5), torch.full((2, 3), 0.25)
+    probes = {"aten::mse_loss": (lambda: aten.mse_loss(x, y, 1), 2),
+              "aten::smooth_l1_loss": (lambda: aten.smooth_l1_loss(x, y, 1), 2),
+              "aten::soft_margin_loss": (lambda: aten.soft_margin_loss(x, y, 1), 2),
+              "aten::binary_cross_entropy": (lambda: aten.binary_cross_entropy(x, y, None, 1), 3)}
+    found = {}
+    for name, (probe, position) in probes.items():
+        try:
+            with torch.no_grad():
+                if probe().untyped_storage().nbytes() == x.numel() * x.element_size():
+                    found[name] = position
+        except Exception:  # an op this torch lacks keeps the fake's size
+            pass
+    return found
+
+
+_BUFFERED_LOSSES = _losses_keeping_their_buffer()
+
+
+def _loss_buffer_size(name: str, args, kwargs, out) -> dict[int, int] | None:
+    position = _BUFFERED_LOSSES.get(name)
+    if position is None or not isinstance(out, torch.Tensor) or out.dim() != 0:
+        return None
+    reduction = kwargs.get("reduction", args[position] if len(args) > position else 1)
+    x, target = args[0], args[1]
+    if reduction == 0 or x.device.type != "cpu":
+        return None
+    shape = torch.broadcast_shapes(x.shape, target.shape)
+    return {0: math.prod(shape) * out.element_size()}
+
+
+_EMBEDDING_BAGS = ("aten::_embedding_bag", "aten::_embedding_bag_forward_only")
+_BAG_FAST_SUM = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _offset2bag_size(args, kwargs) -> dict[int, int] | None:
+    """Output 1 of the CPU embedding-bag kernel (offset2bag, int64): none on its fast path (mode
+    sum, a float/half/bf16 weight, no padding_idx), else indices + 1 entries (it is made one
+    longer, then resized down). The fake kernel makes `indices` entries, and also for bf16 sums."""
+    names = ("weight", "indices", "offsets", "scale_grad_by_freq", "mode", "sparse",
+             "per_sample_weights", "include_last_offset", "padding_idx")
+    given = dict(zip(names, args), **kwargs)
+    weight, indices = given["weight"], given["indices"]
+    if weight.device.type != "cpu":
+        return None
+    mode, padding_idx = given.get("mode", 0), given.get("padding_idx", -1)
+    padding_idx = -1 if padding_idx is None else padding_idx
+    fast = mode == 0 and weight.dtype in _BAG_FAST_SUM and padding_idx < 0
+    return {1: 0 if fast else (indices.numel() + 1) * 8}
+
+
+def _buffered_loss(name: str):
+    def rule(args, out, kwargs):
+        return out, _loss_buffer_size(name, args, kwargs, out)
+    return rule
+
+
+def _embedding_bag(args, out, kwargs):
+    return out, _offset2bag_size(args, kwargs)
+
+
 def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.untyped_storage()._cdata == b.untyped_storage()._cdata
 
 
-# op -> rule(args, out) -> (out, {output leaf index: real bytes} or None)
-_RULES: dict[str, Callable[[tuple, Any], tuple[Any, dict[int, int] | None]]] = {
+# op -> rule(args, out, kwargs) -> (out, {output leaf index: real bytes} or None)
+_RULES: dict[str, Callable[[tuple, Any, dict], tuple[Any, dict[int, int] | None]]] = {
+    "aten::native_group_norm": _mixed_norm((1, 2)),
+    "aten::native_group_norm_backward": _group_norm_backward,
+    **{name: _buffered_loss(name) for name in _BUFFERED_LOSSES},
+    **dict.fromkeys(_EMBEDDING_BAGS, _embedding_bag),
     "aten::native_layer_norm": _mixed_norm((2, 3)),
     "aten::native_batch_norm": _mixed_norm((1, 2, 3, 4)),
     "aten::_native_batch_norm_legit": _mixed_norm((1, 2, 3, 4)),
@@ -134,13 +220,13 @@ _RULES: dict[str, Callable[[tuple, Any], tuple[Any, dict[int, int] | None]]] = {
 }
 
 
-def real_outputs(func, args, out) -> tuple[Any, dict[int, int] | None]:
+def real_outputs(func, args, out, kwargs=None) -> tuple[Any, dict[int, int] | None]:
     """`out` as the real kernel returns it (a distinct tensor where it returns a distinct
     storage), and the bytes of output leaves whose real storage differs from the fake one."""
     rule = _RULES.get(op_name(func))
     if rule is None:
         return out, None
-    return rule(args, out)
+    return rule(args, out, kwargs or {})
 
 
 CUDNN_RNN = "cuDNN's RNN reserve space is not modelled"

@@ -193,7 +193,7 @@ class StepRecorder(TorchDispatchMode):
             self._edges(args, flow)
         if self.count_flops and self.phase in ("forward", "loss", "backward"):
             self._count(func, args, kwargs, out, owner)
-        out, sizes = kernels.real_outputs(func, args, out)
+        out, sizes = kernels.real_outputs(func, args, out, kwargs)
         gap = kernels.unmodelled(func, args, self.device)
         if gap is not None:
             self.memory_gaps.setdefault(flops.op_name(func), gap)
@@ -537,7 +537,8 @@ def _concrete(args, kwargs, out, phase: str, stale: set[int]) -> bool:
 # op -> argument positions of its weight, bias and running statistics
 _MIXED_NORMS = {"aten::native_layer_norm": (2, 3), "aten::native_batch_norm": (1, 2, 3, 4),
                 "aten::_native_batch_norm_legit": (1, 2, 3, 4),
-                "aten::_native_batch_norm_legit_functional": (1, 2, 3, 4)}
+                "aten::_native_batch_norm_legit_functional": (1, 2, 3, 4),
+                "aten::native_group_norm": (1, 2)}
 _LOW = (torch.bfloat16, torch.float16)
 
 
@@ -637,16 +638,33 @@ class Replay:
         return cats
 
 
-def fake_parameters(model: nn.Module, dtype: torch.dtype, device: str) -> dict[str, torch.Tensor]:
-    """One fake tensor per distinct parameter and buffer, under every name it has (ties kept)."""
+def fake_parameters(model: nn.Module, dtype: torch.dtype, device: str, *,
+                    keep_storages: bool = True) -> dict[str, torch.Tensor]:
+    """One fake tensor per distinct parameter and buffer, under every name it has (ties kept).
+
+    With `keep_storages` (the model stays where it was built: a CPU step in the model's dtype), a
+    tensor that `model.to(...)` leaves as it is keeps its storage: a view of a larger storage
+    (`torch.hann_window(n)` is `n + 1` values narrowed to `n`; a buffer sliced from a bigger table)
+    holds all of it, and two views of one storage hold it once, as the real tensors do. A tensor
+    that changes dtype or device is copied, compactly, as `.to()` copies it."""
     made: dict[int, torch.Tensor] = {}
+    bases: dict[int, torch.Tensor] = {}  # real storage -> its fake
     named: dict[str, torch.Tensor] = {}
+
+    def new_fake(t: torch.Tensor, target: torch.dtype) -> torch.Tensor:
+        if not keep_storages or target != t.dtype:
+            return torch.empty(t.shape, dtype=target, device=device)
+        storage = t.untyped_storage()
+        base = bases.get(storage._cdata)
+        if base is None:
+            base = torch.empty(storage.nbytes() // t.element_size(), dtype=target, device=device)
+            bases[storage._cdata] = base
+        return base.as_strided(t.shape, t.stride(), t.storage_offset()).detach()
 
     def fake_of(t: torch.Tensor, is_param: bool) -> torch.Tensor:
         f = made.get(id(t))
         if f is None:
-            target = dtype if t.is_floating_point() else t.dtype
-            f = torch.empty(t.shape, dtype=target, device=device)
+            f = new_fake(t, dtype if t.is_floating_point() else t.dtype)
             if is_param and t.requires_grad:
                 f.requires_grad_(True)
             made[id(t)] = f
@@ -690,9 +708,10 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
         for pname, p in mod.named_parameters(recurse=False):
             param_paths.setdefault(id(p), path)
     try:
-        with fake_mode:
+        with fake_mode, _causal_masks_known():
             with rec:
-                fakes = fake_parameters(model, dtype, device)
+                fakes = fake_parameters(model, dtype, device,
+                                        keep_storages=options.device == "cpu")
                 originals = dict(model.named_parameters(remove_duplicate=False))
                 param_serials = {rec.tracker.track(t) for t in fakes.values()}
                 for name, f in fakes.items():
@@ -772,8 +791,63 @@ class _FakeCounter(LiveCounter):
         return _run(func, args, kwargs, "forward", self.values)
 
 
+@contextlib.contextmanager
+def _causal_masks_known():
+    """nn.TransformerEncoder and nn.TransformerDecoder ask whether their mask is causal by
+    comparing its values with a causal mask (`transformer._detect_is_causal_mask`), which fake
+    tensors cannot answer: the whole encoder or decoder went opaque. The masks torch makes
+    (`nn.Transformer.generate_square_subsequent_mask`) are remembered as they are made, so the
+    answer is the real one: causal exactly when the size asked is theirs (one edited in place
+    afterwards would be misread). Any other mask goes to torch's own check."""
+    tmod = torch.nn.modules.transformer
+    generate = getattr(tmod, "_generate_square_subsequent_mask", None)
+    detect = getattr(tmod, "_detect_is_causal_mask", None)
+    if generate is None or detect is None:
+        yield
+        return
+    made: dict[int, weakref.ref] = {}
+
+    def generate_remembered(sz, *args, **kwargs):
+        mask = generate(sz, *args, **kwargs)
+        made[id(mask)] = weakref.ref(mask)
+        return mask
+
+    def detect_known(mask, is_causal=None, size=None):
+        ref = made.get(id(mask)) if is_causal is None and mask is not None else None
+        if ref is None or ref() is not mask:
+            return detect(mask, is_causal, size)
+        sz = size if size is not None else mask.size(-2)
+        return tuple(mask.shape) == (sz, sz)
+
+    tmod._generate_square_subsequent_mask = generate_remembered
+    tmod._detect_is_causal_mask = detect_known
+    try:
+        yield
+    finally:
+        tmod._generate_square_subsequent_mask = generate
+        tmod._detect_is_causal_mask = detect
+
+
+@contextlib.contextmanager
+def _without_mha_fastpath():
+    """nn.MultiheadAttention and nn.TransformerEncoder(Layer) take a fast path in eval mode under
+    no_grad: fused kernels and, with a padding mask, nested tensors, which fake tensors cannot
+    run (aten::_nested_tensor_from_mask has no fake kernel). Off, they run their plain path."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    was = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(was)
+
+
 def _inference(model, inputs, fakes, options: Options) -> int:
-    """Peak of a no-grad forward in eval mode: weights, batch and the live activations."""
+    """Peak of a no-grad forward in eval mode: weights, batch and the live activations (of the
+    attention layers' plain path: `_without_mha_fastpath`)."""
     tracker = LiveStorages(round_to=512 if options.device == "cuda" else 1, keep_events=False)
     for t in {id(f): f for f in fakes.values()}.values():
         tracker.track(t)
@@ -786,7 +860,7 @@ def _inference(model, inputs, fakes, options: Options) -> int:
     try:
         counter = _FakeCounter(tracker)
         counter.values.routing = options.routing
-        with counter, torch.no_grad(), autocast:
+        with counter, torch.no_grad(), autocast, _without_mha_fastpath():
             output = call_model(model, inputs)
             del output
     finally:

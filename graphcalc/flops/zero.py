@@ -87,11 +87,20 @@ floor_divide floor_divide_ remainder softplus_backward leaky_relu_backward elu_b
 hardtanh_backward hardswish_backward hardsigmoid_backward gelu_backward silu_backward
 mish_backward threshold_backward sigmoid_backward tanh_backward log_sigmoid_backward
 log_sigmoid_forward rrelu_with_noise_backward prelu _prelu_kernel _prelu_kernel_backward
-glu glu_backward
+glu glu_backward hardswish hardswish_ hardsigmoid hardsigmoid_ hardtanh hardtanh_
+"""
+
+# Sampling, normalisation of weights, and sparse bookkeeping: gathers and per-element arithmetic,
+# no matrix products (FlopCounterMode counts them as 0 too).
+_OTHER = """
+grid_sampler_2d grid_sampler_2d_backward grid_sampler_3d grid_sampler_3d_backward
+_weight_norm_interface
+_weight_norm_interface_backward embedding_renorm_ _sparse_coo_tensor_with_dims_and_tensors
+_coalesce coalesce _indices _values indices values _nnz sparse_dim dense_dim
 """
 
 _NAMES = frozenset(
-    "aten::" + n for n in (_DATA + _REDUCTIONS + _ELEMENTWISE).split()
+    "aten::" + n for n in (_DATA + _REDUCTIONS + _ELEMENTWISE + _OTHER).split()
 )
 
 
