@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from .options import Options, make_optimizer
-from .replay import prepare_inputs, training_step
+from .replay import example_batch, prepare_inputs, training_step
 from .tracking import LiveCounter, LiveStorages
 
 
@@ -148,7 +148,7 @@ def measure_step(model: nn.Module, make_inputs: Callable[[int], Any], options: O
     device = torch.device(options.device)
     model = model.to(device=device, dtype=options.torch_dtype)
     model.train()
-    inputs = prepare_inputs(make_inputs(options.batch), options, device)
+    inputs = prepare_inputs(example_batch(make_inputs, options.batch), options, device)
     params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     trainable = [p for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad]
     if device.type == "cuda":

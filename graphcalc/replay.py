@@ -413,7 +413,10 @@ def _run(func, args, kwargs, phase: str, known: "KnownValues"):
             with unset_fake_temporarily():
                 return func(*args, **kwargs)
         shaped = _SHAPED_BY_VALUES.get(name)
-        if shaped is None or not _all_real(_value_args(func, args, kwargs), {}, stale):
+        values = [t for t in tree_leaves(_value_args(func, args, kwargs))
+                  if isinstance(t, torch.Tensor)]
+        if shaped is None or any(_is_fake(t) or t.untyped_storage()._cdata in stale
+                                 for t in values):
             raise
         known.read(name, phase)
         return shaped(*args, **kwargs)
@@ -427,7 +430,7 @@ def _run(func, args, kwargs, phase: str, known: "KnownValues"):
                 indices = routing.assigned(tuple(indices.shape), int(args[0].shape[-1]),
                                            known.routing)
             return values, indices
-    if _concrete(args, kwargs, out, phase, known.stale):
+    if _concrete(func, args, kwargs, out, phase, known.stale):
         with unset_fake_temporarily():
             out = func(*args, **kwargs)
     elif _writes(func):
@@ -485,11 +488,30 @@ def _pad_packed(data, batch_sizes, batch_first, padding_value, total_length):
     return data.new_empty((*shape, *data.shape[1:])), lengths
 
 
+def _ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, zero_infinity=False):
+    """aten::_ctc_loss with known target lengths: the per-sample loss (B,) and log_alpha
+    (B, T, 2 * max(target_lengths) + 1), which the CPU kernel keeps for backward (ATen's
+    LossCTC.cpp allocates it so)."""
+    with unset_fake_temporarily():
+        longest = int(max(target_lengths)) if len(target_lengths) else 0
+    steps, batch = log_probs.shape[0], log_probs.shape[1]
+    return (log_probs.new_empty((batch,)),
+            log_probs.new_empty((batch, steps, 2 * longest + 1)))
+
+
+def _ctc_loss_backward(grad, log_probs, *args, **kwargs):
+    """aten::_ctc_loss_backward: the gradient of log_probs, its shape."""
+    return torch.empty_like(log_probs)
+
+
 # Ops whose output shape is set by the values of small real arguments (positions): the shapes
 # come from those values, the data stays fake.
 _SHAPED_BY_VALUES = {"aten::_pack_padded_sequence": _pack_padded,
-                     "aten::_pad_packed_sequence": _pad_packed}
-_VALUE_ARGS = {"aten::_pack_padded_sequence": (1,), "aten::_pad_packed_sequence": (1,)}
+                     "aten::_pad_packed_sequence": _pad_packed,
+                     "aten::_ctc_loss": _ctc_loss,
+                     "aten::_ctc_loss_backward": _ctc_loss_backward}
+_VALUE_ARGS = {"aten::_pack_padded_sequence": (1,), "aten::_pad_packed_sequence": (1,),
+               "aten::_ctc_loss": (3,), "aten::_ctc_loss_backward": (4,)}
 
 
 def _value_args(func, args, kwargs) -> tuple:
@@ -511,7 +533,7 @@ def _all_real(args, kwargs, stale: set[int]) -> bool:
         _is_fake(t) or t.untyped_storage()._cdata in stale for t in tensors)
 
 
-def _concrete(args, kwargs, out, phase: str, stale: set[int]) -> bool:
+def _concrete(func, args, kwargs, out, phase: str, stale: set[int]) -> bool:
     """Whether an op runs for real rather than on fake tensors: the batch's tensors (ids, masks,
     lengths, labels, a float attention mask), tensors made in the step from sizes alone
     (`torch.ones(batch, seq)`, positions), and what is computed from those alone, up to
@@ -526,6 +548,10 @@ def _concrete(args, kwargs, out, phase: str, stale: set[int]) -> bool:
     from them stay fake, so nothing the size of an activation is allocated."""
     if phase not in ("batch", "forward", "loss"):
         return False  # the optimizer's step counters stay fake constants, as torch.optim expects
+    if phase != "batch" and torch.Tag.nondeterministic_seeded in getattr(func, "tags", ()):
+        # A draw in the step (layerdrop's torch.rand([])) would make the figures random: it
+        # stays fake, and a branch on it is a value read as before.
+        return False
     outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
     if not outs or any(t.numel() > CONCRETE_NUMEL for t in outs):
         return False
@@ -597,6 +623,14 @@ def training_step(model, inputs, loss_fn, optimizer, *, amp_dtype=None, device_t
     on_phase("optimizer")
     optimizer.step()
     on_phase("end")
+
+
+def example_batch(make_inputs: Callable[[int], Any], batch: int):
+    """`make_inputs(batch)` drawn from a fixed seed, leaving the caller's random state alone: the
+    prediction and a real measurement see the same values (random lengths, a random mask)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return make_inputs(batch)
 
 
 def prepare_inputs(inputs, options: Options, device) -> Any:
@@ -718,7 +752,8 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                     if name in originals:
                         rec.param_owner.setdefault(id(f), param_paths.get(id(originals[name]), ""))
                 rec.phase = "batch"
-                inputs = prepare_inputs(make_inputs(options.batch), options, device)
+                inputs = prepare_inputs(example_batch(make_inputs, options.batch), options,
+                                        device)
                 batch_serials = {rec.tracker.track(t) for t in tree_leaves(inputs)
                                  if isinstance(t, torch.Tensor)}
                 trainable = list({id(f): f for f in fakes.values() if f.requires_grad}.values())

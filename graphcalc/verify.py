@@ -3,6 +3,7 @@ batch whose predicted peak fits a memory budget."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -60,9 +61,9 @@ def verify(source: loader.ModelSource, options: Options, make_inputs, *,
     flop_model = loader.build_model(source, device=None).to(options.device)
     if options.dtype != "fp32":
         flop_model = flop_model.to(options.torch_dtype)
-    from .replay import prepare_inputs
+    from .replay import example_batch, prepare_inputs
 
-    inputs = prepare_inputs(make_inputs(options.batch), options, options.device)
+    inputs = prepare_inputs(example_batch(make_inputs, options.batch), options, options.device)
     flop_model.train()
     with routed():
         forward, backward = count_flops(flop_model, inputs, source.loss)

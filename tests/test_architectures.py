@@ -158,15 +158,17 @@ def test_routing_assignments():
     assert torch.bincount(worst.flatten(), minlength=4).tolist() == [6, 6, 0, 0]
 
 
-@pytest.mark.parametrize("name,batch", [("translation", 8), ("packed_gru", 6)])
-def test_sequence_first_and_packed_inputs_against_a_real_step(name, batch):
+@pytest.mark.parametrize("path,batch", [(ARCHS / "translation.py", 8),
+                                        (ROOT / "tests" / "zoo" / "packed_gru.py", 6)],
+                         ids=["translation", "packed_gru"])
+def test_sequence_first_and_packed_inputs_against_a_real_step(path, batch):
     """PyTorch's translation tutorial (nn.Transformer, sequence first: batch in dimension 1, a
     float causal mask and boolean padding masks) and a GRU over pack_padded_sequence: both used to
     be refused. The packed batch is the sum of the example inputs' lengths, and the report says
     the figures follow those values."""
-    src = loader.load(str(ARCHS / f"{name}.py"))
+    src = loader.load(str(path))
     options = Options(batch=batch, optimizer="adam")
-    report = analyze_file(str(ARCHS / f"{name}.py"), options)
+    report = analyze_file(str(path), options)
     measured = measure_step(real_model(src), src.example_inputs, options, loss_fn=src.loss)
     assert report.memory.peak_bytes == measured.peak_bytes
     assert report.totals.params == unique_param_count(real_model(src))
@@ -176,7 +178,7 @@ def test_sequence_first_and_packed_inputs_against_a_real_step(name, batch):
     assert (report.totals.flops_forward, report.totals.flops_backward) == count_flops(
         model, inputs, src.loss)
     assert not report.opaque
-    if name == "packed_gru":
+    if path.stem == "packed_gru":
         reads = dict(report.value_reads)
         assert "aten::_pack_padded_sequence" in reads
         assert "the packed batch is the sum of the sequence lengths" in str(report)
@@ -212,3 +214,44 @@ def test_routing_on_the_command_line(tmp_path):
     assert set(d["routing"]["peak_bytes"]) == {"balanced", "worst"}
     bad = CliRunner().invoke(app, ["analyze", str(model), "--routing", "random"])
     assert bad.exit_code == 2
+
+
+def wav2vec2_ctc():
+    """wav2vec2 for CTC: its loss reads the label lengths (labels padded with -100). layerdrop is
+    off: it drops an encoder layer at random in training, so no two real steps agree."""
+    cfg = T.Wav2Vec2Config(vocab_size=12, hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16),
+                           conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8,
+                           num_conv_pos_embedding_groups=2, pad_token_id=0, layerdrop=0.0,
+                           ctc_loss_reduction="mean", mask_time_prob=0.0)
+
+    def inputs(b):
+        labels = torch.randint(1, 12, (b, 5))
+        labels[1:, 3:] = -100  # the others' labels are shorter
+        return {"input_values": torch.randn(b, 800), "labels": labels}
+
+    return T.Wav2Vec2ForCTC(cfg), inputs
+
+
+def test_ctc_losses_that_read_label_lengths_against_a_real_step():
+    """F.ctc_loss with per-sample target lengths, in a model file and in wav2vec2 for CTC: both
+    were refused ("reads tensor values"); log_alpha (B, T, 2 * longest label + 1) is what the
+    CPU kernel keeps for backward."""
+    options = Options(batch=4, optimizer="adam")
+    path = str(ARCHS / "ctc_conv.py")
+    src = loader.load(path)
+    report = analyze_file(path, options)
+    measured = measure_step(real_model(src), src.example_inputs, options, loss_fn=src.loss)
+    assert report.memory.peak_bytes == measured.peak_bytes
+    assert "aten::_ctc_loss" in dict(report.value_reads)
+
+    model, inputs = _build(wav2vec2_ctc)
+    report = analyze_module(model, inputs, Options(batch=2, optimizer="adam"))
+    fresh, _ = _build(wav2vec2_ctc)
+    measured = measure_step(fresh, inputs, Options(batch=2, optimizer="adam"))
+    assert report.memory.peak_bytes == measured.peak_bytes
+    assert not report.opaque
+    fresh, _ = _build(wav2vec2_ctc)
+    torch.manual_seed(0)
+    assert (report.totals.flops_forward, report.totals.flops_backward) == count_flops(
+        fresh, inputs(2), None)
