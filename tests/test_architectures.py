@@ -47,6 +47,12 @@ def qwen2():
     return T.Qwen2ForCausalLM(T.Qwen2Config(**_DECODER)), _lm_inputs
 
 
+def qwen2_checkpointed():  # gradient checkpointing (non-reentrant), as HF trainers turn it on
+    model, inputs = qwen2()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, inputs
+
+
 def phi3():
     return T.Phi3ForCausalLM(T.Phi3Config(**_DECODER, pad_token_id=0)), _lm_inputs
 
@@ -87,7 +93,9 @@ def _build(builder):
     return builder()
 
 
-@pytest.mark.parametrize("builder", [qwen2, phi3, gpt_neox, bart], ids=lambda f: f.__name__)
+@pytest.mark.slow
+@pytest.mark.parametrize("builder", [qwen2, qwen2_checkpointed, phi3, gpt_neox, bart],
+                         ids=lambda f: f.__name__)
 @pytest.mark.parametrize("optim", ["sgd", "adam"])
 def test_decoders_fed_a_mask_are_exact(builder, optim):
     """An all-ones attention mask lets transformers skip building the 4D mask in a real step (it
@@ -118,6 +126,7 @@ def _grouped_mm_reference(model, inputs):
     return forward + 2 * macs, backward + 4 * macs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("builder", [mixtral, qwen2_moe_eager], ids=lambda f: f.__name__)
 @pytest.mark.parametrize("routing", ["balanced", "worst"])
 def test_mixture_of_experts_matches_a_step_routed_the_same_way(builder, routing):
@@ -233,6 +242,7 @@ def wav2vec2_ctc():
     return T.Wav2Vec2ForCTC(cfg), inputs
 
 
+@pytest.mark.slow
 def test_ctc_losses_that_read_label_lengths_against_a_real_step():
     """F.ctc_loss with per-sample target lengths, in a model file and in wav2vec2 for CTC: both
     were refused ("reads tensor values"); log_alpha (B, T, 2 * longest label + 1) is what the
