@@ -128,8 +128,76 @@ def convnext():
     return "hf_convnext", model, make_inputs, None
 
 
+def _masked_lm_inputs(batch):
+    """Token ids, an all-ones attention mask (transformers reads it: all ones, it builds no 4D
+    mask) and the ids as labels."""
+    ids = _tokens(batch)
+    return {"input_ids": ids, "attention_mask": torch.ones(batch, SEQ, dtype=torch.long),
+            "labels": ids}
+
+
+_DECODER = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+
+
+def qwen2():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    return "hf_qwen2", Qwen2ForCausalLM(Qwen2Config(**_DECODER)), _masked_lm_inputs, None
+
+
+def phi3():
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    model = Phi3ForCausalLM(Phi3Config(**_DECODER, pad_token_id=0))
+    return "hf_phi3", model, _masked_lm_inputs, None
+
+
+def gpt_neox():
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    cfg = GPTNeoXConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
+                        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128)
+    return "hf_gpt_neox", GPTNeoXForCausalLM(cfg), _masked_lm_inputs, None
+
+
+def bart():
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    cfg = BartConfig(vocab_size=VOCAB, d_model=64, encoder_layers=2, decoder_layers=2,
+                     encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
+                     decoder_ffn_dim=128, max_position_embeddings=128)
+
+    def make_inputs(batch):
+        return {"input_ids": _tokens(batch), "attention_mask": torch.ones(batch, SEQ,
+                                                                          dtype=torch.long),
+                "labels": _tokens(batch)}
+
+    return "hf_bart", BartForConditionalGeneration(cfg), make_inputs, None
+
+
+def wav2vec2_ctc():
+    """wav2vec2 for CTC: its loss reads the label lengths (labels padded with -100). layerdrop is
+    off: it drops an encoder layer at random in training, so no two real steps agree."""
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+    cfg = Wav2Vec2Config(vocab_size=12, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16),
+                         conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8,
+                         num_conv_pos_embedding_groups=2, pad_token_id=0, layerdrop=0.0,
+                         ctc_loss_reduction="mean", mask_time_prob=0.0)
+
+    def make_inputs(batch):
+        labels = torch.randint(1, 12, (batch, 5))
+        labels[1:, 3:] = -100  # the others' labels are shorter
+        return {"input_values": torch.randn(batch, 800), "labels": labels}
+
+    return "hf_wav2vec2_ctc", Wav2Vec2ForCTC(cfg), make_inputs, None
+
+
 BUILDERS = {"hf_gpt2": gpt2, "hf_bert": bert, "hf_llama": llama, "hf_t5": t5, "hf_vit": vit,
-            "hf_resnet": resnet, "hf_convnext": convnext}
+            "hf_resnet": resnet, "hf_convnext": convnext, "hf_qwen2": qwen2, "hf_phi3": phi3,
+            "hf_gpt_neox": gpt_neox, "hf_bart": bart, "hf_wav2vec2_ctc": wav2vec2_ctc}
 QUICK = ("hf_gpt2", "hf_bert", "hf_resnet")
 
 

@@ -10,6 +10,7 @@ count it lacks), parameters exact.
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -25,6 +26,9 @@ from graphcalc.routing import ForcedRouting, assigned  # noqa: E402
 from conftest import ROOT, real_model, unique_param_count  # noqa: E402
 from graphcalc import loader  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+import hf_models  # noqa: E402
+
 T = pytest.importorskip("transformers")
 V, S = 1000, 32
 ARCHS = ROOT / "tests" / "archs"
@@ -39,40 +43,25 @@ def _lm_inputs(b):
     return {"input_ids": ids, "attention_mask": torch.ones(b, S, dtype=torch.long), "labels": ids}
 
 
+def _hf(name):
+    """A builder of bench/hf_models.py, as (model, make_inputs)."""
+    def build():
+        _, model, make_inputs, _ = hf_models.build(name)
+        return model, make_inputs
+    build.__name__ = name
+    return build
+
+
+qwen2, phi3, gpt_neox, bart, wav2vec2_ctc = (_hf(n) for n in (
+    "hf_qwen2", "hf_phi3", "hf_gpt_neox", "hf_bart", "hf_wav2vec2_ctc"))
 _DECODER = dict(vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-
-
-def qwen2():
-    return T.Qwen2ForCausalLM(T.Qwen2Config(**_DECODER)), _lm_inputs
 
 
 def qwen2_checkpointed():  # gradient checkpointing (non-reentrant), as HF trainers turn it on
     model, inputs = qwen2()
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, inputs
-
-
-def phi3():
-    return T.Phi3ForCausalLM(T.Phi3Config(**_DECODER, pad_token_id=0)), _lm_inputs
-
-
-def gpt_neox():
-    cfg = T.GPTNeoXConfig(vocab_size=V, hidden_size=64, intermediate_size=128,
-                          num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64)
-    return T.GPTNeoXForCausalLM(cfg), _lm_inputs
-
-
-def bart():
-    cfg = T.BartConfig(vocab_size=V, d_model=64, encoder_layers=2, decoder_layers=2,
-                       encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
-                       decoder_ffn_dim=128, max_position_embeddings=64)
-
-    def inputs(b):
-        return {"input_ids": _ids(b), "attention_mask": torch.ones(b, S, dtype=torch.long),
-                "labels": _ids(b)}
-
-    return T.BartForConditionalGeneration(cfg), inputs
 
 
 _MOE = dict(_DECODER, num_experts_per_tok=2)
@@ -223,23 +212,6 @@ def test_routing_on_the_command_line(tmp_path):
     assert set(d["routing"]["peak_bytes"]) == {"balanced", "worst"}
     bad = CliRunner().invoke(app, ["analyze", str(model), "--routing", "random"])
     assert bad.exit_code == 2
-
-
-def wav2vec2_ctc():
-    """wav2vec2 for CTC: its loss reads the label lengths (labels padded with -100). layerdrop is
-    off: it drops an encoder layer at random in training, so no two real steps agree."""
-    cfg = T.Wav2Vec2Config(vocab_size=12, hidden_size=32, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16),
-                           conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8,
-                           num_conv_pos_embedding_groups=2, pad_token_id=0, layerdrop=0.0,
-                           ctc_loss_reduction="mean", mask_time_prob=0.0)
-
-    def inputs(b):
-        labels = torch.randint(1, 12, (b, 5))
-        labels[1:, 3:] = -100  # the others' labels are shorter
-        return {"input_values": torch.randn(b, 800), "labels": labels}
-
-    return T.Wav2Vec2ForCTC(cfg), inputs
 
 
 @pytest.mark.slow
