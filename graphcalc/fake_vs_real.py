@@ -95,6 +95,7 @@ class _OpSizes(TorchDispatchMode):
 
 
 def _step(model: nn.Module, inputs, loss_fn, options: Options, params, recorder) -> None:
+    recorder.phase = "setup"
     optimizer = make_optimizer(options.optimizer, params)
     with recorder:
         for _ in range(options.steps):

@@ -757,6 +757,8 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                 batch_serials = {rec.tracker.track(t) for t in tree_leaves(inputs)
                                  if isinstance(t, torch.Tensor)}
                 trainable = list({id(f): f for f in fakes.values() if f.requires_grad}.values())
+                # Adagrad makes its state here: its step counters stay fake constants (_concrete)
+                rec.phase = "setup"
                 optimizer = make_optimizer(options.optimizer, trainable,
                                            foreach=True if options.device == "cuda" else None)
                 grad_serials: set[int] = set()
