@@ -127,8 +127,11 @@ def record_fake(model: nn.Module, make_inputs: Callable[[int], Any], options: Op
     try:
         with FakeTensorMode(allow_non_fake_inputs=True):
             fakes = fake_parameters(model, options.torch_dtype, "cpu")
-            with rec:
+            with rec:  # the batch as the replay makes it (its known values), not compared
                 inputs = prepare_inputs(make_inputs(options.batch), options, "cpu")
+            rec.tracker.close()
+            rec.tracker = LiveStorages(keep_events=False)
+            rec.ops.clear()
             params = list({id(f): f for f in fakes.values() if f.requires_grad}.values())
             model.train()
             with _reparametrize_module(model, fakes):
