@@ -198,6 +198,95 @@ def wav2vec2_ctc():
 BUILDERS = {"hf_gpt2": gpt2, "hf_bert": bert, "hf_llama": llama, "hf_t5": t5, "hf_vit": vit,
             "hf_resnet": resnet, "hf_convnext": convnext, "hf_qwen2": qwen2, "hf_phi3": phi3,
             "hf_gpt_neox": gpt_neox, "hf_bart": bart, "hf_wav2vec2_ctc": wav2vec2_ctc}
+def _ids(batch):
+    return _tokens(batch, 32, 500)
+
+
+def _seq_cls_inputs(batch):
+    return {"input_ids": _ids(batch), "attention_mask": torch.ones(batch, 32, dtype=torch.long),
+            "labels": torch.randint(0, 2, (batch,))}
+
+
+def _image_inputs(batch):
+    return {"pixel_values": torch.randn(batch, 3, 32, 32), "labels": torch.randint(0, 3, (batch,))}
+
+
+def _lm32_inputs(batch):
+    ids = _ids(batch)
+    return {"input_ids": ids, "attention_mask": torch.ones(batch, 32, dtype=torch.long),
+            "labels": ids}
+
+
+def _family(name, make_inputs, build):
+    """A small model of one more family (tiny config, random weights)."""
+    def builder():
+        import transformers as T
+
+        return name, build(T), make_inputs, None
+    return builder
+
+
+MORE = {
+    "hf_falcon": _family("hf_falcon", _lm32_inputs, lambda T: T.FalconForCausalLM(T.FalconConfig(
+        vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4))),
+    "hf_mistral": _family("hf_mistral", _lm32_inputs, lambda T: T.MistralForCausalLM(
+        T.MistralConfig(vocab_size=500, hidden_size=64, intermediate_size=128,
+                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                        max_position_embeddings=64))),
+    "hf_distilbert": _family("hf_distilbert", _seq_cls_inputs, lambda T:
+                             T.DistilBertForSequenceClassification(T.DistilBertConfig(
+                                 vocab_size=500, dim=64, n_layers=2, n_heads=4, hidden_dim=128,
+                                 max_position_embeddings=64))),
+    "hf_roberta": _family("hf_roberta", _seq_cls_inputs, lambda T:
+                          T.RobertaForSequenceClassification(T.RobertaConfig(
+                              vocab_size=500, hidden_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, intermediate_size=128,
+                              max_position_embeddings=70))),
+    "hf_albert": _family("hf_albert", _seq_cls_inputs, lambda T:
+                         T.AlbertForSequenceClassification(T.AlbertConfig(
+                             vocab_size=500, embedding_size=32, hidden_size=64,
+                             num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                             max_position_embeddings=64))),
+    "hf_deit": _family("hf_deit", _image_inputs, lambda T: T.DeiTForImageClassification(
+        T.DeiTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
+                     num_attention_heads=4, intermediate_size=128, num_labels=3))),
+    "hf_swin": _family("hf_swin", _image_inputs, lambda T: T.SwinForImageClassification(
+        T.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
+                     window_size=4, num_labels=3))),
+    "hf_segformer": _family(
+        "hf_segformer", lambda b: {"pixel_values": torch.randn(b, 3, 32, 32),
+                                   "labels": torch.randint(0, 3, (b, 32, 32))},
+        lambda T: T.SegformerForSemanticSegmentation(T.SegformerConfig(
+            num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32],
+            num_attention_heads=[1, 2], decoder_hidden_size=32, num_labels=3, patch_sizes=[7, 3],
+            strides=[4, 2]))),
+    "hf_mamba": _family("hf_mamba", lambda b: {"input_ids": _ids(b), "labels": _ids(b)},
+                        lambda T: T.MambaForCausalLM(T.MambaConfig(
+                            vocab_size=500, hidden_size=32, state_size=8, num_hidden_layers=2,
+                            expand=2, conv_kernel=4))),
+    "hf_clip": _family(
+        "hf_clip", lambda b: {"input_ids": _ids(b),
+                              "attention_mask": torch.ones(b, 32, dtype=torch.long),
+                              "pixel_values": torch.randn(b, 3, 32, 32), "return_loss": True},
+        lambda T: T.CLIPModel(T.CLIPConfig(
+            text_config=dict(vocab_size=500, hidden_size=32, intermediate_size=64,
+                             num_hidden_layers=1, num_attention_heads=2,
+                             max_position_embeddings=32),
+            vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=1, num_attention_heads=2)))),
+    "hf_whisper": _family(
+        "hf_whisper", lambda b: {"input_features": torch.randn(b, 16, 64),
+                                 "labels": torch.randint(3, 500, (b, 16))},
+        lambda T: T.WhisperForConditionalGeneration(T.WhisperConfig(
+            vocab_size=500, d_model=64, encoder_layers=2, decoder_layers=2,
+            encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
+            decoder_ffn_dim=128, num_mel_bins=16, max_source_positions=32,
+            max_target_positions=64, pad_token_id=0, decoder_start_token_id=1, eos_token_id=2,
+            bos_token_id=1))),
+}
+BUILDERS.update(MORE)
+
+
 QUICK = ("hf_gpt2", "hf_bert", "hf_resnet")
 
 
