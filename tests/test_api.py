@@ -144,6 +144,7 @@ def test_public_api_is_all_there_is():
     assert public - modules == set(graphcalc.__all__) - {"__version__"}
 
 
+@pytest.mark.slow
 def test_notebook_runs_headless():
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

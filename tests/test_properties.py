@@ -120,6 +120,7 @@ def cnns(draw):
     return channels, size, convs, classes, c * h * h
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(cnns(), batches, optims)
 def test_random_cnns(plan, batch, optim):
@@ -161,6 +162,7 @@ class Residual(nn.Module):
         return torch.relu(x + self.bn2(self.conv2(y)))
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.integers(1, 6), st.sampled_from([1, 3, 5]), st.booleans(), st.integers(1, 3),
        st.integers(4, 12), batches, optims)

@@ -180,7 +180,8 @@ def _expected_lines(layer: dict, out: bool = True) -> list[str]:
 
 
 @pytest.mark.parametrize("name,batch,depth", [("seed_cnn", 16, None), ("resnet18", 4, 2),
-                                              ("gpt2", 1, 2)])
+                                              pytest.param("gpt2", 1, 2,
+                                                           marks=pytest.mark.slow)])
 def test_labels_carry_the_json_figures(name, batch, depth):
     d = cli_json(name, batch, depth)
     result = runner.invoke(app, ["render", str(SAMPLES / f"{name}.py"), "--batch", str(batch),

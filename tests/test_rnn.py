@@ -54,8 +54,10 @@ def test_lstm_workspace_rule_matches_the_real_kernel(dtype):
                                                                       hidden)
 
 
-SETTINGS = [("sgd", "fp32", None), ("adam", "fp32", None), ("sgd", "fp32", "bf16"),
-            ("adam", "bf16", None)]
+# The bf16 settings (11 models each) are slow-marked: make test runs them, make test-fast not.
+SETTINGS = [("sgd", "fp32", None), ("adam", "fp32", None),
+            pytest.param("sgd", "fp32", "bf16", marks=pytest.mark.slow),
+            pytest.param("adam", "bf16", None, marks=pytest.mark.slow)]
 
 
 def _compare(name, optim, dtype, amp, batch=3):

@@ -19,12 +19,19 @@ from conftest import SAMPLES, real_model, reference_flops, sample, unique_param_
 # Big models at small batches: the real CPU step is the slow part of these tests.
 ALL = sorted(p.stem for p in SAMPLES.glob("*.py") if not p.stem.startswith("_"))
 BATCHES = {"resnet50": (1, 2), "vit_b16": (1, 2), "gpt2": (1, 2), "resnet18": (1, 3)}
+# 5 s or more on 2 cores: make test runs them, make test-fast does not.
+SLOW = {"gpt2", "llama", "vit_b16", "resnet50"}
+
+
+def _slow(name):
+    return [pytest.mark.slow] if name in SLOW else []
 
 
 def cases():
     for name in ALL:
         for batch in BATCHES.get(name, (2, 5)):
-            yield pytest.param(name, batch, id=f"{name}-b{batch}")
+            marks = _slow(name) if name == "gpt2" else []
+            yield pytest.param(name, batch, id=f"{name}-b{batch}", marks=marks)
 
 
 @pytest.mark.parametrize("name,batch", list(cases()))
@@ -46,7 +53,7 @@ def test_sample_matches_a_real_step(name, batch):
     assert report.complete, report.unknown_ops
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_slow(n)) for n in ALL])
 def test_flops_are_linear_in_batch(name):
     src = sample(name)
     model = real_model(src) if name not in ("llama",) else None
