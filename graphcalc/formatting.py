@@ -112,7 +112,6 @@ def summary_lines(report: Report) -> list[str]:
 
 _READ_GLOSS = {
     "aten::_pack_padded_sequence": " (the packed batch is the sum of the sequence lengths)",
-    "aten::_pad_packed_sequence": " (padded back to the longest sequence)",
     "aten::_local_scalar_dense": " (a value tested in Python)",
     "aten::_ctc_loss": " (log_alpha is sized by the longest label)",
 }

@@ -413,10 +413,7 @@ def _run(func, args, kwargs, phase: str, known: "KnownValues"):
             with unset_fake_temporarily():
                 return func(*args, **kwargs)
         shaped = _SHAPED_BY_VALUES.get(name)
-        values = [t for t in tree_leaves(_value_args(func, args, kwargs))
-                  if isinstance(t, torch.Tensor)]
-        if shaped is None or any(_is_fake(t) or t.untyped_storage()._cdata in stale
-                                 for t in values):
+        if shaped is None or not _known(_value_args(func, args, kwargs), stale):
             raise
         known.read(name, phase)
         return shaped(*args, **kwargs)
@@ -477,17 +474,6 @@ def _pack_padded(input, lengths, batch_first):
     return data, batch_sizes
 
 
-def _pad_packed(data, batch_sizes, batch_first, padding_value, total_length):
-    """aten::_pad_packed_sequence with real batch_sizes: (T, B, *) or (B, T, *) padded output,
-    T = max(total_length, len(batch_sizes)), B = batch_sizes[0], and each sequence's length."""
-    with unset_fake_temporarily():
-        batch = int(batch_sizes[0])
-        steps = max(int(total_length), batch_sizes.numel())
-        lengths = (batch_sizes.unsqueeze(0) > torch.arange(batch).unsqueeze(1)).sum(1)
-    shape = (batch, steps) if batch_first else (steps, batch)
-    return data.new_empty((*shape, *data.shape[1:])), lengths
-
-
 def _ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, zero_infinity=False):
     """aten::_ctc_loss with known target lengths: the per-sample loss (B,) and log_alpha
     (B, T, 2 * max(target_lengths) + 1), which the CPU kernel keeps for backward (ATen's
@@ -506,12 +492,12 @@ def _ctc_loss_backward(grad, log_probs, *args, **kwargs):
 
 # Ops whose output shape is set by the values of small real arguments (positions): the shapes
 # come from those values, the data stays fake.
+# (pad_packed_sequence is CompositeImplicit: its own ops, which read real batch_sizes, replay.)
 _SHAPED_BY_VALUES = {"aten::_pack_padded_sequence": _pack_padded,
-                     "aten::_pad_packed_sequence": _pad_packed,
                      "aten::_ctc_loss": _ctc_loss,
                      "aten::_ctc_loss_backward": _ctc_loss_backward}
-_VALUE_ARGS = {"aten::_pack_padded_sequence": (1,), "aten::_pad_packed_sequence": (1,),
-               "aten::_ctc_loss": (3,), "aten::_ctc_loss_backward": (4,)}
+_VALUE_ARGS = {"aten::_pack_padded_sequence": (1,), "aten::_ctc_loss": (3,),
+               "aten::_ctc_loss_backward": (4,)}
 
 
 def _value_args(func, args, kwargs) -> tuple:
@@ -527,10 +513,16 @@ def _written(func, args, kwargs):
                 yield t
 
 
+def _known(tree, stale: set[int]) -> bool:
+    """No tensor in `tree` is fake or stale: their values are known (vacuously for none)."""
+    return not any(_is_fake(t) or t.untyped_storage()._cdata in stale
+                   for t in tree_leaves(tree) if isinstance(t, torch.Tensor))
+
+
 def _all_real(args, kwargs, stale: set[int]) -> bool:
-    tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-    return bool(tensors) and not any(
-        _is_fake(t) or t.untyped_storage()._cdata in stale for t in tensors)
+    """Some tensor among the arguments, and every one of them real and not stale."""
+    has_tensor = any(isinstance(t, torch.Tensor) for t in tree_leaves((args, kwargs)))
+    return has_tensor and _known((args, kwargs), stale)
 
 
 def _concrete(func, args, kwargs, out, phase: str, stale: set[int]) -> bool:
