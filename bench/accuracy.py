@@ -1,6 +1,8 @@
 """How close graphcalc's predicted peak training memory is to a measured one.
 
-For every sample in samples/*.py and every small Hugging Face model of bench/hf_models.py, for
+For every sample in samples/*.py, every small Hugging Face model of bench/hf_models.py (the
+mixture-of-experts ones once a routing, balanced and worst, their real steps routed the same way),
+every model of the test zoo (tests/zoo/*.py) and of bench/rnn_models.py, for
 {sgd, adam} x {fp32, amp bf16}:
   predicted = analyze_module(model, ...).memory.peak_bytes   (fake tensors, on a real-built model)
   measured  = measure_step(other_model, ...).peak_bytes      (a real step on another real build)
@@ -20,6 +22,7 @@ its error message in the table; the run goes on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import math
@@ -43,6 +46,7 @@ from graphcalc import loader  # noqa: E402
 from graphcalc.analyze import analyze_module  # noqa: E402
 from graphcalc.measure import measure_step  # noqa: E402
 from graphcalc.options import Options  # noqa: E402
+from graphcalc.routing import ForcedRouting  # noqa: E402
 
 SAMPLES = ROOT / "samples"
 # The seed tutorials' models (README: "samples/ holds every model of the seed tutorials").
@@ -62,6 +66,9 @@ class Case:
     name: str
     build: callable  # () -> (model, make_inputs, loss_fn)
     batch: int
+    routing: str = "balanced"
+    forced: bool = False  # its real steps routed as assumed (a mixture of experts)
+    optimizers: tuple[str, ...] = OPTIMIZERS
 
 
 @dataclass
@@ -113,6 +120,54 @@ def hf_cases(names=None) -> list[Case]:
     return cases
 
 
+def moe_cases(names=None) -> list[Case]:
+    cases = []
+    for name in hf_models.MOE:
+        for routing in ("balanced", "worst"):
+            label = f"{name} {routing}"
+            if names is not None and name not in names and label not in names:
+                continue
+
+            def build(name=name):
+                _, model, make_inputs, loss_fn = hf_models.build(name)
+                return model, make_inputs, loss_fn
+
+            cases.append(Case(label, build, DEFAULT_BATCH, routing, forced=True))
+    return cases
+
+
+ZOO = ROOT / "tests" / "zoo"
+ZOO_OPTIMIZERS = {"sparse_embedding": ("sgd", "momentum")}  # Adam refuses sparse gradients
+
+
+def zoo_cases(names=None) -> list[Case]:
+    """The test zoo (tests/zoo/*.py, models from PyTorch's examples and tutorials) and the
+    recurrent models of bench/rnn_models.py."""
+    import rnn_models
+
+    cases = []
+    for path in sorted(ZOO.glob("*.py")):
+        if names is not None and path.stem not in names:
+            continue
+
+        def build(path=path):
+            src = loader.load(str(path))
+            return loader.build_model(src, device=None), src.example_inputs, src.loss
+
+        cases.append(Case(path.stem, build, DEFAULT_BATCH,
+                          optimizers=ZOO_OPTIMIZERS.get(path.stem, OPTIMIZERS)))
+    for name in rnn_models.BUILDERS:
+        if names is not None and name not in names:
+            continue
+
+        def build(name=name):
+            _, model, make_inputs, loss_fn = rnn_models.build(name)
+            return model, make_inputs, loss_fn
+
+        cases.append(Case(name, build, DEFAULT_BATCH))
+    return cases
+
+
 def _message(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     msg = f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -122,7 +177,7 @@ def _message(e: BaseException) -> str:
 def run_case(case: Case, optim: str, precision: str, device: str) -> Row:
     row = Row(case.name, optim, precision, case.batch)
     options = Options(batch=case.batch, optimizer=optim, dtype="fp32", amp=PRECISIONS[precision],
-                      steps=2, device=device)
+                      steps=2, device=device, routing=case.routing)
     try:
         torch.manual_seed(0)
         model, make_inputs, loss_fn = case.build()
@@ -144,7 +199,9 @@ def run_case(case: Case, optim: str, precision: str, device: str) -> Row:
         if device == "cuda":
             torch.cuda.empty_cache()
         start = time.perf_counter()
-        measured = measure_step(model, make_inputs, options, loss_fn=loss_fn)
+        measured = measure_step(model, make_inputs, options, loss_fn=loss_fn,
+                                routing=(lambda: ForcedRouting(case.routing)) if case.forced
+                                else contextlib.nullcontext)
         row.measure_s = time.perf_counter() - start
         row.measured = int(measured.peak_bytes)
     except Exception as e:  # noqa: BLE001
@@ -285,7 +342,7 @@ def main(argv=None) -> int:
         cases = sample_cases(set(SEED_SAMPLES)) + hf_cases(set(hf_models.QUICK))
         precisions = ("fp32",)
     else:
-        cases = sample_cases() + hf_cases()
+        cases = sample_cases() + hf_cases() + moe_cases() + zoo_cases()
         precisions = tuple(PRECISIONS)
     if args.only:
         cases = [c for c in cases if any(o in c.name for o in args.only)]
@@ -294,7 +351,7 @@ def main(argv=None) -> int:
     rows: list[Row] = []
     for case in cases:
         for precision in precisions:
-            for optim in OPTIMIZERS:
+            for optim in case.optimizers:
                 row = run_case(case, optim, precision, args.device)
                 rows.append(row)
                 status = row.error or f"{_pct(row)}%"

@@ -286,13 +286,29 @@ MORE = {
 }
 BUILDERS.update(MORE)
 
+_MOE = dict(vocab_size=500, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+            num_experts_per_tok=2)
+# Mixture-of-experts models: their figures follow the routing assumed (graphcalc.routing), so
+# their real steps are routed the same way (ForcedRouting); kept out of BUILDERS, whose real
+# steps route as the random router does.
+MOE = {
+    # transformers' grouped_mm experts (aten::_grouped_mm)
+    "hf_mixtral": _family("hf_mixtral", _lm32_inputs, lambda T: T.MixtralForCausalLM(
+        T.MixtralConfig(**_MOE, num_local_experts=4))),
+    # the eager experts loop: nonzero() over the experts hit, where() per expert
+    "hf_qwen2_moe": _family("hf_qwen2_moe", _lm32_inputs, lambda T: T.Qwen2MoeForCausalLM(
+        T.Qwen2MoeConfig(**_MOE, num_experts=4, moe_intermediate_size=32,
+                         shared_expert_intermediate_size=64, experts_implementation="eager"))),
+}
+
 
 QUICK = ("hf_gpt2", "hf_bert", "hf_resnet")
 
 
 def build(name: str):
     """Build a fresh copy of one model: (name, model, make_inputs, loss_fn)."""
-    return BUILDERS[name]()
+    return (BUILDERS.get(name) or MOE[name])()
 
 
 if __name__ == "__main__":

@@ -46,12 +46,12 @@ Optim = Enum("Optim", {k: k for k in ("sgd", "momentum", "adam", "adamw", "rmspr
 Device = Enum("Device", {k: k for k in ("cpu", "cuda")}, type=str)
 Fmt = Enum("Fmt", {k: k for k in ("table", "json", "csv", "md")}, type=str)
 Shard = Enum("Shard", {k: k for k in ("none", "ddp", "zero1", "zero2", "fsdp")}, type=str)
-Routing = Enum("Routing", {k: k for k in ("balanced", "worst")}, type=str)
 WORLD_HELP = ("Data-parallel ranks (GPUs; gloo processes under --device cpu); with --shard, the "
               "figures are per rank.")
 ROUTING_HELP = ("Mixture-of-experts routing assumed where the figures depend on it: balanced "
-                "(tokens x k spread evenly over the experts) or worst (every token to the same "
-                "k experts).")
+                "(tokens x k spread evenly over the experts), worst (every token to the same "
+                "k experts) or capacity:C (no expert over C x its balanced load, e.g. "
+                "capacity:1.25).")
 SHARD_HELP = ("How the ranks split the state: ddp (replicated, gradient buckets), zero1 (optimizer "
               "state sharded), zero2 (and gradients), fsdp (and parameters, as fully_shard).")
 
@@ -122,7 +122,7 @@ def analyze(
     world_size: int = typer.Option(1, "--world-size", help=WORLD_HELP),
     shard: Shard = typer.Option("none", "--shard", help=SHARD_HELP),
     svg: Optional[Path] = typer.Option(None, "--svg", help="Also draw the annotated graph here."),
-    routing: Routing = typer.Option("balanced", help=ROUTING_HELP),
+    routing: str = typer.Option("balanced", help=ROUTING_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Parameters, FLOPs, activations and peak training memory, per layer and in total.
@@ -151,7 +151,7 @@ def _options(batch, dtype, optim, amp, device, steps=2, world_size=1, shard=None
     return Options(batch=batch, dtype=dtype.value, optimizer=optim.value,
                    amp=amp.value if amp else None, device=device.value, steps=steps,
                    world_size=world_size, shard=shard.value if shard else "none",
-                   routing=routing.value if routing else "balanced")
+                   routing=routing or "balanced")
 
 
 @_command
@@ -168,7 +168,7 @@ def verify(
     world_size: int = typer.Option(1, "--world-size",
                                    help="Start this many ranks here (gloo, CPU) and check each."),
     shard: Shard = typer.Option("none", "--shard", help="ddp or fsdp, run for real."),
-    routing: Routing = typer.Option("balanced", help=ROUTING_HELP + " The real steps are routed "
+    routing: str = typer.Option("balanced", help=ROUTING_HELP + " The real steps are routed "
                                     "the same way."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):

@@ -172,10 +172,13 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
     routing_peaks: tuple[tuple[str, int], ...] = ()
     if rp.recorder.values.routers:
         # Routing reads values: the spread between the routings, one more replay (same layers).
-        other = next(r for r in ROUTINGS if r != options.routing)
-        alt = replay(model, make_inputs, loss_fn, replace(options, routing=other), opaque=opaque)
-        routing_peaks = tuple(sorted({options.routing: rp.recorder.tracker.peak,
-                                      other: alt.recorder.tracker.peak}.items()))
+        peaks = {options.routing: rp.recorder.tracker.peak}
+        for other in ROUTINGS:
+            if other not in peaks:
+                alt = replay(model, make_inputs, loss_fn, replace(options, routing=other),
+                             opaque=opaque)
+                peaks[other] = alt.recorder.tracker.peak
+        routing_peaks = tuple(sorted(peaks.items()))
     unknown = tuple(sorted(rp.recorder.unknown.items()))
     distinct_saved = {}
     for t in rp.recorder.layers.values():

@@ -70,6 +70,7 @@ class _OpSizes(TorchDispatchMode):
         self.ops: list[OpRecord] = []
         self.phase = "batch"
         self.values = KnownValues()
+        self.values.tracker = self.tracker
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if self.correct:  # the replay's own dispatch: known input values run for real
@@ -130,7 +131,7 @@ def record_fake(model: nn.Module, make_inputs: Callable[[int], Any], options: Op
             with rec:  # the batch as the replay makes it (its known values), not compared
                 inputs = prepare_inputs(make_inputs(options.batch), options, "cpu")
             rec.tracker.close()
-            rec.tracker = LiveStorages(keep_events=False)
+            rec.tracker = rec.values.tracker = LiveStorages(keep_events=False)
             rec.ops.clear()
             params = list({id(f): f for f in fakes.values() if f.requires_grad}.values())
             model.train()

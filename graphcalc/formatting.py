@@ -89,11 +89,10 @@ def summary_lines(report: Report) -> list[str]:
     if report.routers:
         where = ", ".join(f"{path} (top-{k} of {e})" for path, e, k in report.routers)
         lines.append(f"Mixture of experts: {report.routing} routing assumed at {where}"
-                     + ("; each expert gets tokens x k / experts" if report.routing == "balanced"
-                        else "; every token goes to the first k experts")
-                     + "".join(f"; peak {format_bytes(dict(report.routing_peaks)[r])} {r}"
-                               for r in ("balanced", "worst")
-                               if r in dict(report.routing_peaks)))
+                     + _ROUTING_GLOSS.get(report.routing, "; no expert gets more than "
+                                          f"{report.routing.split(':')[1]} x tokens x k / experts")
+                     + "".join(f"; peak {format_bytes(peak)} {r}"
+                               for r, peak in report.routing_peaks))
     if report.value_reads:
         reads = "; ".join(f"{op} in {', '.join(where)}{_READ_GLOSS.get(op, '')}"
                           for op, where in report.value_reads)
@@ -110,6 +109,8 @@ def summary_lines(report: Report) -> list[str]:
     return lines
 
 
+_ROUTING_GLOSS = {"balanced": "; each expert gets tokens x k / experts",
+                  "worst": "; every token goes to the first k experts"}
 _READ_GLOSS = {
     "aten::_pack_padded_sequence": " (the packed batch is the sum of the sequence lengths)",
     "aten::_local_scalar_dense": " (a value tested in Python)",

@@ -201,6 +201,19 @@ def _embedding_bag(args, out, kwargs):
     return out, _offset2bag_size(args, kwargs)
 
 
+def _layer_norm_backward(args, out, kwargs):
+    """aten::native_layer_norm_backward: the CPU and CUDA kernels make grad_input as
+    `at::native::empty_like(*X, ..., MemoryFormat::Contiguous)` of the contiguous input
+    (layer_norm.cpp layer_norm_backward_cpu, layer_norm_kernel.cu), whatever grad_out's strides;
+    the fake kernel follows grad_out's, so a transposed grad_out (Swin's window attention) made a
+    grad_input that the next `view` had to copy. Same bytes, other strides: replaced by a
+    contiguous one."""
+    dx = out[0] if isinstance(out, (tuple, list)) and out else None
+    if isinstance(dx, torch.Tensor) and not dx.is_contiguous():
+        out = (torch.empty_like(dx, memory_format=torch.contiguous_format), *out[1:])
+    return out, None
+
+
 def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.untyped_storage()._cdata == b.untyped_storage()._cdata
 
@@ -212,6 +225,7 @@ _RULES: dict[str, Callable[[tuple, Any, dict], tuple[Any, dict[int, int] | None]
     **{name: _buffered_loss(name) for name in _BUFFERED_LOSSES},
     **dict.fromkeys(_EMBEDDING_BAGS, _embedding_bag),
     "aten::native_layer_norm": _mixed_norm((2, 3)),
+    "aten::native_layer_norm_backward": _layer_norm_backward,
     "aten::native_batch_norm": _mixed_norm((1, 2, 3, 4)),
     "aten::_native_batch_norm_legit": _mixed_norm((1, 2, 3, 4)),
     "aten::_native_batch_norm_legit_functional": _mixed_norm((1, 2, 3, 4)),

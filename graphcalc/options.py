@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import UsageError
-from .routing import ROUTINGS
+from . import routing as routing_
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -60,7 +60,10 @@ class Options:
             raise UsageError(f"world size must be a whole number of at least 1, got "
                              f"{self.world_size!r}")
         object.__setattr__(self, "shard", _choose("shard", self.shard, SHARDS))
-        object.__setattr__(self, "routing", _choose("routing", self.routing, ROUTINGS))
+        try:
+            object.__setattr__(self, "routing", routing_.parse(self.routing))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         if self.world_size == 1 and self.shard != "none":
             raise UsageError(f"--shard {self.shard} needs --world-size 2 or more")
         if self.world_size > 1 and self.shard == "none":

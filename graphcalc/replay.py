@@ -115,6 +115,7 @@ class StepRecorder(TorchDispatchMode):
         self._packing = False  # inside the saved-tensor hook: its detach is no step's data flow
         self.marks: list[Mark] = []
         self.values = KnownValues()
+        self.values.tracker = self.tracker
         self.saved_by: dict[int, str] = {}  # saved storage serial -> the first layer saving it
         self.first_run: dict[str, None] = {}  # layers in the order their forward first ran
         self.peak_where: tuple[int, str, str] | None = None
@@ -386,6 +387,7 @@ class KnownValues:
         self.owner = ""
         self.routing: str | None = None  # the routing assumed for MoE routers (None: fake)
         self.routers: dict[str, tuple[int, int]] = {}  # layer -> (experts, k)
+        self.tracker = None  # LiveStorages told of real tensors that go on as fake ones
 
     def route(self, experts: int, k: int) -> None:
         self.routers.setdefault(self.owner, (experts, k))
@@ -430,13 +432,40 @@ def _run(func, args, kwargs, phase: str, known: "KnownValues"):
     if _concrete(func, args, kwargs, out, phase, known.stale):
         with unset_fake_temporarily():
             out = func(*args, **kwargs)
-    elif _writes(func):
-        # A real tensor written with fake values (`mask[:, 0] = x`): from now on its values are
-        # unknown, so nothing computed from it runs for real any more.
-        for t in _written(func, args, kwargs):
-            if not _is_fake(t):
-                known.stale.add(t.untyped_storage()._cdata)
+    else:
+        if _writes(func):
+            # A real tensor written with fake values (`mask[:, 0] = x`): from now on its values
+            # are unknown, so nothing computed from it runs for real any more.
+            for t in _written(func, args, kwargs):
+                if not _is_fake(t):
+                    known.stale.add(t.untyped_storage()._cdata)
+        if known.tracker is not None:
+            # FakeTensorMode ran the op on fake conversions of its real arguments: a view or an
+            # in-place result of a real tensor is its memory, not a new allocation.
+            for real, fake in _aliased(func, args, kwargs, out):
+                known.tracker.alias(fake, real)
     return out
+
+
+def _aliased(func, args, kwargs, out):
+    """(real argument, fake result) pairs where the schema says the result aliases it."""
+    schema = func._schema
+    sets = {}
+    for i, a in enumerate(schema.arguments):
+        if a.alias_info is not None:
+            t = args[i] if i < len(args) else kwargs.get(a.name)
+            if isinstance(t, torch.Tensor) and not _is_fake(t):
+                for s in a.alias_info.before_set:
+                    sets[s] = t
+    if not sets:
+        return
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    for r, o in zip(schema.returns, outs):
+        if r.alias_info is not None and _is_fake(o):
+            for s in r.alias_info.before_set:
+                if s in sets:
+                    yield sets[s], o
+                    break
 
 
 def _grouped_mm_fp32(func, args, kwargs):
@@ -815,6 +844,7 @@ class _FakeCounter(LiveCounter):
     def __init__(self, tracker: LiveStorages):
         super().__init__(tracker)
         self.values = KnownValues()
+        self.values.tracker = tracker
 
     def run(self, func, args, kwargs):
         return _run(func, args, kwargs, "forward", self.values)

@@ -9,7 +9,11 @@ and states it in the report:
 - balanced: token row r picks experts (r*k + j) mod E for j < k, so every expert gets
   rows*k/E tokens (the load a router's balancing loss aims for);
 - worst: every token picks experts 0..k-1, so k experts get every token and the rest none (the
-  most an expert can be handed).
+  most an expert can be handed);
+- capacity:C: no expert gets more than C times the balanced load, ceil(C * rows * k / E)
+  tokens (the capacity factor of Switch Transformer and GShard routers, or a bound on the
+  imbalance a balancing loss leaves), filled as unevenly as that allows: experts 0, 1, ... take
+  their full capacity in turn. capacity:1 is balanced; from C = E/k on it is worst.
 
 `ForcedRouting` makes a real step route the same way (for verify and the tests): it replaces the
 indices of every `topk` over the last dimension, and gathers the values at those indices.
@@ -17,10 +21,36 @@ indices of every `topk` over the last dimension, and gathers the values at those
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-ROUTINGS = ("balanced", "worst")
+ROUTINGS = ("balanced", "worst")  # and capacity:C, C >= 1 (`parse`)
+CAPACITY = "capacity:"
+
+
+def parse(text) -> str:
+    """A routing as the user names it, normalised ('capacity=1.25' -> 'capacity:1.25'); a
+    ValueError with the choices otherwise."""
+    v = str(text).strip().lower().replace("=", ":")
+    if v in ROUTINGS:
+        return v
+    if v.startswith(CAPACITY):
+        try:
+            c = float(v[len(CAPACITY):])
+        except ValueError:
+            c = float("nan")
+        if not c >= 1 or c == float("inf"):
+            raise ValueError(f"the capacity factor must be a number of at least 1, got "
+                             f"'{v[len(CAPACITY):]}'")
+        return f"{CAPACITY}{c:g}"
+    raise ValueError(f"unknown routing '{text}': choose balanced, worst or capacity:C "
+                     "(C >= 1, e.g. capacity:1.25)")
+
+
+def capacity_factor(routing: str) -> float | None:
+    return float(routing[len(CAPACITY):]) if routing.startswith(CAPACITY) else None
 
 
 def assigned(shape: tuple[int, ...], experts: int, routing: str,
@@ -31,6 +61,18 @@ def assigned(shape: tuple[int, ...], experts: int, routing: str,
     for s in shape[:-1]:
         rows *= s
     j = torch.arange(k, device=device)
+    factor = capacity_factor(routing)
+    if factor is not None:
+        cap = math.ceil(factor * rows * k / experts)
+        if cap >= rows:
+            routing = "worst"
+        else:
+            # Slot j * rows + r (token r's j-th choice) goes to expert slot // cap: expert e
+            # takes cap consecutive slots; a token's k slots are rows >= cap apart, so its k
+            # experts are distinct.
+            r = torch.arange(rows, device=device).unsqueeze(1)
+            idx = (j * rows + r) // cap
+            return idx.reshape(shape).contiguous()
     if routing == "worst":
         idx = j.expand(rows, k)
     else:

@@ -36,6 +36,7 @@ class LiveStorages:
         self.keep_events = keep_events
         self._serial_of: dict[int, int] = {}  # storage pointer -> serial, while live
         self._bytes_of: dict[int, int] = {}  # serial -> bytes, while live
+        self._keys_of: dict[int, int] = {}  # serial -> how many live storages hold it (aliases)
         self._finalizers: list[weakref.finalize] = []
         self._next = 0
         self.current = 0
@@ -60,9 +61,28 @@ class LiveStorages:
         nbytes = storage_bytes(st.nbytes() if nbytes is None else nbytes, self.round_to)
         self._serial_of[key] = serial
         self._bytes_of[serial] = nbytes
+        self._keys_of[serial] = 1
         self._finalizers.append(weakref.finalize(st, self._free, key, serial))
         self._change(serial, nbytes)
         return serial
+
+    def alias(self, t: torch.Tensor, like: torch.Tensor) -> None:
+        """t's storage holds the same memory as like's: one allocation seen as two storage
+        objects (a real tensor written with fake values goes on as its fake conversion, while
+        the real one may still be referenced). It is freed when both have died."""
+        serial = self.serial(like)
+        if serial is None:
+            return
+        try:
+            st = t.untyped_storage()
+        except (RuntimeError, NotImplementedError, TypeError):
+            return
+        key = st._cdata
+        if key in self._serial_of:
+            return
+        self._serial_of[key] = serial
+        self._keys_of[serial] += 1
+        self._finalizers.append(weakref.finalize(st, self._free, key, serial))
 
     def _change(self, serial: int, delta: int) -> None:
         """The one place the count moves: an event, and a new peak when it is one."""
@@ -85,7 +105,10 @@ class LiveStorages:
         if self._serial_of.get(key) != serial:
             return
         del self._serial_of[key]
-        self._change(serial, -self._bytes_of.pop(serial))
+        self._keys_of[serial] -= 1
+        if self._keys_of[serial] == 0:
+            del self._keys_of[serial]
+            self._change(serial, -self._bytes_of.pop(serial))
 
     def resized(self, t: torch.Tensor) -> None:
         """t's storage was resized in place (FSDP frees and re-allocates its unsharded parameters

@@ -117,7 +117,7 @@ def _grouped_mm_reference(model, inputs):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("builder", [mixtral, qwen2_moe_eager], ids=lambda f: f.__name__)
-@pytest.mark.parametrize("routing", ["balanced", "worst"])
+@pytest.mark.parametrize("routing", ["balanced", "worst", "capacity:1.5"])
 def test_mixture_of_experts_matches_a_step_routed_the_same_way(builder, routing):
     model, inputs = _build(builder)
     options = Options(batch=2, optimizer="adam", routing=routing)
@@ -136,7 +136,9 @@ def test_mixture_of_experts_matches_a_step_routed_the_same_way(builder, routing)
     assert report.memory.peak_bytes == max(peaks)
     # The other routing's peak is replayed too: the spread the report prints.
     assert dict(report.routing_peaks)[routing] == max(peaks)
-    assert set(dict(report.routing_peaks)) == {"balanced", "worst"}
+    assert set(dict(report.routing_peaks)) == {"balanced", "worst", routing}
+    peaks = dict(report.routing_peaks)
+    assert peaks["balanced"] <= peaks[routing] <= peaks["worst"]
 
     fresh, _ = _build(builder)
     with ForcedRouting(routing):
@@ -154,6 +156,29 @@ def test_routing_assignments():
     assert all(len(set(row.tolist())) == 2 for row in balanced)  # two distinct experts a token
     worst = assigned((6, 2), 4, "worst")
     assert torch.bincount(worst.flatten(), minlength=4).tolist() == [6, 6, 0, 0]
+
+
+@pytest.mark.parametrize("rows,k,experts,factor,loads", [
+    (6, 2, 4, 1.0, [3, 3, 3, 3]),  # capacity 3 = the balanced load
+    (6, 2, 4, 1.5, [5, 5, 2, 0]),  # ceil(1.5 * 12 / 4) = 5 tokens at most an expert
+    (8, 2, 8, 1.25, [3, 3, 3, 3, 3, 1, 0, 0]),  # ceil(1.25 * 16 / 8) = 3
+    (6, 2, 4, 2.0, [6, 6, 0, 0]),  # capacity 6 = every token: worst
+])
+def test_capacity_routing_fills_experts_to_the_capacity(rows, k, experts, factor, loads):
+    """capacity:C gives no expert more than ceil(C * rows * k / experts) tokens, as unevenly as
+    that allows, and a token its k experts distinct."""
+    idx = assigned((rows, k), experts, f"capacity:{factor}")
+    assert torch.bincount(idx.flatten(), minlength=experts).tolist() == loads
+    assert all(len(set(row.tolist())) == k for row in idx)
+
+
+def test_routing_names_are_checked():
+    from graphcalc.errors import UsageError
+
+    assert Options(routing="Capacity=1.25").routing == "capacity:1.25"
+    for bad in ("random", "capacity:0.5", "capacity:x"):
+        with pytest.raises(UsageError, match="capacity"):
+            Options(routing=bad)
 
 
 @pytest.mark.parametrize("path,batch", [(ARCHS / "translation.py", 8),
@@ -210,8 +235,14 @@ def test_routing_on_the_command_line(tmp_path):
     assert d["routing"]["routers"] == [{"layer": "model.layers.0.mlp.gate", "experts": 4,
                                         "top_k": 2}]
     assert set(d["routing"]["peak_bytes"]) == {"balanced", "worst"}
+    capped = CliRunner().invoke(app, ["analyze", str(model), "--batch", "2", "--routing",
+                                      "capacity:1.5"])
+    assert capped.exit_code == 0, capped.output
+    assert "capacity:1.5 routing assumed" in capped.output
+    assert "no expert gets more than 1.5 x tokens x k / experts" in capped.output
     bad = CliRunner().invoke(app, ["analyze", str(model), "--routing", "random"])
     assert bad.exit_code == 2
+    assert "unknown routing 'random'" in bad.output
 
 
 @pytest.mark.slow

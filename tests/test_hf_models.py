@@ -39,5 +39,6 @@ def test_hf_model_against_a_real_step(name):
     torch.manual_seed(0)
     _, fresh, _, _ = hf_models.build(name)
     measured = measure_step(fresh, make_inputs, options, loss_fn=loss_fn)
-    # The memory issue's CPU target is 3%; most of these are byte-exact (bench/results/).
-    assert abs(report.memory.peak_bytes - measured.peak_bytes) <= 0.03 * measured.peak_bytes
+    # Byte-exact on every one (Swin was +0.75% until layer_norm_backward's contiguous grad_input
+    # was modelled: graphcalc.kernels).
+    assert report.memory.peak_bytes == measured.peak_bytes

@@ -164,3 +164,25 @@ def test_embedding_bag_offset2bag(mode, padding_idx, dtype):
     predicted = analyze_module(build(), inputs, options).memory.peak_bytes
     torch.manual_seed(0)
     assert predicted == measure_step(build(), inputs, options).peak_bytes
+
+
+def test_an_alias_of_a_storage_is_one_allocation_freed_when_both_die():
+    """A real tensor written with fake values goes on as its fake conversion (another storage
+    object, the same allocation): counted once, and held until both have died."""
+    import gc
+
+    from graphcalc.tracking import LiveStorages
+
+    tracker = LiveStorages()
+    real, other = torch.empty(100), torch.empty(100)
+    tracker.track(real)
+    tracker.alias(other, real)
+    assert tracker.track(other) == tracker.serial(real)
+    assert tracker.current == 400
+    del real
+    gc.collect()
+    assert tracker.current == 400  # the alias still holds it
+    del other
+    gc.collect()
+    assert tracker.current == 0
+    tracker.close()

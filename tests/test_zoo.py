@@ -39,12 +39,7 @@ OPTIMIZERS = {"sparse_embedding": ("sgd", "momentum")}
 # (model, check) -> the cause, for a figure known to be wrong: a strict xfail that flips when the
 # cause is fixed. Every other cause the hunt found is fixed (the RNN kernels, the declared-zero
 # list, packed sequences).
-KNOWN: dict[tuple[str, str], str] = {
-    ("packed_gru", "memory-autocast"): (
-        "under bf16 autocast a packed GRU is predicted 2,532 B high (77,416 vs 74,884 at batch 4): "
-        "bench/fake_vs_real.py shows copy_ and slice into the padded output returning a 3,584 B "
-        "storage on fake tensors that the real step already holds; not yet explained"),
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _case(name: str, check: str, *values):
