@@ -52,6 +52,8 @@ ROUTING_HELP = ("Mixture-of-experts routing assumed where the figures depend on 
                 "(tokens x k spread evenly over the experts), worst (every token to the same "
                 "k experts) or capacity:C (no expert over C x its balanced load, e.g. "
                 "capacity:1.25).")
+FUSED_HELP = ("The optimizer's fused kernels (torch.optim's fused=True: sgd, momentum, adam, "
+              "adamw, adagrad); a CUDA step runs the foreach ones by default.")
 SHARD_HELP = ("How the ranks split the state: ddp (replicated, gradient buckets), zero1 (optimizer "
               "state sharded), zero2 (and gradients), fsdp (and parameters, as fully_shard).")
 
@@ -123,6 +125,7 @@ def analyze(
     shard: Shard = typer.Option("none", "--shard", help=SHARD_HELP),
     svg: Optional[Path] = typer.Option(None, "--svg", help="Also draw the annotated graph here."),
     routing: str = typer.Option("balanced", help=ROUTING_HELP),
+    fused: bool = typer.Option(False, "--fused", help=FUSED_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Parameters, FLOPs, activations and peak training memory, per layer and in total.
@@ -134,7 +137,7 @@ def analyze(
     if depth is not None and depth < 0:
         raise UsageError(f"depth must be 0 or more, got {depth}")
     options = _options(batch, dtype, optim, amp, device, world_size=world_size, shard=shard,
-                       routing=routing)
+                       routing=routing, fused=fused)
     report = analyze_file(model, options, inputs=input)
     width = terminal_width() if output is None else None  # a file: the natural width
     _write(render(report.at_depth(depth), fmt.value, width), output)
@@ -145,13 +148,14 @@ def analyze(
                               "incomplete")
 
 
-def _options(batch, dtype, optim, amp, device, steps=2, world_size=1, shard=None, routing=None):
+def _options(batch, dtype, optim, amp, device, steps=2, world_size=1, shard=None, routing=None,
+             fused=False):
     from graphcalc.options import Options
 
     return Options(batch=batch, dtype=dtype.value, optimizer=optim.value,
                    amp=amp.value if amp else None, device=device.value, steps=steps,
                    world_size=world_size, shard=shard.value if shard else "none",
-                   routing=routing or "balanced")
+                   routing=routing or "balanced", fused=fused)
 
 
 @_command
@@ -170,6 +174,7 @@ def verify(
     shard: Shard = typer.Option("none", "--shard", help="ddp or fsdp, run for real."),
     routing: str = typer.Option("balanced", help=ROUTING_HELP + " The real steps are routed "
                                     "the same way."),
+    fused: bool = typer.Option(False, "--fused", help=FUSED_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Run real training steps and print predicted against measured (exit 1 past --tolerance)."""
@@ -182,7 +187,8 @@ def verify(
     from graphcalc.units import format_bytes, format_count
     from graphcalc.verify import verify as run_verify
 
-    options = _options(batch, dtype, optim, amp, device, steps, world_size, shard, routing)
+    options = _options(batch, dtype, optim, amp, device, steps, world_size, shard, routing,
+                       fused)
     source = loader.load(model)
     make_inputs = resolve_inputs(source, input)
     if options.distributed:

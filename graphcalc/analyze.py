@@ -129,7 +129,8 @@ def _memory(rp: Replay, options: Options) -> Memory:
         sums[categories.get(serial, "activations")] += delta
     breakdown = Breakdown(parameters=sums["parameters"], gradients=sums["gradients"],
                           optimizer_state=sums["optimizer_state"] + sums["optimizer_temporaries"],
-                          batch=sums["batch"], activations=sums["activations"])
+                          batch=sums["batch"], activations=sums["activations"],
+                          workspace=sums["workspace"])
     running, level = [], 0
     for _, delta in events:
         level += delta
@@ -145,7 +146,9 @@ def _memory(rp: Replay, options: Options) -> Memory:
         peak_layer=_name(owner) if owner != OPTIMIZER else OPTIMIZER,
         optimizer_state_bytes=rp.state_bytes,
         optimizer_temporary_bytes=sums["optimizer_temporaries"],
-        timeline=tuple(timeline))
+        timeline=tuple(timeline),
+        attention_kernels=tuple(sorted(getattr(rec, "sdpa_backends", {}))),
+        cuda_target=options.cuda_target.name if options.device == "cuda" else "")
 
 
 def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options: Options, *,

@@ -84,8 +84,14 @@ def summary_lines(report: Report) -> list[str]:
             f"{format_bytes(c.all_reduce_bytes)}, all-gather {format_bytes(c.all_gather_bytes)}, "
             f"reduce-scatter {format_bytes(c.reduce_scatter_bytes)})")
     if m.device == "cuda":
-        lines.append("Runtime, not in the peak: the CUDA context (about 300-700 MB, by driver and "
-                      "GPU) and the cuBLAS workspace (8 MiB, 32 MiB on Hopper)")
+        lines.append(f"Replayed as on CUDA for {m.cuda_target}: 512-byte blocks, foreach "
+                     "optimizer kernels, CUDA's autocast lists"
+                     + (f", attention by {', '.join(m.attention_kernels)}"
+                        if m.attention_kernels else "")
+                     + (f", cuBLAS workspaces {format_bytes(m.breakdown.workspace)} in the peak"
+                        if m.breakdown.workspace else "")
+                     + "; not in the peak: the CUDA context (about 300-700 MB, by driver and "
+                       "GPU)")
     if report.routers:
         where = ", ".join(f"{path} (top-{k} of {e})" for path, e, k in report.routers)
         lines.append(f"Mixture of experts: {report.routing} routing assumed at {where}"

@@ -125,7 +125,7 @@ def counted_steps(model: nn.Module, inputs, loss_fn, options: Options, *,
                 model = prepare(model)
             trainable = [p for p in {id(p): p for p in model.parameters()}.values()
                          if p.requires_grad]
-            optimizer = make_optimizer(options.optimizer, trainable)
+            optimizer = make_optimizer(options.optimizer, trainable, fused=options.fused)
             for step in range(options.steps):
                 tracker.reset_peak()
                 start = time.perf_counter()
@@ -152,7 +152,7 @@ def measure_step(model: nn.Module, make_inputs: Callable[[int], Any], options: O
     params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     trainable = [p for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad]
     if device.type == "cuda":
-        optimizer = make_optimizer(options.optimizer, trainable)
+        optimizer = make_optimizer(options.optimizer, trainable, fused=options.fused)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         with routing():

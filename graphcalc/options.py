@@ -38,6 +38,7 @@ class Options:
     world_size: int = 1
     shard: str = "none"
     routing: str = "balanced"  # mixture-of-experts routing assumed (graphcalc.routing)
+    fused: bool = False  # the optimizer's fused kernels (torch.optim's fused=True)
 
     def __post_init__(self):
         if isinstance(self.batch, bool) or not isinstance(self.batch, int):
@@ -79,6 +80,13 @@ class Options:
         return AMP_DTYPES[self.amp] if self.amp else None
 
     @property
+    def cuda_target(self):
+        """The GPU a CUDA step is replayed for (graphcalc.cuda)."""
+        from .cuda import DEFAULT_TARGET
+
+        return DEFAULT_TARGET
+
+    @property
     def distributed(self) -> bool:
         return self.world_size > 1
 
@@ -87,15 +95,23 @@ class Options:
              "amp": self.amp, "device": self.device}
         if self.routing != "balanced":
             d["routing"] = self.routing
+        if self.fused:
+            d["fused"] = True
         if self.distributed:  # the single-device JSON stays as it was
             d.update(world_size=self.world_size, shard=self.shard)
         return d
 
 
-def make_optimizer(name: str, params, *, foreach: bool | None = None):
-    """The torch.optim optimizer a user would write for `name`, with the library's defaults."""
+def make_optimizer(name: str, params, *, foreach: bool | None = None, fused: bool = False):
+    """The torch.optim optimizer a user would write for `name`, with the library's defaults;
+    `fused` asks for its fused kernels (SGD, Adam, AdamW, Adagrad have them)."""
     opt = torch.optim
     kw = {} if foreach is None else {"foreach": foreach}
+    if fused:
+        if name in ("rmsprop",):
+            raise UsageError(f"--fused: torch.optim has no fused {name}; choose sgd, momentum, "
+                             "adam, adamw or adagrad")
+        kw = {"fused": True}
     if name == "sgd":
         return opt.SGD(params, lr=0.01, **kw)
     if name == "momentum":

@@ -32,7 +32,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
-from . import flops, kernels, routing
+from . import cuda, flops, kernels, routing
 from .opaque import OpaqueLayers
 from .options import Options, make_optimizer
 from .torchlogs import quietly
@@ -91,6 +91,9 @@ class StepRecorder(TorchDispatchMode):
         self.device = device  # the target device (the fakes may be CPU ones standing in for it)
         self.memory_gaps: dict[str, str] = {}  # op or layer -> why its memory is not modelled
         self.tracker = LiveStorages(round_to=round_to, on_peak=self._on_peak)
+        # cuBLAS workspaces (graphcalc.cuda): bytes of each, and thread -> the one it holds
+        self.cublas_bytes = 0
+        self.workspaces: dict[str, torch.Tensor] = {}
         self.phase = "setup"
         self.step = 0
         self.count_flops = False
@@ -182,6 +185,13 @@ class StepRecorder(TorchDispatchMode):
         if owner != self._owner:
             self._mark(owner)
         self.values.owner = owner
+        if self.cublas_bytes and self.phase in ("forward", "loss", "backward") \
+                and flops.op_name(func) in cuda.CUBLAS_OPS:
+            thread = cuda.cublas_thread(self.phase)
+            if thread not in self.workspaces:  # taken before the op's outputs, kept for good
+                ws = torch.empty(self.cublas_bytes, dtype=torch.uint8)
+                self.workspaces[thread] = ws
+                self.serial_phase[self.tracker.track(ws)] = "workspace"
         try:
             out = _run(func, args, kwargs, self.phase, self.values)
         except Exception:
@@ -684,7 +694,8 @@ class Replay:
     def categories(self) -> dict[int, str]:
         """Storage serial -> where its memory goes: parameters, gradients, optimizer_state,
         batch, activations or optimizer_temporaries (what step() makes and frees)."""
-        cats = {s: "optimizer_temporaries" if phase == "optimizer" else "activations"
+        names = {"optimizer": "optimizer_temporaries", "workspace": "workspace"}
+        cats = {s: names.get(phase, "activations")
                 for s, phase in self.recorder.serial_phase.items()}
         for serials, name in ((self.grad_serials, "gradients"),
                               (self.state_serials, "optimizer_state"),
@@ -734,13 +745,32 @@ def fake_parameters(model: nn.Module, dtype: torch.dtype, device: str, *,
 
 
 def fake_device(target: str) -> str:
-    """The device the fake tensors live on. A prediction for CUDA on a machine without it runs on
-    CPU fakes (a CPU-only torch cannot even make fake CUDA tensors) and keeps what is CUDA's: the
-    allocator's 512-byte blocks and the foreach optimizer kernels. What stays CPU's: the autocast
-    op lists and the SDPA kernel chosen."""
-    if target == "cuda" and torch.cuda.is_available():
-        return "cuda"
+    """The device the fake tensors live on: the CPU, for a CUDA target too, on a machine with CUDA
+    or without (a CPU-only torch cannot make fake CUDA tensors, and both machines must print the
+    same figures). What is CUDA's is replayed on them (graphcalc.cuda): the allocator's 512-byte
+    blocks, the foreach optimizer kernels, CUDA's attention kernel choice and autocast lists, the
+    cuBLAS workspaces."""
     return "cpu"
+
+
+@contextlib.contextmanager
+def _as_on_cuda(options: Options, rec: "StepRecorder | None" = None):
+    """What a CUDA step runs that the CPU's kernels do not (graphcalc.cuda), while the replay
+    runs; the attention kernels chosen go to `rec.sdpa_backends`."""
+    if options.device != "cuda":
+        yield
+        return
+    target = options.cuda_target
+    sdpa = cuda.SdpaAsOnCuda(target)
+    autocast = cuda.cuda_autocast(options.amp_dtype) if options.amp else contextlib.nullcontext()
+    if rec is not None:
+        rec.cublas_bytes = target.cublas_workspace_bytes
+    try:
+        with autocast, sdpa:
+            yield
+    finally:
+        if rec is not None:
+            rec.sdpa_backends = dict(sdpa.chosen)
 
 
 @quietly
@@ -755,6 +785,7 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
     round_to = 512 if options.device == "cuda" else 1
     device = fake_device(options.device)
     rec = StepRecorder(round_to=round_to, device=options.device)
+    rec.sdpa_backends = {}
     rec.values.routing = options.routing
     dtype = options.torch_dtype
     was_training = {m: m.training for m in model.modules()}
@@ -763,7 +794,7 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
         for pname, p in mod.named_parameters(recurse=False):
             param_paths.setdefault(id(p), path)
     try:
-        with fake_mode, _causal_masks_known():
+        with fake_mode, _causal_masks_known(), _as_on_cuda(options, rec):
             with rec:
                 fakes = fake_parameters(model, dtype, device,
                                         keep_storages=options.device == "cpu")
@@ -781,7 +812,8 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                 # Adagrad makes its state here: its step counters stay fake constants (_concrete)
                 rec.phase = "setup"
                 optimizer = make_optimizer(options.optimizer, trainable,
-                                           foreach=True if options.device == "cuda" else None)
+                                           foreach=True if options.device == "cuda" else None,
+                                           fused=options.fused)
                 grad_serials: set[int] = set()
                 state_serials: set[int] = set()
                 name_of = {}

@@ -66,11 +66,12 @@ class Breakdown:
     optimizer_state: int  # state tensors, plus the optimizer's temporaries when the peak is in step()
     batch: int
     activations: int  # forward activations, saved tensors, backward temporaries, the output
+    workspace: int = 0  # cuBLAS workspaces of a CUDA step (graphcalc.cuda), held for good
 
     @property
     def total(self) -> int:
         return (self.parameters + self.gradients + self.optimizer_state + self.batch
-                + self.activations)
+                + self.activations + self.workspace)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ class Memory:
     optimizer_state_bytes: int  # the optimizer's state tensors once created (steady state)
     optimizer_temporary_bytes: int  # temporaries of optimizer.step() live at the peak
     timeline: tuple[TimelinePoint, ...] = ()
+    # a CUDA step: the attention kernels chosen as CUDA would (graphcalc.cuda), and the GPU
+    attention_kernels: tuple[str, ...] = ()
+    cuda_target: str = ""
 
 
 @dataclass(frozen=True)
