@@ -13,6 +13,7 @@ Usage:
   .venv/bin/python bench/accuracy.py --quick         # fp32 sgd+adam, seed samples + 3 HF models
   .venv/bin/python bench/accuracy.py --device cuda   # measured by torch.cuda.max_memory_allocated
   .venv/bin/python bench/accuracy.py --only gpt2     # models whose name contains 'gpt2'
+  .venv/bin/python bench/accuracy.py --set zoo --out bench/results/accuracy-cpu-zoo.md
 
 Prints a table and a summary and writes the same as Markdown to bench/results/accuracy-<device>.md
 (or accuracy-<device>-quick.md with --quick). A model that fails to analyse or to measure gets
@@ -330,6 +331,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="fp32 sgd+adam only, on the seed samples and 3 HF models")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--set", choices=("all", "samples", "hf", "zoo"), default="all",
+                   help="one family of models: the samples, the HF models (MoE included) or "
+                        "the test zoo with the RNN models")
     p.add_argument("--only", action="append", default=[],
                    help="run only models whose name contains this (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="Markdown file to write")
@@ -342,7 +346,9 @@ def main(argv=None) -> int:
         cases = sample_cases(set(SEED_SAMPLES)) + hf_cases(set(hf_models.QUICK))
         precisions = ("fp32",)
     else:
-        cases = sample_cases() + hf_cases() + moe_cases() + zoo_cases()
+        cases = {"samples": sample_cases, "hf": lambda: hf_cases() + moe_cases(),
+                 "zoo": zoo_cases}.get(args.set, lambda: sample_cases() + hf_cases()
+                                       + moe_cases() + zoo_cases())()
         precisions = tuple(PRECISIONS)
     if args.only:
         cases = [c for c in cases if any(o in c.name for o in args.only)]

@@ -205,6 +205,11 @@ class StepRecorder(TorchDispatchMode):
         if self.count_flops and self.phase in ("forward", "loss", "backward"):
             self._count(func, args, kwargs, out, owner)
         out, sizes = kernels.real_outputs(func, args, out, kwargs)
+        if self.device == "cuda" and self.phase in ("setup", "optimizer") \
+                and flops.op_name(func) == "aten::lift_fresh":
+            # torch.optim's `torch.tensor(0.0)` step counters (and the constants it adds to
+            # them) are CPU tensors on a CUDA run unless fused or capturable: not GPU memory.
+            sizes = {0: 0}
         gap = kernels.unmodelled(func, args, self.device)
         if gap is not None:
             self.memory_gaps.setdefault(flops.op_name(func), gap)

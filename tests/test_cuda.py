@@ -181,3 +181,15 @@ def test_fused_on_the_command_line(tmp_path):
     assert json.loads(out.output)["config"]["fused"] is True
     bad = CliRunner().invoke(app, ["analyze", sample, "--fused", "--optim", "rmsprop"])
     assert bad.exit_code != 0 and "no fused rmsprop" in bad.output
+
+
+def test_adam_step_counters_are_cpu_tensors_on_cuda():
+    """torch.optim.Adam (foreach, not capturable) keeps each parameter's `step` as
+    `torch.tensor(0.0)`, a CPU tensor, on a CUDA run (adam.py _init_group): not in the GPU's
+    memory. Four parameter tensors: their four 512-byte blocks are not counted; the fused kernels
+    keep them on the device (`torch.zeros((), device=p.device)`), counted."""
+    cpu_steps = _peak(Options(batch=4, optimizer="adam", device="cuda")).optimizer_state_bytes
+    moments = 2 * sum(-(-n * 4 // 512) * 512 for n in (64 * 256, 256, 256 * 10, 10))
+    assert cpu_steps == moments
+    fused = _peak(Options(batch=4, optimizer="adam", device="cuda", fused=True))
+    assert fused.optimizer_state_bytes == moments + 4 * 512
