@@ -69,6 +69,21 @@ def count_ticks(top: float, count: int = 6) -> list[int]:
     return [i * step for i in range(int(top // step) + 2)]
 
 
+def _simplify(pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The same line without the vertices inside a straight stretch (a category that stays put
+    for a thousand events is one segment, not a thousand)."""
+    out: list[tuple[float, float]] = []
+    for p in pts:
+        if out and (round(p[0], 1), round(p[1], 1)) == (round(out[-1][0], 1),
+                                                        round(out[-1][1], 1)):
+            continue
+        if len(out) >= 2 and (out[-2][1] == out[-1][1] == p[1] or out[-2][0] == out[-1][0] == p[0]):
+            out[-1] = p
+        else:
+            out.append(p)
+    return out
+
+
 def _svg(width: int, height: int, body: list[str], title: str) -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" font-family="{FONT}">\n'
@@ -158,7 +173,7 @@ def timeline_svg(report: Report, budget_bytes: int | None = None,
             for i in range(len(points)):
                 upper += [(X(xs[i]), Y(above[i])), (X(xs[i + 1]), Y(above[i]))]
                 lower += [(X(xs[i]), Y(below[i])), (X(xs[i + 1]), Y(below[i]))]
-            pts = upper + lower[::-1]
+            pts = _simplify(upper) + _simplify(lower[::-1])
             body.append(f'<polygon data-category="{cat}" fill="{COLORS[cat]}" stroke="none" '
                         'points="'
                         + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
@@ -176,7 +191,10 @@ def timeline_svg(report: Report, budget_bytes: int | None = None,
         body.append(f'<line class="budget" data-bytes="{budget_bytes}" x1="{left}" '
                     f'y1="{y:.2f}" x2="{left + plot_w}" y2="{y:.2f}" stroke="{BUDGET_COLOR}" '
                     'stroke-width="2" stroke-dasharray="8,4"/>')
-        body.append(_text(left + plot_w - 6, y - 6, label, 12, "end", BUDGET_COLOR, "bold"))
+        # on the side away from the peak, whose label is centred on it: the two never meet
+        right_side = X(peak.event) <= left + plot_w / 2
+        body.append(_text(left + plot_w - 6 if right_side else left + 6, y - 6, label, 12,
+                          "end" if right_side else "start", BUDGET_COLOR, "bold"))
     # The peak: a marker, and its figure, phase and layer beside it.
     px, py = X(peak.event), Y(peak.total)
     body.append(f'<line x1="{px:.2f}" y1="{py:.2f}" x2="{px:.2f}" y2="{top + plot_h}" '
