@@ -333,6 +333,9 @@ def fit_svg(fit, model: str, subtitle: str = "", width: int = 900,
     notes = [("#4e79a7", "● an analysed batch (its predicted peak); lines join them"),
              (BUDGET_COLOR, "● over the budget"),
              ("#2a7a2a", "80%: the seed tutorials' advice, a margin under the largest batch")]
+    if not fit.batch:
+        notes.insert(0, (BUDGET_COLOR, f"not even batch 1 fits: it needs "
+                                       f"{format_bytes(fit.peak_bytes)}"))
     if beyond:
         notes.append(("#444444", "off the chart: " + ", ".join(
             f"batch {b:,} ({format_bytes(p)})" for b, p in beyond)))

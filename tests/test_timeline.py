@@ -195,6 +195,9 @@ def test_fit_keeps_every_batch_it_analysed_and_the_plot_draws_them():
     drawn = [c for c in root.iter("{http://www.w3.org/2000/svg}circle") if c.get("r") == "4"]
     off = [b for b, _ in f.points if b > 2 * f.batch]
     assert len(drawn) + len(off) == len(f.points)
+    none = fit(peak_at, 2**20)  # batch 1 needs 1 MiB + 10 KiB
+    assert none.batch == 0
+    assert "not even batch 1 fits: it needs 1.01 MiB" in fit_svg(none, "toy")
 
 
 def test_the_html_of_a_report_shows_the_timeline_under_the_table():
