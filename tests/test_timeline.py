@@ -256,8 +256,18 @@ def test_snapshot_loads_in_torchs_memory_viz_with_graphcalcs_peak(device, tmp_pa
                     "activation", "unknown"}
     layers = {e["frames"][-1]["filename"] for e in trace if e["action"] == "alloc"}
     assert {"conv.0", "fc.2", "[loss]", "[optimizer]"} <= layers
-    # the viewer's own unpickler reads protocols 2 to 4 only
+    # The viewer unpickles the file itself, in JavaScript (MemoryViz.js `unpickle`): protocols 2
+    # to 4 and only the opcodes its switch has, listed here from that function.
+    import pickletools
+
+    viewer_reads = {"PROTO", "APPEND", "APPENDS", "LIST", "TUPLE", "NEWFALSE", "NEWTRUE", "NONE",
+                    "BINGET", "BININT", "BININT1", "BININT2", "EMPTY_DICT", "EMPTY_LIST", "FRAME",
+                    "LONG1", "LONG_BINGET", "MARK", "MEMOIZE", "BINPUT", "LONG_BINPUT",
+                    "SETITEMS", "SETITEM", "DICT", "SHORT_BINUNICODE", "BINUNICODE", "STOP",
+                    "EMPTY_TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "BINFLOAT"}
     assert path.read_bytes()[:2] == b"\x80\x04"
+    used = {op.name for op, _, _ in pickletools.genops(path.read_bytes())}
+    assert used <= viewer_reads, used - viewer_reads
 
 
 # --- the command line ---------------------------------------------------------------------------
