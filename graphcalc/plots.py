@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from html import escape
 
+from .errors import RenderError
 from .report import Report
 from .units import format_bytes
 
@@ -111,7 +112,7 @@ def timeline_svg(report: Report, budget_bytes: int | None = None,
     m = report.memory
     points = m.timeline_stack
     if not points:
-        raise ValueError("the report has no timeline (a report from an older graphcalc?)")
+        raise RenderError("the report has no memory timeline to draw")
     left, right, top, plot_h = 86, 24, 96, 330
     plot_w = width - left - right
     x0, x1 = points[0].event, max(points[-1].event, points[0].event + 1)
@@ -254,7 +255,7 @@ def fit_svg(fit, model: str, subtitle: str = "", width: int = 900,
     largest batch that fits and the 80% batch."""
     pts = sorted(fit.points)
     if not pts:
-        raise ValueError("the fit has no analysed batches")
+        raise RenderError("the fit has no analysed batches to draw")
     # Probes far past the answer (the search's first overshoot) would squeeze the chart to the
     # left: they are listed under it instead.
     reach = max(2 * fit.batch, 4)
@@ -347,8 +348,6 @@ def fit_svg(fit, model: str, subtitle: str = "", width: int = 900,
 def write_svg(path, svg: str) -> None:
     """Write a chart; a path that cannot be written is one sentence (RenderError)."""
     from pathlib import Path
-
-    from .errors import RenderError
 
     try:
         Path(path).write_text(svg)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .report import ROOT, FlowNode, Layer, Report
+from .report import ROOT, Layer, Report
 
 _SUMMED = ("params", "trainable_params", "frozen_params", "buffers", "flops_forward",
            "flops_backward", "macs_forward", "bias_adds_forward", "activation_bytes",
