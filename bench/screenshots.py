@@ -3,12 +3,14 @@ headless Chromium, to look at them as a user's browser shows them.
 
 For each samples/*.py (batch 2, Adam, the automatic depth) and each model in
 tests/flow_models.py: OUT/NAME.svg with the embedded engine (what `pip install` has), then
-OUT/NAME.png by `chromium --headless --screenshot`. Without chromium (or chromium-browser,
+OUT/NAME.png by `chromium --headless --screenshot`; with --timelines also the memory timeline
+(graphcalc.plots) as OUT/NAME.timeline.svg and .png. Without chromium (or chromium-browser,
 google-chrome) on PATH it writes the SVGs and says it skipped the screenshots.
 
 Usage:
   .venv/bin/python bench/screenshots.py                 # into /tmp/graphcalc-screenshots
   .venv/bin/python bench/screenshots.py --out DIR --only unet resnet18
+  .venv/bin/python bench/screenshots.py --timelines --only seed_cnn gpt2
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ def reports(only: list[str] | None):
 def svg_size(svg: bytes) -> tuple[int, int]:
     """The SVG's width and height in CSS pixels (Graphviz writes them in pt: 1pt = 4/3 px)."""
     head = svg[:2000].decode(errors="replace")
+    tag = re.search(r"<svg[^>]*>", head).group(0)
+    if 'pt"' not in tag:  # graphcalc.plots: sized in px
+        w, h = (float(re.search(rf'{k}="([\d.]+)"', head).group(1)) for k in ("width", "height"))
+        return int(w) + 16, int(h) + 16
     w, h = (float(re.search(rf'{k}="([\d.]+)pt"', head).group(1)) for k in ("width", "height"))
     return int(w * 4 / 3) + 16, int(h * 4 / 3) + 16
 
@@ -69,23 +75,29 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/graphcalc-screenshots")
     ap.add_argument("--only", nargs="*", help="sample or flow-model names")
+    ap.add_argument("--timelines", action="store_true", help="the memory timelines too")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     browser = next((b for b in BROWSERS if shutil.which(b)), None)
     if browser is None:
         print("no chromium on PATH: writing the SVGs only, no screenshots")
+    from graphcalc.plots import timeline_svg
+
     for name, report in reports(args.only):
-        svg = render.render(report, "svg")
-        svg_path = out / f"{name}.svg"
-        svg_path.write_bytes(svg)
-        if browser is None:
-            print(svg_path)
-            continue
-        png = out / f"{name}.png"
-        size = svg_size(svg)
-        screenshot(browser, svg_path, png, size)
-        print(f"{png}  {size[0]}×{size[1]} px")
+        pictures = [(name, render.render(report, "svg"))]
+        if args.timelines:
+            pictures.append((f"{name}.timeline", timeline_svg(report).encode()))
+        for stem, svg in pictures:
+            svg_path = out / f"{stem}.svg"
+            svg_path.write_bytes(svg)
+            if browser is None:
+                print(svg_path)
+                continue
+            png = out / f"{stem}.png"
+            size = svg_size(svg)
+            screenshot(browser, svg_path, png, size)
+            print(f"{png}  {size[0]}×{size[1]} px")
     return 0
 
 

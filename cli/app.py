@@ -98,6 +98,7 @@ def _write(text: str, output: Optional[Path]) -> None:
         typer.echo(f"wrote {output}", err=True)
 
 
+MEMORY_LINE_HELP = "A memory budget, e.g. 80GiB, drawn as a line on the memory timeline."
 MODEL_HELP = ("FILE[:NAME]: a Python file defining build_model(), a `model`, or one nn.Module "
               "subclass; NAME picks an instance, class or factory. The file is executed.")
 
@@ -124,6 +125,13 @@ def analyze(
     world_size: int = typer.Option(1, "--world-size", help=WORLD_HELP),
     shard: Shard = typer.Option("none", "--shard", help=SHARD_HELP),
     svg: Optional[Path] = typer.Option(None, "--svg", help="Also draw the annotated graph here."),
+    timeline_svg: Optional[Path] = typer.Option(None, "--timeline-svg",
+                                                help="Also draw the memory timeline here (SVG)."),
+    snapshot: Optional[Path] = typer.Option(None, "--snapshot",
+                                            help="Also write the predicted step as a PyTorch "
+                                                 "memory snapshot (pickle) for "
+                                                 "pytorch.org/memory_viz."),
+    memory: Optional[str] = typer.Option(None, help=MEMORY_LINE_HELP),
     routing: str = typer.Option("balanced", help=ROUTING_HELP),
     fused: bool = typer.Option(False, "--fused", help=FUSED_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
@@ -138,14 +146,39 @@ def analyze(
         raise UsageError(f"depth must be 0 or more, got {depth}")
     options = _options(batch, dtype, optim, amp, device, world_size=world_size, shard=shard,
                        routing=routing, fused=fused)
-    report = analyze_file(model, options, inputs=input)
+    budget = _budget(memory)
+    if snapshot is not None and options.distributed:
+        raise UsageError("--snapshot writes one device's step: leave out --world-size/--shard")
+    kept = []
+    report = analyze_file(model, options, inputs=input,
+                          on_replay=kept.append if snapshot is not None else None)
     width = terminal_width() if output is None else None  # a file: the natural width
     _write(render(report.at_depth(depth), fmt.value, width), output)
     if svg is not None:
         _picture(report, svg, "svg", depth=depth)
+    if timeline_svg is not None:
+        _timeline(report, timeline_svg, budget)
+    if snapshot is not None:
+        from graphcalc.snapshot import write_snapshot
+
+        write_snapshot(kept[-1], snapshot)
+        typer.echo(f"wrote {snapshot}", err=True)
     if strict and not report.complete:
         raise IncompleteError(f"{'; '.join(report.incomplete_reasons)}: the figures are "
                               "incomplete")
+
+
+def _budget(memory: Optional[str]) -> Optional[int]:
+    from graphcalc.units import parse_bytes
+
+    return parse_bytes(memory) if memory is not None else None
+
+
+def _timeline(report, path: Path, budget: Optional[int]) -> None:
+    from graphcalc.plots import timeline_svg, write_svg
+
+    write_svg(path, timeline_svg(report, budget, "--memory"))
+    typer.echo(f"wrote {path}", err=True)
 
 
 def _options(batch, dtype, optim, amp, device, steps=2, world_size=1, shard=None, routing=None,
@@ -234,6 +267,8 @@ def fit(
     check: bool = typer.Option(False, "--verify", help="Run the batch found for real."),
     world_size: int = typer.Option(1, "--world-size", help=WORLD_HELP),
     shard: Shard = typer.Option("none", "--shard", help=SHARD_HELP),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the predicted peak against "
+                                                             "the batch here (SVG)."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """The largest batch whose predicted training peak fits the memory budget (no real run).
@@ -254,6 +289,15 @@ def fit(
     source = loader.load(model)
     make_inputs = resolve_inputs(source, input)
     result = fit_source(source, make_inputs, options, budget)
+    if plot is not None:
+        from graphcalc.plots import fit_svg, write_svg
+
+        rank = (f" · per rank ({options.shard} x {options.world_size})"
+                if options.distributed else "")
+        write_svg(plot, fit_svg(result, source.name, f"{options.optimizer} · {options.dtype}"
+                                f"{' · autocast ' + options.amp if options.amp else ''} · "
+                                f"memory for {options.device}{rank}", budget_label="--memory"))
+        typer.echo(f"wrote {plot}", err=True)
     if result.batch == 0:
         typer.echo(f"graphcalc: batch 1 needs {format_bytes(result.peak_bytes)}, more than "
                    f"{format_bytes(budget)}", err=True)
@@ -460,17 +504,44 @@ def render(
     engine: Optional[Engine] = typer.Option(None, help="dot binary or embedded (WebAssembly, svg "
                                                        "only); default: $GRAPHCALC_RENDER_ENGINE,"
                                                        " else dot when on PATH."),
+    fold_repeats: Optional[bool] = typer.Option(
+        None, "--fold-repeats/--no-fold-repeats",
+        help="Draw a run of identical blocks (same module types, same shapes) once, as 'x12', "
+             "with the figures of all of them (default: when the picture is past --max-nodes)."),
+    timeline: bool = typer.Option(False, "--timeline", help="Draw the memory timeline of the "
+                                                            "step instead of the layer graph "
+                                                            "(SVG)."),
+    memory: Optional[str] = typer.Option(None, help=MEMORY_LINE_HELP + " With --timeline."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
-    """Draw the layer graph with its figures: params, FLOPs, bytes, the peak layer marked."""
+    """Draw the layer graph with its figures: params, FLOPs, bytes, the peak layer marked; or,
+    with --timeline, the memory of the step over time, stacked by where it goes."""
     from graphcalc.analyze import analyze_file
+    from graphcalc.errors import RenderError, UsageError
     from graphcalc.render import format_for
 
-    chosen = format_for(output, fmt.value if fmt else None)  # bad suffix: fail before analysing
+    budget = _budget(memory)
+    if timeline:
+        chosen = format_for(output, fmt.value if fmt else None)
+        if chosen != "svg":
+            raise RenderError(f"the timeline is drawn as svg, not {chosen}: give -o FILE.svg")
+    else:
+        if memory is not None:
+            raise UsageError("--memory draws a line on the timeline: use it with --timeline")
+        chosen = format_for(output, fmt.value if fmt else None)  # bad suffix: fail early
     options = _options(batch, dtype, optim, amp, device)
     report = analyze_file(model, options, inputs=input)
+    if timeline:
+        from graphcalc.plots import timeline_svg
+
+        if output is None:
+            sys.stdout.write(timeline_svg(report, budget, "--memory"))
+        else:
+            _timeline(report, output, budget)
+        return
     _picture(report, output, chosen, depth=depth, color_by=color_by.value,
-             max_nodes=max_nodes, engine=engine.value if engine else None)
+             max_nodes=max_nodes, engine=engine.value if engine else None,
+             fold_repeats=fold_repeats)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from . import loader
 from .errors import GraphcalcError, ShapeError, TraceError, UsageError
 from .options import Options
 from .routing import ROUTINGS
+from .timeline import replay_stack
 from .replay import LOSS, OPTIMIZER, Replay, replay
 from .opaque import is_data_dependent, reason_of
 from .report import (ROOT, TRACER, TRACER_OPAQUE, Breakdown, FlowNode, Layer, Memory, Report,
@@ -136,6 +137,7 @@ def _memory(rp: Replay, options: Options) -> Memory:
         level += delta
         running.append(level)
     step_peaks, timeline = step_timeline(rp, running)
+    points, phases = replay_stack(rp, running, rec.tracker.peak_event)
     step, phase, owner = rec.peak_where or (0, "setup", "")
     return Memory(
         device=options.device, peak_bytes=rec.tracker.peak,
@@ -146,14 +148,16 @@ def _memory(rp: Replay, options: Options) -> Memory:
         peak_layer=_name(owner) if owner != OPTIMIZER else OPTIMIZER,
         optimizer_state_bytes=rp.state_bytes,
         optimizer_temporary_bytes=sums["optimizer_temporaries"],
-        timeline=tuple(timeline),
+        timeline=tuple(timeline), timeline_stack=points, timeline_phases=phases,
         attention_kernels=tuple(sorted(getattr(rec, "sdpa_backends", {}))),
         cuda_target=options.cuda_target.name if options.device == "cuda" else "")
 
 
 def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options: Options, *,
-                   loss_fn=None, name: str | None = None) -> Report:
-    """Analyse a model: every figure of the report, from one replay of the step on fake tensors."""
+                   loss_fn=None, name: str | None = None,
+                   on_replay: Callable[[Replay], None] | None = None) -> Report:
+    """Analyse a model: every figure of the report, from one replay of the step on fake tensors.
+    `on_replay` is handed the replay itself (its every event: graphcalc.snapshot)."""
     opaque: dict[str, str] = {}
     while True:
         try:
@@ -171,6 +175,8 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
                                  "the rest can be analysed around it") from e
             # One layer reads tensor values: analyse the rest around it (graphcalc.opaque).
             opaque[owner] = reason_of(e)
+    if on_replay is not None:
+        on_replay(rp)
     layers = _layers(model, rp)
     routing_peaks: tuple[tuple[str, int], ...] = ()
     if rp.recorder.values.routers:
@@ -235,13 +241,15 @@ def resolve_inputs(source: loader.ModelSource, inputs: list[str] | None):
                      "shape with --input, e.g. --input 3x224x224")
 
 
-def analyze_file(spec: str, options: Options, *, inputs: list[str] | None = None) -> Report:
+def analyze_file(spec: str, options: Options, *, inputs: list[str] | None = None,
+                 on_replay: Callable[[Replay], None] | None = None) -> Report:
     """`graphcalc analyze FILE[:NAME]`: load the file, build the model on meta, analyse."""
     source = loader.load(spec)
     make_inputs = resolve_inputs(source, inputs)
     try:
         model = loader.build_model(source, device="meta")
-        return analyze_module(model, make_inputs, options, loss_fn=source.loss, name=source.name)
+        return analyze_module(model, make_inputs, options, loss_fn=source.loss, name=source.name,
+                              on_replay=on_replay)
     except (ShapeError, TraceError) as first:
         # Some models compute real values at build time (a constant table, not a buffer) that do
         # not survive the meta device: build those for real and try again.
@@ -249,4 +257,5 @@ def analyze_file(spec: str, options: Options, *, inputs: list[str] | None = None
             model = loader.build_model(source, device=None)
         except GraphcalcError:
             raise first from None
-        return analyze_module(model, make_inputs, options, loss_fn=source.loss, name=source.name)
+        return analyze_module(model, make_inputs, options, loss_fn=source.loss, name=source.name,
+                              on_replay=on_replay)

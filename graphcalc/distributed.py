@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
+from . import timeline
 from .analyze import step_timeline
 from .options import Options
 from .replay import LOSS, OPTIMIZER, SETUP, Replay
@@ -344,6 +345,28 @@ def _apply(events, plan: _Plan, cats: dict[int, str]):
     return levels, peak, peak_at, at_peak
 
 
+def _stack(rp: Replay, events, plan: _Plan, cats: dict[int, str], levels, peak_at: int,
+           at_peak: Counter):
+    """The per-rank stacked timeline (graphcalc.timeline): the changes of `_apply`, by category;
+    the peak's point from `_apply` itself (a peak between two events, at an insert)."""
+    start, end = rp.step_events[0], rp.step_events[-1]
+
+    def changes():
+        for i in range(end):
+            for delta, cat in plan.inserts.get(i, ()):
+                yield i + 1, cat, delta
+            if i not in plan.dropped:
+                serial, delta = events[i]
+                size = plan.size.get(serial)
+                yield (i + 1, cats.get(serial, "activations"),
+                       delta if size is None else (size if delta > 0 else -size))
+
+    keep = timeline.chosen_events(levels, start, end, peak_at, timeline.MAX_POINTS)
+    where = timeline.Where(rp.recorder.marks)
+    override = {peak_at: at_peak} if start <= peak_at <= end else None
+    return timeline.stack(changes(), keep, where.at, override), where.spans(start, end)
+
+
 def rank_memory(model: nn.Module, rp: Replay, options: Options) -> tuple[Memory, Distributed]:
     """The per-rank memory of `options.shard` over `options.world_size` ranks, from the replay of
     one rank's step (the replay ran at the per-rank batch, `options.batch`)."""
@@ -402,6 +425,8 @@ def rank_memory(model: nn.Module, rp: Replay, options: Options) -> tuple[Memory,
 
     levels, peak, peak_at, at_peak = _apply(events, plan, cats)
     memory = _memory(rp, options, levels, peak, peak_at, at_peak, plan, alloc)
+    points, phases = _stack(rp, events, plan, cats, levels, peak_at, at_peak)
+    memory = replace(memory, timeline_stack=points, timeline_phases=phases)
     return memory, Distributed(n, shard, options.batch, options.batch * n,
                                len(units) if shard == "fsdp" else 0, bucket,
                                communication(params, n, shard))

@@ -217,8 +217,13 @@ def to_html(report: Report) -> str:
         body.append(f"<tr><td{pad}>{escape(cells[0])}</td>"
                     + "".join(f"<td>{escape(c)}</td>" for c in cells[1:]) + "</tr>")
     notes = "".join(f"<li>{escape(line)}</li>" for line in summary_lines(report))
+    picture = ""
+    if report.memory.timeline_stack:  # the memory timeline under the table (graphcalc.plots)
+        from .plots import timeline_svg
+
+        picture = f'<div class="graphcalc-timeline">{timeline_svg(report)}</div>'
     return (f'<div class="graphcalc-report"><table><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table><ul>{notes}</ul></div>")
+            f"<tbody>{''.join(body)}</tbody></table><ul>{notes}</ul>{picture}</div>")
 
 
 CSV_FIELDS = ("name", "type", "depth", "output_shapes", "output_dtype", "params",

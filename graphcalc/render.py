@@ -21,7 +21,7 @@ import atexit
 import gc
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import RenderError
@@ -108,11 +108,21 @@ class View:
     layer: dict  # name -> Layer, folded at `depth`
     full_depth: int  # the deepest layer's depth, before folding
     top: tuple[str, ...]  # layers with no ancestor in view: the picture's outermost items
+    runs: dict = field(default_factory=dict)  # folded run name -> repeats.Run (identical blocks)
 
 
-def view(report: Report, depth: int | None = None, max_nodes: int = NODE_BUDGET) -> View:
+def view(report: Report, depth: int | None = None, max_nodes: int = NODE_BUDGET,
+         fold_repeats: bool | None = None) -> View:
     """Which layers the picture shows and how: `depth` None and more than `max_nodes` nodes
-    picks the deepest depth that fits; a layer with children in view is a cluster."""
+    picks the deepest depth that fits; a layer with children in view is a cluster. Runs of
+    identical blocks are drawn once (graphcalc.repeats) with `fold_repeats`, or when it is None
+    and the picture at `depth` (None: all layers) would have more than `max_nodes` nodes."""
+    runs: dict = {}
+    if fold_repeats or (fold_repeats is None and node_count(report, depth) > max_nodes):
+        from .repeats import fold_repeats as fold
+
+        report, found = fold(report)
+        runs = {r.name: r for r in found}
     auto = False
     if depth is None:
         depth = auto_depth(report, max_nodes)
@@ -173,7 +183,16 @@ def view(report: Report, depth: int | None = None, max_nodes: int = NODE_BUDGET)
     top = tuple(n for n in names if parent_in_view(n) is None)
     layers = {x.name: x for x in folded_report.layers}
     return View(folded_report, depth, auto, max_nodes, children, clusters, nodes, edges, spot,
-                folded, node_rank, members, info, layers, max_depth(report), top)
+                folded, node_rank, members, info, layers, max_depth(report), top, runs)
+
+
+def run_line(v: View, name: str) -> list[str]:
+    """`figures: Σ 12 identical blocks, h.0 to h.11` under a folded run's title."""
+    run = v.runs.get(name)
+    if run is None:
+        return []
+    return [f"figures: Σ {len(run.members)} identical blocks, {run.members[0]} to "
+            f"{run.members[-1]}"]
 
 
 def shape_text(shape) -> str:
@@ -282,7 +301,7 @@ def _layer_lines(v: View, node: str) -> list[str]:
             lines.append(f"figures: Σ {calls} calls")
     if layer.name in v.folded:
         lines.append(f"folded: {v.folded[layer.name]} layers")
-    return lines
+    return lines + ([] if own else run_line(v, layer.name))
 
 
 def _node(v: View, name: str, color_by: str, total: int) -> str:
@@ -345,6 +364,7 @@ def _cluster(v: View, name: str, color_by: str, total: int, indent: str) -> list
         lines[0] += f" ({layer.calls} calls)"
     if not own and layer.output_shapes:
         lines.append(f"out {shape_text(layer.output_shapes[0])}")
+    lines += run_line(v, name)
     attrs = {"style": "rounded,dashed", "color": "#999999", "label": '""'}
     if name == v.peak and not own:
         lines.append(peak_text(v.report))
@@ -401,6 +421,11 @@ def header_lines(v: View) -> list[str]:
         f"  + batch {format_bytes(b.batch)} + activations {format_bytes(b.activations)}",
         depth_text,
     ]
+    if v.runs:
+        lines.append("identical blocks drawn once, their figures summed (×n): "
+                     + ", ".join(f"{run.name} ({len(run.members)} × {run.type})"
+                                 for run in v.runs.values())
+                     + " (--no-fold-repeats draws each)")
     d = getattr(r, "distributed", None)
     if d is not None:
         lines.append(f"per rank of {d.world_size} ({d.shard}): batch {d.per_rank_batch} of "
@@ -453,7 +478,7 @@ def _legend(color_by: str, total: int) -> list[str]:
 
 
 def to_dot(report: Report, *, depth: int | None = None, color_by: str = "flops",
-           max_nodes: int = NODE_BUDGET) -> str:
+           max_nodes: int = NODE_BUDGET, fold_repeats: bool | None = None) -> str:
     """The DOT source of the picture (no Graphviz needed to build it)."""
     if color_by not in COLOR_BY:
         raise RenderError(f"unknown colouring '{color_by}': use one of {', '.join(COLOR_BY)}")
@@ -461,7 +486,7 @@ def to_dot(report: Report, *, depth: int | None = None, color_by: str = "flops",
         raise RenderError(f"depth must be 0 or more, got {depth}")
     if max_nodes < 1:
         raise RenderError(f"the node budget must be 1 or more, got {max_nodes}")
-    v = view(report, depth, max_nodes)
+    v = view(report, depth, max_nodes, fold_repeats)
     total = sum(metric(x, color_by) for x in v.report.layers)
     lines = [
         "digraph graphcalc {",
@@ -628,12 +653,14 @@ def _first_line(text) -> str:
 
 def render(report: Report, fmt: str = "svg", *, depth: int | None = None,
            color_by: str = "flops", max_nodes: int = NODE_BUDGET,
-           engine: str | None = None) -> bytes:
-    """The picture of a report as bytes of `fmt`: svg (default), png, pdf or dot."""
+           engine: str | None = None, fold_repeats: bool | None = None) -> bytes:
+    """The picture of a report as bytes of `fmt`: svg (default), png, pdf or dot. Runs of
+    identical blocks are drawn once with `fold_repeats` (None: past `max_nodes` nodes)."""
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise RenderError(f"unknown picture format '{fmt}': use one of {', '.join(FORMATS)}")
-    source = to_dot(report, depth=depth, color_by=color_by, max_nodes=max_nodes)
+    source = to_dot(report, depth=depth, color_by=color_by, max_nodes=max_nodes,
+                    fold_repeats=fold_repeats)
     return render_source(source, fmt, engine)
 
 

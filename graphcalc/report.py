@@ -82,6 +82,43 @@ class TimelinePoint:
     peak_bytes: int
 
 
+# Where the memory goes on the timeline, in stacking order (bottom first): graphcalc.timeline.
+STACK_CATEGORIES = ("parameters", "gradients", "optimizer_state", "optimizer_temporaries",
+                    "batch", "activations", "workspace")
+
+
+@dataclass(frozen=True)
+class StackPoint:
+    """The live bytes by category after `event` events of the replay (the tracker's own count:
+    the six figures sum to its live bytes there), in `phase` of `step`, inside `layer`."""
+
+    event: int
+    step: int  # 1 for the first step
+    phase: str  # forward, loss, backward, optimizer; "end" for zero_grad and the step's end
+    layer: str
+    parameters: int
+    gradients: int
+    optimizer_state: int
+    optimizer_temporaries: int
+    batch: int
+    activations: int
+    workspace: int = 0  # cuBLAS workspaces of a CUDA step
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, c) for c in STACK_CATEGORIES)
+
+
+@dataclass(frozen=True)
+class PhaseSpan:
+    """Events [start, end) of the replay ran `phase` of `step`."""
+
+    step: int
+    phase: str
+    start: int
+    end: int
+
+
 @dataclass(frozen=True)
 class Memory:
     device: str
@@ -96,6 +133,10 @@ class Memory:
     optimizer_state_bytes: int  # the optimizer's state tensors once created (steady state)
     optimizer_temporary_bytes: int  # temporaries of optimizer.step() live at the peak
     timeline: tuple[TimelinePoint, ...] = ()
+    # The stacked timeline across the replayed steps (graphcalc.timeline): every point of a small
+    # step, the lowest and highest of each stretch of a big one, and always the peak's event.
+    timeline_stack: tuple[StackPoint, ...] = ()
+    timeline_phases: tuple[PhaseSpan, ...] = ()
     # a CUDA step: the attention kernels chosen as CUDA would (graphcalc.cuda), and the GPU
     attention_kernels: tuple[str, ...] = ()
     cuda_target: str = ""
@@ -171,6 +212,8 @@ class Report:
     def to_dict(self) -> dict:
         mem = asdict(self.memory)
         mem["timeline"] = [asdict(p) for p in self.memory.timeline]
+        mem["timeline_stack"] = [asdict(p) for p in self.memory.timeline_stack]
+        mem["timeline_phases"] = [asdict(p) for p in self.memory.timeline_phases]
         return {
             "schema_version": self.schema_version,
             "model": self.model,

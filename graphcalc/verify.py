@@ -87,6 +87,7 @@ class Fit:
     recommended_batch: int  # 80% of it, as the seed tutorials advise
     recommended_peak_bytes: int
     evaluations: int
+    points: tuple[tuple[int, int], ...] = ()  # (batch, predicted peak) of every batch analysed
 
 
 def fit(peak_at: Callable[[int], int], memory_bytes: int) -> Fit:
@@ -101,8 +102,14 @@ def fit(peak_at: Callable[[int], int], memory_bytes: int) -> Fit:
             seen[b] = peak_at(b)
         return seen[b]
 
+    found = _search(peak, memory_bytes)
+    return replace(found, evaluations=len(seen), points=tuple(sorted(seen.items())))
+
+
+def _search(peak: Callable[[int], int], memory_bytes: int) -> Fit:
+
     if peak(1) > memory_bytes:
-        return Fit(memory_bytes, 0, peak(1), 0, 0, len(seen))
+        return Fit(memory_bytes, 0, peak(1), 0, 0, 0)
     lo, hi = 1, None
     probe = 2
     while hi is None:
@@ -114,7 +121,7 @@ def fit(peak_at: Callable[[int], int], memory_bytes: int) -> Fit:
         guess = int(1 + (memory_bytes - peak(1)) / slope) if slope > 0 else lo * 64
         probe = min(max(guess + 1, lo * 2 if guess <= lo else guess + 1), MAX_BATCH)
         if probe <= lo:
-            return Fit(memory_bytes, lo, peak(lo), *_recommend(peak, lo), len(seen))
+            return Fit(memory_bytes, lo, peak(lo), *_recommend(peak, lo), 0)
     while hi - lo > 1:
         slope = (peak(hi) - peak(lo)) / (hi - lo)
         guess = lo + int((memory_bytes - peak(lo)) / slope) if slope > 0 else (lo + hi) // 2
@@ -125,7 +132,7 @@ def fit(peak_at: Callable[[int], int], memory_bytes: int) -> Fit:
                 hi = probe + 1
         else:
             hi = probe
-    return Fit(memory_bytes, lo, peak(lo), *_recommend(peak, lo), len(seen))
+    return Fit(memory_bytes, lo, peak(lo), *_recommend(peak, lo), 0)
 
 
 def _recommend(peak, batch: int) -> tuple[int, int]:

@@ -8,12 +8,14 @@ engine (what a fresh `pip install` has); the dot-binary tests skip where `dot` i
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import xml.etree.ElementTree as ET
 from functools import lru_cache
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from graphcalc import render as rd
@@ -125,7 +127,7 @@ def test_seed_cnn_nodes_at_each_depth(depth, nodes, clusters):
 
 
 def test_resnet50_folds_to_depth_2_by_default_and_says_so():
-    p = picture("resnet50", 1)
+    p = picture("resnet50", 1, fold_repeats=False)
     # Depth 2 holds 28 layers: (root), conv1, bn1, relu, maxpool, layer1..4 with 3+4+6+3
     # Bottlenecks, avgpool, fc, [loss]. (root) and layer1..4 are clusters (5); (root) also has a
     # node for its own flatten between avgpool and fc: 28 - 5 + 1 + [optimizer] = 25 nodes.
@@ -140,7 +142,7 @@ def test_resnet50_folds_to_depth_2_by_default_and_says_so():
 
 
 def test_gpt2_folds_its_blocks_and_a_larger_budget_shows_all():
-    p = picture("gpt2", 1)
+    p = picture("gpt2", 1, fold_repeats=False)
     blocks = {f"h.{i}" for i in range(12)}
     assert blocks <= layer_nodes(p)
     assert any("chosen automatically" in line for line in p["header"])
@@ -316,7 +318,7 @@ def test_large_models_render_within_the_budget():
     assert rd.auto_depth(r, 3) == 0  # (root) and [loss]
     # Depth 1 has 12 layers: (root), conv1, bn1, relu, maxpool, layer1..4, avgpool, fc, [loss].
     # (root) is a cluster with a node for its own flatten; with [optimizer]: 13 nodes.
-    p = picture("resnet50", 1, max_nodes=12)
+    p = picture("resnet50", 1, max_nodes=12, fold_repeats=False)
     assert len(layer_nodes(p)) == 13 and module_clusters(p) == {"(root)"}
 
 
@@ -547,3 +549,100 @@ def test_a_cell_called_40_times_counts_40_nodes_against_the_budget():
     assert any("depth 0 of 1, chosen automatically" in line for line in p["header"])
     every = parse(rd.render(r, max_nodes=100))
     assert "cell (call 40/40)" in every["nodes"] and "(root) (own ops 40)" in every["nodes"]
+
+
+# --- repeated blocks drawn once (graphcalc.repeats) -----------------------------------------------
+
+def test_gpt2s_twelve_blocks_are_drawn_once_with_the_figures_of_all_twelve():
+    r = report("gpt2", 1)
+    p = picture("gpt2", 1)  # folded by default: all its nodes are past the 60-node budget
+    assert rd.node_count(r, None) > rd.NODE_BUDGET
+    nodes, clusters = layer_nodes(p), module_clusters(p)
+    assert not {f"h.{i}" for i in range(12)} & (nodes | clusters)
+    assert "h.0–11" in clusters and "h.0–11.attn.c_attn" in nodes
+    by_name = {x.name: x for x in r.layers}
+    c_attn = p["nodes"]["h.0–11.attn.c_attn"]["lines"]
+    assert c_attn[0] == "h.0–11.attn.c_attn · Linear ×12"
+    total = sum(by_name[f"h.{i}.attn.c_attn"].params for i in range(12))
+    flops = sum(by_name[f"h.{i}.attn.c_attn"].flops_forward for i in range(12))
+    assert f"params {format_count(total)} · FLOPs fwd {format_count(flops)}" in c_attn[2]
+    # the block's box sums the twelve blocks and all their layers
+    block = p["clusters"]["cluster_h.0–11"]["lines"]
+    inside = [x for x in r.layers if re.match(r"h\.\d+(\.|$)", x.name)]
+    assert block[0] == "h.0–11 · Block ×12"
+    assert block[1].startswith(f"Σ params {format_count(sum(x.params for x in inside))}")
+    assert "figures: Σ 12 identical blocks, h.0 to h.11" in block
+    assert any("identical blocks drawn once" in line and "h.0–11 (12 × Block)" in line
+               for line in p["header"])
+    # the header's totals are the model's, not a folded sum
+    assert any(f"params {format_count(r.totals.params)}" in line for line in p["header"])
+    # tensors flow in from the embeddings and out to ln_f; none from a block to the next
+    flows = set(p["edges"])
+    assert any(e.endswith("->h.0–11.ln_1") for e in flows)
+    assert any(e.startswith("h.0–11 (own ops 2)->") and e.endswith("ln_f") for e in flows)
+    # all shown (no depth folding needed once the blocks are one) and within the budget
+    assert any(line.startswith("all layers shown") for line in p["header"])
+    assert len(layer_nodes(p)) <= rd.NODE_BUDGET
+
+
+def test_no_fold_repeats_draws_every_block_and_fold_repeats_forces_it(tmp_path):
+    out = tmp_path / "g.svg"
+    result = runner.invoke(app, ["render", str(SAMPLES / "gpt2.py"), "--no-fold-repeats",
+                                 "--max-nodes", "1000", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    p = parse(out.read_bytes())
+    assert {f"h.{i}" for i in range(12)} <= module_clusters(p)
+    # a small model is not folded by default, but is when asked
+    # (samples/resnet18.py names its stages b2..b5; b1 is the stem)
+    p = picture("resnet18", 1)
+    assert {"b2.0", "b2.1"} <= module_clusters(p)
+    p = picture("resnet18", 1, fold_repeats=True)
+    assert "b2.0–1" in module_clusters(p) and "b2.0" not in module_clusters(p)
+    # b3.0 has a 1x1 conv3 shortcut that b3.1 lacks: not identical, drawn apart
+    assert {"b3.0", "b3.1"} <= module_clusters(p)
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, width: int, extra: bool = False):
+        super().__init__()
+        self.fc = torch.nn.Linear(width, width)
+        self.act = torch.nn.GELU() if extra else torch.nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.fc(x))
+
+
+class _Widths(torch.nn.Module):
+    """Blocks 0-2 identical; 3 wider (other shapes); 4-5 identical to 3 but for their type of
+    activation (other structure): one run of three, nothing else folded."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([_Block(8), _Block(8), _Block(8)])
+        self.up = torch.nn.Linear(8, 16)
+        self.wide = torch.nn.ModuleList([_Block(16), _Block(16, extra=True)])
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = b(x)
+        x = self.up(x)
+        for b in self.wide:
+            x = b(x)
+        return x
+
+
+def test_only_the_same_structure_and_shapes_fold():
+    from graphcalc.analyze import analyze_module
+    from graphcalc.repeats import fold_repeats
+
+    r = analyze_module(_Widths(), lambda b: torch.randn(b, 8), Options(batch=2))
+    folded, runs = fold_repeats(r)
+    assert [(run.name, run.members) for run in runs] == [
+        ("blocks.0–2", ("blocks.0", "blocks.1", "blocks.2"))]
+    names = {x.name for x in folded.layers}
+    assert {"blocks.0–2", "blocks.0–2.fc", "wide.0", "wide.1"} <= names
+    assert not {"blocks.0", "blocks.1.fc"} & names
+    fc = next(x for x in folded.layers if x.name == "blocks.0–2.fc")
+    # Linear(8, 8): 72 parameters each; at batch 2, 2·2·8·8 = 256 forward FLOPs each
+    assert (fc.params, fc.flops_forward, fc.type) == (3 * 72, 3 * 256, "Linear ×3")
+    assert sum(x.params for x in folded.layers) == r.totals.params
