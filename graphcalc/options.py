@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -38,6 +38,13 @@ class Options:
     world_size: int = 1
     shard: str = "none"
     routing: str = "balanced"  # mixture-of-experts routing assumed (graphcalc.routing)
+    # The GPU the step is for (graphcalc.gpus; any name find_gpu reads, kept as its key) and its
+    # memory in bytes (for a card not in the table, or to override the table's). Either implies
+    # device cuda and a verdict: does the step fit?
+    gpu: str | None = None
+    gpu_memory: int | None = None
+    expandable_segments: bool = False  # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+    gpu_note: str | None = field(default=None, compare=False)  # how an ambiguous name was read
 
     def __post_init__(self):
         if isinstance(self.batch, bool) or not isinstance(self.batch, int):
@@ -61,6 +68,20 @@ class Options:
                              f"{self.world_size!r}")
         object.__setattr__(self, "shard", _choose("shard", self.shard, SHARDS))
         object.__setattr__(self, "routing", _choose("routing", self.routing, ROUTINGS))
+        if self.gpu is not None:
+            from .gpus import find_gpu
+
+            found = find_gpu(self.gpu)
+            object.__setattr__(self, "gpu", found.gpu.key)
+            if found.note and self.gpu_note is None:
+                object.__setattr__(self, "gpu_note", found.note)
+        if self.gpu_memory is not None:
+            if isinstance(self.gpu_memory, bool) or not isinstance(self.gpu_memory, int) \
+                    or self.gpu_memory <= 0:
+                raise UsageError(f"GPU memory must be a positive number of bytes, got "
+                                 f"{self.gpu_memory!r}")
+        if self.gpu is not None or self.gpu_memory is not None:
+            object.__setattr__(self, "device", "cuda")  # a GPU target is a CUDA step
         if self.world_size == 1 and self.shard != "none":
             raise UsageError(f"--shard {self.shard} needs --world-size 2 or more")
         if self.world_size > 1 and self.shard == "none":
@@ -76,6 +97,15 @@ class Options:
         return AMP_DTYPES[self.amp] if self.amp else None
 
     @property
+    def gpu_spec(self):
+        """The graphcalc.gpus.GPU named, or None."""
+        if self.gpu is None:
+            return None
+        from .gpus import find_gpu
+
+        return find_gpu(self.gpu).gpu
+
+    @property
     def distributed(self) -> bool:
         return self.world_size > 1
 
@@ -84,6 +114,10 @@ class Options:
              "amp": self.amp, "device": self.device}
         if self.routing != "balanced":
             d["routing"] = self.routing
+        if self.gpu is not None or self.gpu_memory is not None:  # as before without a GPU
+            d.update(gpu=self.gpu, gpu_memory=self.gpu_memory)
+        if self.expandable_segments:
+            d["expandable_segments"] = True
         if self.distributed:  # the single-device JSON stays as it was
             d.update(world_size=self.world_size, shard=self.shard)
         return d

@@ -134,11 +134,15 @@ def _recommend(peak, batch: int) -> tuple[int, int]:
 
 
 def fit_source(source: loader.ModelSource, make_inputs, options: Options, memory_bytes: int) -> Fit:
+    """With a GPU (options.gpu or options.gpu_memory) the figure searched is what the card must
+    hold, GpuFit.required_bytes (reserved + CUDA context), else the predicted peak."""
     model = loader.build_model(source, device="meta")
+    on_gpu = options.gpu is not None or options.gpu_memory is not None
 
     def peak_at(batch: int) -> int:
-        return analyze_module(model, make_inputs, replace(options, batch=batch),
-                              loss_fn=source.loss).memory.peak_bytes
+        report = analyze_module(model, make_inputs, replace(options, batch=batch),
+                                loss_fn=source.loss)
+        return report.gpu.required_bytes if on_gpu else report.memory.peak_bytes
 
     return fit(peak_at, memory_bytes)
 
