@@ -462,7 +462,8 @@ def _print_budgets(run, budgets) -> None:
     for o in run.outcomes:
         opts = o.budget.options
         setup = (f"batch {opts.batch}, {opts.dtype}{', autocast ' + opts.amp if opts.amp else ''},"
-                 f" {opts.optimizer}" + (", cached" if o.cached else ""))
+                 f" {opts.optimizer}" + (f", on {opts.gpu_spec.name}" if opts.gpu else "")
+                 + (", cached" if o.cached else ""))
         for i, c in enumerate(o.checks):
             figure = budgets.LABELS[c.figure] + (" growth" if c.kind == "growth" else "")
             table.add_row(o.budget.name if i == 0 else (setup if i == 1 else ""), figure,
