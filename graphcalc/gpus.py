@@ -161,9 +161,11 @@ def find_gpu(name: str) -> Resolved:
     longest = max((k for k in _INDEX if q.startswith(k) and len(k) >= 4), key=len, default=None)
     candidates = {g.key: g for k, g in _INDEX.items() if k.startswith(q)}
     if longest is not None and not candidates:
-        return Resolved(_INDEX[longest])
+        g = _INDEX[longest]
+        return Resolved(g, f"'{name}' read as the {g.name}")
     if len(candidates) == 1:
-        return Resolved(next(iter(candidates.values())))
+        g = next(iter(candidates.values()))
+        return Resolved(g, f"'{name}' read as the {g.name}")
     if candidates:
         if q in DEFAULT_OF and len({g.nominal_gb for g in candidates.values()}) == 1:
             g = next(c for c in GPUS if c.key == DEFAULT_OF[q])

@@ -22,6 +22,11 @@ def test_names_as_typed_and_as_nvidia_smi_prints_them(name, key):
     assert find_gpu(name).gpu.key == key
 
 
+def test_a_name_matched_only_in_part_says_how_it_was_read():
+    assert find_gpu("NVIDIA A100-SXM4-80GB").note is None  # nvidia-smi's name: exact
+    assert find_gpu("l40").gpu.key == "l40s" and "read as the L40S 48GB" in find_gpu("l40").note
+
+
 def test_h100_alone_is_the_sxm_card_and_says_so():
     r = find_gpu("h100")
     assert r.gpu.key == "h100-sxm"
