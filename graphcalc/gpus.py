@@ -11,7 +11,8 @@ the CUDA context.
 What follows from the compute capability (torch 2.x):
 - bf16 kernels: sm80 and later (`torch.cuda.is_bf16_supported()`, Ampere on).
 - SDPA flash attention: sm80 and later (aten/src/ATen/native/transformers/cuda/sdp_utils.cpp,
-  `check_sm_version` for flash: sm80-sm90+); memory-efficient attention: sm50 and later.
+  check_flash_attention_hardware_support: check_sm_version<sm80, sm121>, <sm80, sm90> in older
+  releases); memory-efficient attention: sm50 and later (check_mem_efficient_hardware_support).
 - the cuBLAS workspace torch allocates through the caching allocator for each handle and stream
   (aten/src/ATen/cuda/CublasHandlePool.cpp, `parseChosenWorkspaceSize`): 4096 KiB x 2 + 16 KiB
   x 8 = 8,519,680 B (":4096:2:16:8"), 32 MiB (4096 KiB x 8) on sm90 exactly; plus the cuBLASLt
