@@ -112,9 +112,10 @@ def summary_lines(report: Report) -> list[str]:
 
 def gpu_lines(g) -> list[str]:
     """The GPU section: which card, what the caching allocator reserves, the verdict."""
+    given = g.capacity_source == "--memory"
     if g.gpu is not None:
-        head = f"GPU {g.gpu} ({g.compute_capability}): {format_bytes(g.capacity_bytes)} as the " \
-               "driver reports it" + (" (--memory)" if g.capacity_source == "--memory" else "")
+        head = f"GPU {g.gpu} ({g.compute_capability}): {format_bytes(g.capacity_bytes)}" \
+               + (" (--memory)" if given else " as the driver reports it")
     elif g.capacity_bytes is not None:
         head = f"GPU with {format_bytes(g.capacity_bytes)} (--memory)"
     else:
@@ -124,12 +125,12 @@ def gpu_lines(g) -> list[str]:
     context = (f"CUDA context {format_bytes(g.cuda_context_bytes)} assumed (seen "
                f"{lo // 10**6}-{hi // 10**6} MB by GPU, driver and kernels loaded)")
     if g.reserved_simulated:
+        how = ", expandable segments" if g.expandable_segments else ""
+        segments = f"{g.segments_at_peak} segment{'' if g.segments_at_peak == 1 else 's'}"
         where = f"step {g.reserved_peak_step} {g.reserved_peak_phase} at {g.reserved_peak_layer}"
-        lines.append(f"  caching allocator (simulated{', expandable segments' if g.expandable_segments else ''}): "
-                     f"peak reserved {format_bytes(g.peak_reserved_bytes)} in "
-                     f"{g.segments_at_peak} segment{'' if g.segments_at_peak == 1 else 's'} ({where}); "
-                     f"peak allocated "
-                     f"{format_bytes(g.peak_allocated_bytes)} counted as whole blocks")
+        lines.append(f"  caching allocator (simulated{how}): peak reserved "
+                     f"{format_bytes(g.peak_reserved_bytes)} in {segments} ({where}); peak "
+                     f"allocated {format_bytes(g.peak_allocated_bytes)} counted as whole blocks")
     else:
         lines.append("  caching allocator not simulated per rank: the device total is the rank's "
                      "peak allocated plus the context, a lower bound")
@@ -137,7 +138,7 @@ def gpu_lines(g) -> list[str]:
                  f"{'reserved' if g.reserved_simulated else 'allocated'} + {context}")
     if g.cublas_workspace_bytes is not None:
         lines.append(f"  cuBLAS workspace on this card: {format_bytes(g.cublas_workspace_bytes)} "
-                     "(informational: the replay allocates it in the step, so it is not added again)")
+                     "(informational: the replay allocates it in the step, not added again)")
     if g.fits is True:
         lines.append(f"  Verdict: fits, headroom {format_bytes(g.headroom_bytes)}"
                      + (" (only after the allocator returns its cached segments to the driver)"
