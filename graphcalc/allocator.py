@@ -121,9 +121,10 @@ class CachingAllocator:
         self.shortfall = 0
         self._next_base = 1 << 32
         if self.expandable:
-            # 1 1/8 of the device's memory of address space (find_expandable_block)
-            total = capacity if capacity is not None else 1 << 44
-            self._space = total + total // 8
+            # the real segment reserves 1 1/8 of the device's memory of address space
+            # (find_expandable_block); here it is only an address range, made large enough
+            # that a run past the capacity (an OOM, simulated on) still fits in one
+            self._space = 1 << 47
 
     # --- the public operations -------------------------------------------------------------
 
