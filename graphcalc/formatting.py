@@ -121,6 +121,7 @@ def gpu_lines(g) -> list[str]:
     else:
         head = "GPU not named (--gpu NAME or --memory SIZE for a verdict)"
     lines = [head + (f"; {g.note}" if g.note else "")]
+    lines += [f"  NOTE: {c}" for c in g.caveats]
     lo, hi = g.cuda_context_range
     context = (f"CUDA context {format_bytes(g.cuda_context_bytes)} assumed (seen "
                f"{lo // 10**6}-{hi // 10**6} MB by GPU, driver and kernels loaded)")

@@ -59,7 +59,8 @@ def gpu_fit(events, marks, options: Options, *, name_of=lambda owner: owner) -> 
         cublas_workspace_bytes=spec.cublas_workspace_bytes if spec else None,
         cuda_context_bytes=context, cuda_context_range=CUDA_CONTEXT_RANGE,
         device_total_bytes=total, headroom_bytes=None if capacity is None else capacity - total,
-        fits=fits, short_by_bytes=short, released_cache=released)
+        fits=fits, short_by_bytes=short, released_cache=released,
+        caveats=caveats(spec, options))
 
 
 def gpu_fit_unsimulated(peak_allocated: int, options: Options) -> GpuFit:
@@ -80,7 +81,16 @@ def gpu_fit_unsimulated(peak_allocated: int, options: Options) -> GpuFit:
         cuda_context_bytes=CUDA_CONTEXT_BYTES, cuda_context_range=CUDA_CONTEXT_RANGE,
         device_total_bytes=total, headroom_bytes=None if capacity is None else capacity - total,
         fits=fits, short_by_bytes=None if fits in (None, True) else total - capacity,
-        released_cache=False, reserved_simulated=False)
+        released_cache=False, reserved_simulated=False, caveats=caveats(spec, options))
+
+
+def caveats(spec, options: Options) -> tuple[str, ...]:
+    """What the card cannot do of the step asked for."""
+    out = []
+    if spec is not None and not spec.bf16 and "bf16" in (options.dtype, options.amp):
+        out.append(f"the {spec.name} ({spec.sm}) has no native bf16 (sm80 and later): its "
+                   "bf16 kernels are emulated or missing; fp16 is its half type")
+    return tuple(out)
 
 
 def _moment(marks, consumed: int) -> tuple[int, str, str]:

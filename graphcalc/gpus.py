@@ -9,7 +9,8 @@ seen, the smallest is used. The caching allocator can never reserve more than th
 the CUDA context.
 
 What follows from the compute capability (torch 2.x):
-- bf16 kernels: sm80 and later (`torch.cuda.is_bf16_supported()`, Ampere on).
+- native bf16: sm80 and later (`torch.cuda.is_bf16_supported(including_emulation=False)`);
+  older cards emulate it where they run it at all.
 - SDPA flash attention: sm80 and later (aten/src/ATen/native/transformers/cuda/sdp_utils.cpp,
   check_flash_attention_hardware_support: check_sm_version<sm80, sm121>, <sm80, sm90> in older
   releases); memory-efficient attention: sm50 and later (check_mem_efficient_hardware_support).

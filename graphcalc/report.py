@@ -132,6 +132,7 @@ class GpuFit:
     # False under --world-size/--shard: the per-rank figures are adjusted from one rank's
     # replay, not a stream of allocations, so the device total is peak allocated + context
     reserved_simulated: bool = True
+    caveats: tuple[str, ...] = ()  # what the card cannot do of the step asked for (bf16 on sm75)
 
     @property
     def required_bytes(self) -> int:
@@ -144,6 +145,7 @@ class GpuFit:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["cuda_context_range"] = list(self.cuda_context_range)
+        d["caveats"] = list(self.caveats)
         return d
 
 

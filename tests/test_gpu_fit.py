@@ -56,3 +56,9 @@ def test_a_named_card_brings_its_memory_and_workspace():
 def test_a_sharded_rank_is_judged_on_its_peak_allocated():
     g = gpu_fit_unsimulated(10 * M, Options(gpu_memory=CUDA_CONTEXT_BYTES + 8 * M))
     assert (g.reserved_simulated, g.fits, g.short_by_bytes) == (False, False, 2 * M)
+
+
+def test_bf16_on_a_card_without_it_is_a_caveat():
+    assert gpu_fit(EVENTS, [], Options(gpu="t4", amp="bf16")).caveats
+    assert "no native bf16" in gpu_fit(EVENTS, [], Options(gpu="v100-16gb", dtype="bf16")).caveats[0]
+    assert not gpu_fit(EVENTS, [], Options(gpu="a10g", amp="bf16")).caveats
