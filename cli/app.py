@@ -54,6 +54,12 @@ ROUTING_HELP = ("Mixture-of-experts routing assumed where the figures depend on 
                 "capacity:1.25).")
 FUSED_HELP = ("The optimizer's fused kernels (torch.optim's fused=True: sgd, momentum, adam, "
               "adamw, adagrad); a CUDA step runs the foreach ones by default.")
+GPU_HELP = ("The GPU the step is for, as you would name it or nvidia-smi prints it (h100, "
+            "a100-80gb, 'NVIDIA GeForce RTX 4090', t4...): what the caching allocator reserves, "
+            "the CUDA context and whether it fits. Implies --device cuda.")
+GPU_MEMORY_HELP = ("The GPU's memory, e.g. 24GiB, for a card not in the list (or instead of the "
+                   "listed figure). Implies --device cuda.")
+EXPANDABLE_HELP = "Simulate PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True."
 SHARD_HELP = ("How the ranks split the state: ddp (replicated, gradient buckets), zero1 (optimizer "
               "state sharded), zero2 (and gradients), fsdp (and parameters, as fully_shard).")
 
@@ -110,7 +116,12 @@ def analyze(
     dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
     optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
     amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
-    device: Device = typer.Option("cpu", help="Device the memory prediction is for."),
+    device: Optional[Device] = typer.Option(None, help="Device the memory prediction is for "
+                                                       "(default cpu; cuda with --gpu)."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help=GPU_HELP),
+    memory: Optional[str] = typer.Option(None, "--memory", help=GPU_MEMORY_HELP),
+    expandable_segments: bool = typer.Option(False, "--expandable-segments",
+                                             help=EXPANDABLE_HELP),
     input: Optional[List[str]] = typer.Option(None, "--input", "-i",
                                               help="Input shape without the batch, e.g. 3x224x224, "
                                                    "128:int64, or :int64 for shape (batch,); "
@@ -131,7 +142,6 @@ def analyze(
                                             help="Also write the predicted step as a PyTorch "
                                                  "memory snapshot (pickle) for "
                                                  "pytorch.org/memory_viz."),
-    memory: Optional[str] = typer.Option(None, help=MEMORY_LINE_HELP),
     routing: str = typer.Option("balanced", help=ROUTING_HELP),
     fused: bool = typer.Option(False, "--fused", help=FUSED_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
@@ -145,8 +155,8 @@ def analyze(
     if depth is not None and depth < 0:
         raise UsageError(f"depth must be 0 or more, got {depth}")
     options = _options(batch, dtype, optim, amp, device, world_size=world_size, shard=shard,
-                       routing=routing, fused=fused)
-    budget = _budget(memory)
+                       routing=routing, fused=fused, gpu=gpu, memory=memory,
+                       expandable_segments=expandable_segments)
     if snapshot is not None and options.distributed:
         raise UsageError("--snapshot writes one device's step: leave out --world-size/--shard")
     kept = []
@@ -157,7 +167,7 @@ def analyze(
     if svg is not None:
         _picture(report, svg, "svg", depth=depth)
     if timeline_svg is not None:
-        _timeline(report, timeline_svg, budget)
+        _timeline(report, timeline_svg, *_card_line(report))
     if snapshot is not None:
         from graphcalc.snapshot import write_snapshot
 
@@ -174,21 +184,45 @@ def _budget(memory: Optional[str]) -> Optional[int]:
     return parse_bytes(memory) if memory is not None else None
 
 
-def _timeline(report, path: Path, budget: Optional[int]) -> None:
+def _card_line(report) -> tuple[Optional[int], str]:
+    """The line a timeline draws for the GPU named (--gpu) or the memory given (--memory)."""
+    g = report.gpu
+    if g is None or g.capacity_bytes is None:
+        return None, "--memory"
+    return g.capacity_bytes, g.gpu or "--memory"
+
+
+def _timeline(report, path: Path, budget: Optional[int], label: str = "--memory") -> None:
     from graphcalc.plots import timeline_svg, write_svg
 
-    write_svg(path, timeline_svg(report, budget, "--memory"))
+    write_svg(path, timeline_svg(report, budget, label))
     typer.echo(f"wrote {path}", err=True)
 
 
 def _options(batch, dtype, optim, amp, device, steps=2, world_size=1, shard=None, routing=None,
-             fused=False):
+             fused=False, gpu=None, memory=None, expandable_segments=False):
+    from graphcalc.errors import UsageError
     from graphcalc.options import Options
+    from graphcalc.units import parse_bytes
 
+    target = gpu is not None or memory is not None
+    if device is None:
+        device_name = "cuda" if target else "cpu"
+    else:
+        device_name = device.value
+        if target and device_name != "cuda":
+            flag = "--gpu" if gpu is not None else "--memory"
+            raise UsageError(f"{flag} predicts a GPU step: drop --device {device_name} or use "
+                             "--device cuda")
+    if expandable_segments and device_name != "cuda":
+        raise UsageError("--expandable-segments is a CUDA allocator setting: use it with --gpu "
+                         "or --device cuda")
     return Options(batch=batch, dtype=dtype.value, optimizer=optim.value,
-                   amp=amp.value if amp else None, device=device.value, steps=steps,
+                   amp=amp.value if amp else None, device=device_name, steps=steps,
                    world_size=world_size, shard=shard.value if shard else "none",
-                   routing=routing or "balanced", fused=fused)
+                   routing=routing or "balanced", fused=fused, gpu=gpu,
+                   gpu_memory=parse_bytes(memory) if memory is not None else None,
+                   expandable_segments=expandable_segments)
 
 
 @_command
@@ -258,11 +292,18 @@ def verify(
 @_command
 def fit(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    memory: str = typer.Option(..., help="Memory budget, e.g. 80GiB or 24GB."),
+    memory: Optional[str] = typer.Option(None, help="Memory budget, e.g. 80GiB or 24GB (with "
+                                                    "--gpu: the card's memory)."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="Fit the card: what the caching "
+                                      "allocator reserves plus the CUDA context, as analyze "
+                                      "--gpu. Implies --device cuda."),
+    expandable_segments: bool = typer.Option(False, "--expandable-segments",
+                                             help=EXPANDABLE_HELP),
     dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
     optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
     amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
-    device: Device = typer.Option("cpu", help="Device the memory prediction is for."),
+    device: Optional[Device] = typer.Option(None, help="Device the memory prediction is for "
+                                                       "(default cpu; cuda with --gpu)."),
     input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
     check: bool = typer.Option(False, "--verify", help="Run the batch found for real."),
     world_size: int = typer.Option(1, "--world-size", help=WORLD_HELP),
@@ -279,8 +320,20 @@ def fit(
     from graphcalc.units import format_bytes, parse_bytes
     from graphcalc.verify import fit_source
 
-    budget = parse_bytes(memory)
-    options = _options(1, dtype, optim, amp, device, world_size=world_size, shard=shard)
+    from graphcalc.errors import UsageError
+
+    if memory is None and gpu is None:
+        raise UsageError("give the memory budget with --memory SIZE, or a GPU with --gpu NAME")
+    if gpu is None:  # a plain budget: the predicted peak against it, on the device chosen
+        budget = parse_bytes(memory)
+        options = _options(1, dtype, optim, amp, device, world_size=world_size, shard=shard,
+                           expandable_segments=expandable_segments)
+    else:
+        options = _options(1, dtype, optim, amp, device, world_size=world_size, shard=shard,
+                           gpu=gpu, memory=memory, expandable_segments=expandable_segments)
+        budget = options.gpu_memory or options.gpu_spec.memory_bytes
+    card = f" on the {options.gpu_spec.name}" if gpu is not None else ""
+    figure = "device total" if gpu is not None else "peak"
     if check and options.distributed:
         from graphcalc.errors import UsageError
 
@@ -300,14 +353,20 @@ def fit(
         typer.echo(f"wrote {plot}", err=True)
     if result.batch == 0:
         typer.echo(f"graphcalc: batch 1 needs {format_bytes(result.peak_bytes)}, more than "
-                   f"{format_bytes(budget)}", err=True)
+                   f"{format_bytes(budget)}{card}", err=True)
         raise typer.Exit(1)
     rank = (f" per rank ({options.shard} x {options.world_size}, global batch "
             f"{result.batch * options.world_size})") if options.distributed else ""
-    typer.echo(f"Largest batch{rank} that fits {format_bytes(budget)}: {result.batch} "
-               f"(peak {format_bytes(result.peak_bytes)})")
+    typer.echo(f"Largest batch{rank} that fits {format_bytes(budget)}{card}: {result.batch} "
+               f"({figure} {format_bytes(result.peak_bytes)})")
     typer.echo(f"Recommended (80%): {result.recommended_batch} "
-               f"(peak {format_bytes(result.recommended_peak_bytes)})")
+               f"({figure} {format_bytes(result.recommended_peak_bytes)})")
+    if gpu is not None:
+        from graphcalc.gpus import CUDA_CONTEXT_BYTES
+
+        typer.echo(f"Device total: the caching allocator's reserved peak (simulated) + "
+                   f"{format_bytes(CUDA_CONTEXT_BYTES)} CUDA context"
+                   + (f"; {options.gpu_note}" if options.gpu_note else ""))
     typer.echo(f"{result.evaluations} analyses, {options.optimizer}, {options.dtype}"
                f"{', autocast ' + options.amp if options.amp else ''}, for {options.device}")
     if check:
@@ -372,7 +431,13 @@ def check(
 def plan(
     model: str = typer.Argument(..., help=MODEL_HELP),
     batch: int = typer.Option(..., "--batch", "-b", help="Global batch, split over the ranks."),
-    memory: str = typer.Option(..., help="Memory of each GPU (each rank), e.g. 80GiB."),
+    memory: Optional[str] = typer.Option(None, help="Memory of each GPU (each rank), e.g. "
+                                                    "80GiB (with --gpu: instead of its figure)."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="The GPU of each rank: the fit is "
+                                      "judged on what its device holds (reserved + CUDA "
+                                      "context), as analyze --gpu."),
+    expandable_segments: bool = typer.Option(False, "--expandable-segments",
+                                             help=EXPANDABLE_HELP),
     world_size: Optional[List[int]] = typer.Option(
         None, "--world-size", help="World sizes to try (repeatable); default: 1, 2, 4 ... 64 "
                                    "where they divide the batch."),
@@ -400,10 +465,18 @@ def plan(
 
     from graphcalc.units import parse_bytes
 
-    budget = parse_bytes(memory)
+    if memory is None and gpu is None:
+        raise UsageError("give each GPU's memory with --memory SIZE, or the GPU with --gpu NAME")
     if batch < 1:
         raise UsageError(f"batch must be at least 1, got {batch}")
-    options = _options(1, dtype, optim, amp, device)
+    if gpu is None:
+        budget = parse_bytes(memory)
+        options = _options(1, dtype, optim, amp, device,
+                           expandable_segments=expandable_segments)
+    else:
+        options = _options(1, dtype, optim, amp, device, gpu=gpu, memory=memory,
+                           expandable_segments=expandable_segments)
+        budget = options.gpu_memory or options.gpu_spec.memory_bytes
     shards = [s.value for s in shard] if shard else list(STRATEGIES)
     if "none" in shards:
         raise UsageError("--shard none is world size 1, always in the table")
@@ -413,16 +486,19 @@ def plan(
                      global_batch=batch, memory_bytes=budget, world_sizes=world_size or None,
                      shards=shards, loss_fn=source.loss)
     unit = "GPU" if options.device == "cuda" else "rank"  # --device cpu: gloo processes
+    card = f" ({options.gpu_spec.name}, device totals)" if gpu is not None else ""
     table = Table(title=f"{source.name}: global batch {batch}, {format_bytes(budget)} per "
-                        f"{unit}, {options.dtype}"
+                        f"{unit}{card}, {options.dtype}"
                         f"{', autocast ' + options.amp if options.amp else ''}"
                         f", {options.optimizer}, for {options.device}")
-    for col in (f"{unit}s", "shard", f"batch/{unit}", f"peak/{unit}", "fits",
+    for col in (f"{unit}s", "shard", f"batch/{unit}",
+                f"peak/{unit}" if gpu is None else f"held/{unit}", "fits",
                 f"sent/{unit}/step"):
         table.add_column(col, justify="left" if col == "shard" else "right")
     for r in rows:
         table.add_row(str(r.world_size), r.shard, str(r.per_rank_batch),
-                      format_bytes(r.peak_bytes), "yes" if r.fits else "no",
+                      format_bytes(r.peak_bytes if r.device_total_bytes is None
+                                   else r.device_total_bytes), "yes" if r.fits else "no",
                       format_bytes(r.communicated_bytes) if r.world_size > 1 else "--")
     Console(no_color=True, highlight=False, width=100).print(table)
 
@@ -441,7 +517,8 @@ def _print_budgets(run, budgets) -> None:
     for o in run.outcomes:
         opts = o.budget.options
         setup = (f"batch {opts.batch}, {opts.dtype}{', autocast ' + opts.amp if opts.amp else ''},"
-                 f" {opts.optimizer}" + (", cached" if o.cached else ""))
+                 f" {opts.optimizer}" + (f", on {opts.gpu_spec.name}" if opts.gpu else "")
+                 + (", cached" if o.cached else ""))
         for i, c in enumerate(o.checks):
             figure = budgets.LABELS[c.figure] + (" growth" if c.kind == "growth" else "")
             table.add_row(o.budget.name if i == 0 else (setup if i == 1 else ""), figure,

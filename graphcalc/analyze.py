@@ -207,6 +207,7 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
         from .distributed import rank_memory
 
         memory, dist = rank_memory(model, rp, options)
+    gpu = _gpu(rp, options, memory) if options.device == "cuda" else None
     return Report(model=name or type(model).__name__, config=options.as_dict(), totals=totals,
                   memory=memory, layers=layers, unknown_ops=unknown, distributed=dist,
                   tracer=TRACER_OPAQUE if opaque else TRACER,
@@ -219,7 +220,18 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
                                     for op, where in rp.recorder.values.reads.items()),
                   routers=tuple((_name(p), e, k)
                                 for p, (e, k) in rp.recorder.values.routers.items()),
-                  routing=options.routing, routing_peaks=routing_peaks)
+                  routing=options.routing, routing_peaks=routing_peaks, gpu=gpu)
+
+
+def _gpu(rp: Replay, options: Options, memory: Memory):
+    """The report's GPU section: reserved memory from the simulated caching allocator and, with a
+    GPU or a memory size, the verdict (graphcalc.gpu_fit)."""
+    from .gpu_fit import gpu_fit, gpu_fit_unsimulated
+
+    if options.distributed:
+        return gpu_fit_unsimulated(memory.peak_bytes, options)
+    return gpu_fit(rp.recorder.tracker.events, rp.recorder.marks, options,
+                   name_of=lambda owner: OPTIMIZER if owner == OPTIMIZER else _name(owner))
 
 
 def _explain(e: Exception, model: nn.Module) -> GraphcalcError:

@@ -89,7 +89,8 @@ def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: i
             dtypes: Sequence[torch.dtype] | None = None, dtype: str = "fp32",
             optim: str = "adam", amp: str | None = None, device: str = "cpu",
             depth: int | None = None, loss=None, name: str | None = None,
-            batch_dim: int = 0, verbose: bool = False) -> Report:
+            batch_dim: int = 0, verbose: bool = False, gpu: str | None = None,
+            memory=None) -> Report:
     """Analyse `model` as `graphcalc analyze` would, without running it for real.
 
     model: an nn.Module on any device, the meta device included. It is left as it was: same
@@ -102,6 +103,8 @@ def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: i
         the `example_inputs(batch_size)` of the model's module is used.
     dtype, optim, amp, device, depth: as on the command line. Bad values raise a GraphcalcError
         subclass whose message is the sentence the command line prints.
+    gpu, memory: as --gpu and --memory ("a100-80gb", "24GiB" or bytes): the step on that card,
+        `report.gpu` (reserved memory, CUDA context, the verdict); either implies device cuda.
     loss: the training loss `loss(output, *inputs)`; by default the module's `loss`, else
         `output.loss`, else the mean of the output.
     """
@@ -121,7 +124,10 @@ def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: i
                              "example_inputs(batch_size)")
     if depth is not None and (not isinstance(depth, int) or depth < 0):
         raise UsageError(f"depth must be 0 or more, got {depth!r}")
-    options = Options(batch=batch, dtype=dtype, optimizer=optim, amp=amp, device=device)
+    from .units import parse_bytes
+
+    options = Options(batch=batch, dtype=dtype, optimizer=optim, amp=amp, device=device, gpu=gpu,
+                      gpu_memory=None if memory is None else parse_bytes(memory))
     loss_fn = loss if loss is not None else _from_module_file(model, "loss")
     if loss_fn is not None and not callable(loss_fn):
         loss_fn = None

@@ -9,6 +9,8 @@
     max_flops = "4.5G"                 # per training step, forward + backward
     max_peak_memory = "16GiB"
     max_growth = "5%"                  # against the committed baseline
+    gpu = "a100-80gb"                  # optional: must fit this card (reserved + CUDA context);
+                                       # peak memory is then that device total
 
 The config is data, read with tomllib and never executed; model paths are relative to the config
 file's folder. The baseline (`graphcalc-baseline.json` beside the config unless
@@ -47,7 +49,7 @@ else:  # pragma: no cover - Python 3.10
 CONFIG_NAMES = ("graphcalc.toml", "pyproject.toml")
 DEFAULT_BASELINE = "graphcalc-baseline.json"
 BASELINE_SCHEMA = 1
-OPTION_KEYS = ("model", "name", "batch", "optim", "dtype", "amp", "device", "input")
+OPTION_KEYS = ("model", "name", "batch", "optim", "dtype", "amp", "device", "input", "gpu")
 LIMIT_KEYS = ("max_params", "max_flops", "max_peak_memory", "max_growth")
 FIGURES = ("params", "flops", "peak_memory_bytes")  # the figures limits and growth apply to
 
@@ -95,9 +97,11 @@ class Figures:
     params: int
     flops_forward: int
     flops_backward: int
-    peak_memory_bytes: int
+    peak_memory_bytes: int  # with a `gpu`: the device total (reserved + CUDA context)
     unknown_ops: tuple[str, ...] = ()
     opaque_layers: tuple[str, ...] = ()  # layers that read tensor values, analysed around
+    gpu_required_bytes: int | None = None  # with a `gpu`: what the card must hold (GpuFit)
+    gpu_capacity_bytes: int | None = None  # and what it has
 
     @property
     def flops(self) -> int:
@@ -110,7 +114,10 @@ class Figures:
         return {"params": self.params, "flops": self.flops, "flops_forward": self.flops_forward,
                 "flops_backward": self.flops_backward,
                 "peak_memory_bytes": self.peak_memory_bytes, "unknown_ops": list(self.unknown_ops),
-                "opaque_layers": list(self.opaque_layers)}
+                "opaque_layers": list(self.opaque_layers)} \
+            | ({"gpu_required_bytes": self.gpu_required_bytes,
+                "gpu_capacity_bytes": self.gpu_capacity_bytes}
+               if self.gpu_capacity_bytes is not None else {})
 
     @classmethod
     def from_dict(cls, d: dict) -> "Figures":
@@ -118,14 +125,16 @@ class Figures:
                    flops_backward=int(d["flops_backward"]),
                    peak_memory_bytes=int(d["peak_memory_bytes"]),
                    unknown_ops=tuple(d.get("unknown_ops", ())),
-                   opaque_layers=tuple(d.get("opaque_layers", ())))
+                   opaque_layers=tuple(d.get("opaque_layers", ())),
+                   gpu_required_bytes=d.get("gpu_required_bytes"),
+                   gpu_capacity_bytes=d.get("gpu_capacity_bytes"))
 
 
 @dataclass(frozen=True)
 class Check:
     """One line of the verdict: a figure against its limit, or its growth over the baseline."""
 
-    figure: str                    # params | flops | peak_memory_bytes
+    figure: str                    # params | flops | peak_memory_bytes | gpu_fit
     kind: str                      # "limit" or "growth"
     value: float | None            # the figure; for growth the fraction (0.072), None: no baseline
     limit: float                   # the max_* value; for growth the fraction
@@ -278,12 +287,15 @@ def _budget(entry: dict, index: int, path: Path) -> Budget:
                               ("dtype", "dtype", text("dtype", "fp32")),
                               ("optim", "optimizer", text("optim", "adam")),
                               ("amp", "amp", text("amp", None)),
-                              ("device", "device", text("device", "cpu"))):
+                              ("device", "device", text("device", "cpu")),
+                              ("gpu", "gpu", text("gpu", None))):
         settings[field] = value
         try:  # one key at a time, so that the message names the key at fault
             options = Options(**settings)
         except GraphcalcError as e:
             raise bad(key, str(e)) from None
+    if options.gpu is not None and entry.get("device", "cuda") != "cuda":
+        raise bad("gpu", f"a GPU is a CUDA step: drop device = {entry['device']!r}")
     inputs = entry.get("input", [])
     inputs = [inputs] if isinstance(inputs, str) else inputs
     if not isinstance(inputs, list) or not all(isinstance(s, str) for s in inputs):
@@ -302,9 +314,9 @@ def _budget(entry: dict, index: int, path: Path) -> Budget:
                 limits[key] = parse(entry[key])
             except GraphcalcError as e:
                 raise bad(key, str(e)) from None
-    if not limits:
+    if not limits and options.gpu is None:  # a gpu is a limit of its own: it must fit
         raise ConfigError(f"{label} of {_shown(path)} sets no limit: give at least one of "
-                          f"{', '.join(LIMIT_KEYS)}")
+                          f"{', '.join(LIMIT_KEYS)}, or a gpu it must fit")
     return Budget(name=name.strip(), model=model, model_path=model_path, model_name=model_name,
                   options=options, inputs=tuple(inputs), max_params=limits.get("max_params"),
                   max_flops=limits.get("max_flops"),
@@ -499,11 +511,14 @@ def measure(budget: Budget, project: Path, cache: Cache | None = None) -> tuple[
             return hit, True
     with _forgetting(local_files(budget.model_path, project)):
         report = analyze_file(budget.spec, budget.options, inputs=list(budget.inputs) or None)
+    g = report.gpu if budget.options.gpu is not None else None
     figures = Figures(params=report.totals.params, flops_forward=report.totals.flops_forward,
                       flops_backward=report.totals.flops_backward,
-                      peak_memory_bytes=report.memory.peak_bytes,
+                      peak_memory_bytes=g.device_total_bytes if g else report.memory.peak_bytes,
                       unknown_ops=tuple(op for op, _ in report.unknown_ops),
-                      opaque_layers=tuple(path for path, _ in report.opaque))
+                      opaque_layers=tuple(path for path, _ in report.opaque),
+                      gpu_required_bytes=g.required_bytes if g else None,
+                      gpu_capacity_bytes=g.capacity_bytes if g else None)
     if cache:
         cache.put(key, figures)
     return figures, False
@@ -530,6 +545,9 @@ def evaluate(budget: Budget, figures: Figures, baseline: dict | None) -> tuple[C
               for figure, limit in (("params", budget.max_params), ("flops", budget.max_flops),
                                     ("peak_memory_bytes", budget.max_peak_memory))
               if limit is not None]
+    if budget.options.gpu is not None and figures.gpu_capacity_bytes is not None:
+        checks.append(Check("gpu_fit", "limit", figures.gpu_required_bytes,
+                            figures.gpu_capacity_bytes))
     if budget.max_growth is None:
         return tuple(checks)
     problem = None
@@ -608,11 +626,13 @@ def check(config: Config, *, changed: Iterable[str | Path] | None = None,
 
 # --- text, in the units of graphcalc.units -----------------------------------------------------
 
-LABELS = {"params": "params", "flops": "FLOPs", "peak_memory_bytes": "peak memory"}
+LABELS = {"params": "params", "flops": "FLOPs", "peak_memory_bytes": "peak memory",
+          "gpu_fit": "GPU memory"}
 
 
 def amount(figure: str, value: float) -> str:
-    return format_bytes(value) if figure == "peak_memory_bytes" else format_count(value)
+    return format_bytes(value) if figure in ("peak_memory_bytes", "gpu_fit") \
+        else format_count(value)
 
 
 def value_text(check: Check) -> str:

@@ -20,7 +20,7 @@ not, each from torch's source:
 - **The cuBLAS workspace** (aten/src/ATen/cuda/CublasHandlePool.cpp `setWorkspaceForHandle`):
   the first cuBLAS call of a thread on a stream allocates a workspace through the caching
   allocator (`getChosenWorkspaceSize`: 4096 KiB x 2 + 16 KiB x 8 = 8,519,680 B by default, 32 MiB
-  on sm90 and newer), kept for the process's life. Autograd runs a CUDA backward on its own device
+  on sm90 in torch 2.11; newer torch also on sm100-120), kept for the process's life. Autograd runs a CUDA backward on its own device
   thread, whose cuBLAS handle is another: a second workspace at the first matmul of backward.
 
 What stays out: the private scratch some kernels take from the caching allocator while they run
@@ -44,16 +44,20 @@ from torch.overrides import TorchFunctionMode
 
 @dataclass(frozen=True)
 class CudaTarget:
-    """What the replay needs to know of the GPU: its compute capability."""
+    """What the replay needs to know of the GPU: its compute capability, and the cuBLAS
+    workspace its handles take (graphcalc.gpus gives both for a named card)."""
 
     capability: tuple[int, int] = (8, 0)  # A100 unless a GPU is named
     name: str = "an sm80 GPU (A100-class)"
+    workspace: int | None = None  # None: getChosenWorkspaceSize's default for the capability
 
     @property
     def cublas_workspace_bytes(self) -> int:
-        """getChosenWorkspaceSize's default: 32 MiB on Hopper and newer (sm90+), else the
-        `:4096:2:16:8` configuration, 4096 KiB x 2 + 16 KiB x 8."""
-        if self.capability[0] >= 9:
+        """getChosenWorkspaceSize's default: 32 MiB on Hopper (sm90), else the `:4096:2:16:8`
+        configuration, 4096 KiB x 2 + 16 KiB x 8."""
+        if self.workspace is not None:
+            return self.workspace
+        if self.capability[0] == 9:
             return 4096 * 8 * 1024
         return 4096 * 1024 * 2 + 16 * 1024 * 8
 

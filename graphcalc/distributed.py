@@ -432,6 +432,16 @@ def rank_memory(model: nn.Module, rp: Replay, options: Options) -> tuple[Memory,
                                communication(params, n, shard))
 
 
+def _device_total(rp: Replay, options: Options, memory: Memory) -> int:
+    """What one rank's GPU holds (graphcalc.gpu_fit): the simulated reserved peak plus the CUDA
+    context on one device, the peak allocated plus the context for a sharded rank."""
+    from .gpu_fit import gpu_fit, gpu_fit_unsimulated
+
+    if options.distributed:
+        return gpu_fit_unsimulated(memory.peak_bytes, options).device_total_bytes
+    return gpu_fit(rp.recorder.tracker.events, rp.recorder.marks, options).device_total_bytes
+
+
 def communication(params: dict[int, _Param], n: int, shard: str) -> Communication:
     """Bytes one rank sends per step (ring algorithms)."""
     frac = (n - 1) / n
@@ -495,6 +505,9 @@ class PlanRow:
     peak_bytes: int
     fits: bool
     communicated_bytes: int  # sent by each rank per step
+    # with a GPU named (options.gpu): what the rank's device holds, reserved (simulated on one
+    # device; peak allocated for a sharded rank) plus the CUDA context; `fits` judges this
+    device_total_bytes: int | None = None
 
 
 def plan(model: nn.Module, make_inputs, options: Options, *, global_batch: int, memory_bytes: int,
@@ -522,17 +535,22 @@ def plan(model: nn.Module, make_inputs, options: Options, *, global_batch: int, 
     for s in shards:
         if s not in STRATEGIES:
             raise UsageError(f"unknown shard '{s}': choose among {', '.join(STRATEGIES)}")
+    gpu = options.gpu is not None or options.gpu_memory is not None
     rows = []
     for w in sorted(set(world_sizes)):
         one = replace(options, batch=global_batch // w, world_size=1, shard="none")
         rp = replay(model, make_inputs, loss_fn, one)
         if w == 1:
-            peak = _memory(rp, one).peak_bytes
-            rows.append(PlanRow(1, "none", one.batch, peak, peak <= memory_bytes, 0))
+            memory = _memory(rp, one)
+            total = _device_total(rp, one, memory) if gpu else None
+            rows.append(PlanRow(1, "none", one.batch, memory.peak_bytes,
+                                (total if gpu else memory.peak_bytes) <= memory_bytes, 0, total))
             continue
         for s in shards:
-            memory, dist = rank_memory(model, rp, replace(one, world_size=w, shard=s))
+            sharded = replace(one, world_size=w, shard=s)
+            memory, dist = rank_memory(model, rp, sharded)
+            total = _device_total(rp, sharded, memory) if gpu else None
             rows.append(PlanRow(w, s, one.batch, memory.peak_bytes,
-                                memory.peak_bytes <= memory_bytes,
-                                dist.communication.total_bytes))
+                                (total if gpu else memory.peak_bytes) <= memory_bytes,
+                                dist.communication.total_bytes, total))
     return tuple(rows)

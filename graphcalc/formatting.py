@@ -55,7 +55,8 @@ def summary_lines(report: Report) -> list[str]:
     amp = f", autocast {cfg['amp']}" if cfg.get("amp") else ""
     lines = [
         f"Model {report.model}: batch {cfg['batch']}, {cfg['dtype']}{amp}, optimizer "
-        f"{cfg['optimizer']}, memory for {m.device}",
+        f"{cfg['optimizer']}, memory for {m.device}"
+        + (f" on the {report.gpu.gpu}" if report.gpu is not None and report.gpu.gpu else ""),
         f"Params: {t.params:,} ({format_count(t.params)}); trainable {t.trainable_params:,}, "
         f"frozen {t.frozen_params:,}; buffers {t.buffers:,} elements",
         f"FLOPs (2 per multiply-accumulate, as FlopCounterMode): forward {format_count(t.flops_forward)}"
@@ -92,6 +93,8 @@ def summary_lines(report: Report) -> list[str]:
                         if m.breakdown.workspace else "")
                      + "; not in the peak: the CUDA context (about 300-700 MB, by driver and "
                        "GPU)")
+    if report.gpu is not None:
+        lines.extend(gpu_lines(report.gpu))
     if report.routers:
         where = ", ".join(f"{path} (top-{k} of {e})" for path, e, k in report.routers)
         lines.append(f"Mixture of experts: {report.routing} routing assumed at {where}"
@@ -112,6 +115,48 @@ def summary_lines(report: Report) -> list[str]:
                      "(its output and gradients are counted, its own FLOPs and activations are not)")
     for where, why in report.memory_gaps:
         lines.append(f"INCOMPLETE: peak memory of {where}: {why}; the peak is a lower bound")
+    return lines
+
+
+def gpu_lines(g) -> list[str]:
+    """The GPU section: which card, what the caching allocator reserves, the verdict."""
+    given = g.capacity_source == "--memory"
+    if g.gpu is not None:
+        head = f"GPU {g.gpu} ({g.compute_capability}): {format_bytes(g.capacity_bytes)}" \
+               + (" (--memory)" if given else " as the driver reports it")
+    elif g.capacity_bytes is not None:
+        head = f"GPU with {format_bytes(g.capacity_bytes)} (--memory)"
+    else:
+        head = "GPU not named (--gpu NAME or --memory SIZE for a verdict)"
+    lines = [head + (f"; {g.note}" if g.note else "")]
+    lines += [f"  NOTE: {c}" for c in g.caveats]
+    lo, hi = g.cuda_context_range
+    context = (f"CUDA context {format_bytes(g.cuda_context_bytes)} assumed (seen "
+               f"{lo // 10**6}-{hi // 10**6} MB by GPU, driver and kernels loaded)")
+    if g.reserved_simulated:
+        how = ", expandable segments" if g.expandable_segments else ""
+        segments = f"{g.segments_at_peak} segment{'' if g.segments_at_peak == 1 else 's'}"
+        where = f"step {g.reserved_peak_step} {g.reserved_peak_phase} at {g.reserved_peak_layer}"
+        lines.append(f"  caching allocator (simulated{how}): peak reserved "
+                     f"{format_bytes(g.peak_reserved_bytes)} in {segments} ({where}); peak "
+                     f"allocated {format_bytes(g.peak_allocated_bytes)} counted as whole blocks")
+    else:
+        lines.append("  caching allocator not simulated per rank: the device total is the rank's "
+                     "peak allocated plus the context, a lower bound")
+    lines.append(f"  device total {format_bytes(g.device_total_bytes)} = "
+                 f"{'reserved' if g.reserved_simulated else 'allocated'} + {context}")
+    if g.cublas_workspace_bytes is not None:
+        lines.append(f"  cuBLAS workspace on this card: {format_bytes(g.cublas_workspace_bytes)} "
+                     "(informational: the replay allocates it in the step, not added again)")
+    if g.fits is True:
+        lines.append(f"  Verdict: fits, headroom {format_bytes(g.headroom_bytes)}"
+                     + (" (only after the allocator returns its cached segments to the driver)"
+                        if g.released_cache else ""))
+    elif g.fits is False:
+        lines.append(f"  Verdict: DOES NOT FIT: {format_bytes(g.short_by_bytes)} short"
+                     + (" even after the allocator returns its cached segments"
+                        if g.reserved_simulated else "")
+                     + f"; {format_bytes(g.device_total_bytes)} needed without a limit")
     return lines
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -39,6 +39,13 @@ class Options:
     shard: str = "none"
     routing: str = "balanced"  # mixture-of-experts routing assumed (graphcalc.routing)
     fused: bool = False  # the optimizer's fused kernels (torch.optim's fused=True)
+    # The GPU the step is for (graphcalc.gpus; any name find_gpu reads, kept as its key) and its
+    # memory in bytes (for a card not in the table, or to override the table's). Either implies
+    # device cuda and a verdict: does the step fit?
+    gpu: str | None = None
+    gpu_memory: int | None = None
+    expandable_segments: bool = False  # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+    gpu_note: str | None = field(default=None, compare=False)  # how an ambiguous name was read
 
     def __post_init__(self):
         if isinstance(self.batch, bool) or not isinstance(self.batch, int):
@@ -65,6 +72,20 @@ class Options:
             object.__setattr__(self, "routing", routing_.parse(self.routing))
         except ValueError as e:
             raise UsageError(str(e)) from None
+        if self.gpu is not None:
+            from .gpus import find_gpu
+
+            found = find_gpu(self.gpu)
+            object.__setattr__(self, "gpu", found.gpu.key)
+            if found.note and self.gpu_note is None:
+                object.__setattr__(self, "gpu_note", found.note)
+        if self.gpu_memory is not None:
+            if isinstance(self.gpu_memory, bool) or not isinstance(self.gpu_memory, int) \
+                    or self.gpu_memory <= 0:
+                raise UsageError(f"GPU memory must be a positive number of bytes, got "
+                                 f"{self.gpu_memory!r}")
+        if self.gpu is not None or self.gpu_memory is not None:
+            object.__setattr__(self, "device", "cuda")  # a GPU target is a CUDA step
         if self.world_size == 1 and self.shard != "none":
             raise UsageError(f"--shard {self.shard} needs --world-size 2 or more")
         if self.world_size > 1 and self.shard == "none":
@@ -81,10 +102,23 @@ class Options:
 
     @property
     def cuda_target(self):
-        """The GPU a CUDA step is replayed for (graphcalc.cuda)."""
-        from .cuda import DEFAULT_TARGET
+        """The GPU a CUDA step is replayed for (graphcalc.cuda): the one named, else an sm80
+        (A100-class) GPU."""
+        from .cuda import DEFAULT_TARGET, CudaTarget
 
-        return DEFAULT_TARGET
+        spec = self.gpu_spec
+        if spec is None:
+            return DEFAULT_TARGET
+        return CudaTarget(spec.compute_capability, spec.name, spec.cublas_workspace_bytes)
+
+    @property
+    def gpu_spec(self):
+        """The graphcalc.gpus.GPU named, or None."""
+        if self.gpu is None:
+            return None
+        from .gpus import find_gpu
+
+        return find_gpu(self.gpu).gpu
 
     @property
     def distributed(self) -> bool:
@@ -97,6 +131,10 @@ class Options:
             d["routing"] = self.routing
         if self.fused:
             d["fused"] = True
+        if self.gpu is not None or self.gpu_memory is not None:  # as before without a GPU
+            d.update(gpu=self.gpu, gpu_memory=self.gpu_memory)
+        if self.expandable_segments:
+            d["expandable_segments"] = True
         if self.distributed:  # the single-device JSON stays as it was
             d.update(world_size=self.world_size, shard=self.shard)
         return d

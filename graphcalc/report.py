@@ -143,6 +143,58 @@ class Memory:
 
 
 @dataclass(frozen=True)
+class GpuFit:
+    """The step on a GPU: what the caching allocator reserves (graphcalc.allocator, simulated
+    over the replay's allocations and frees), the CUDA context beside it, and whether the sum
+    fits the card (graphcalc.gpus). Without a card (`--device cuda` alone) there is no verdict."""
+
+    gpu: str | None  # "H100 SXM 80GB"; None for --memory alone or --device cuda alone
+    gpu_key: str | None  # "h100-sxm", as --gpu takes it
+    compute_capability: str | None  # "sm90"
+    note: str | None  # how an ambiguous name was read
+    capacity_bytes: int | None  # the memory the driver gives a process (or --memory)
+    capacity_source: str | None
+    # torch.cuda.max_memory_allocated as the allocator counts it: each block handed out, with
+    # the remainder it did not split off (an 11 MiB tensor in a 12 MiB segment is 12 MiB)
+    peak_allocated_bytes: int
+    peak_reserved_bytes: int  # torch.cuda.max_memory_reserved: the segments held at the peak
+    segments_at_peak: int
+    reserved_peak_step: int  # where reserved first reaches its peak, as Memory.peak_step
+    reserved_peak_phase: str
+    reserved_peak_layer: str
+    expandable_segments: bool
+    # Informational: the workspace torch's cuBLAS handle takes through the caching allocator on
+    # this card. The replay allocates it as a tensor of the step where a real run does, so it
+    # is already inside the allocated and reserved figures: not added again.
+    cublas_workspace_bytes: int | None
+    cuda_context_bytes: int  # assumed for the device total (graphcalc.gpus.CUDA_CONTEXT_BYTES)
+    cuda_context_range: tuple[int, int]  # what it is seen to be, by GPU, driver and kernels
+    device_total_bytes: int  # peak reserved + CUDA context: what nvidia-smi would show
+    headroom_bytes: int | None  # capacity - device total (negative: does not fit)
+    fits: bool | None  # None without a capacity
+    short_by_bytes: int | None  # when it does not fit: the most the allocator was short by
+    released_cache: bool  # it fits only because the allocator returned cached segments
+    # False under --world-size/--shard: the per-rank figures are adjusted from one rank's
+    # replay, not a stream of allocations, so the device total is peak allocated + context
+    reserved_simulated: bool = True
+    caveats: tuple[str, ...] = ()  # what the card cannot do of the step asked for (bf16 on sm75)
+
+    @property
+    def required_bytes(self) -> int:
+        """What the step needs of the card: the device total when it fits (within the capacity
+        when the allocator had to return its cache), else the capacity plus the shortfall."""
+        if self.fits is False and self.short_by_bytes is not None and self.reserved_simulated:
+            return self.capacity_bytes + self.short_by_bytes
+        return self.device_total_bytes
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["cuda_context_range"] = list(self.cuda_context_range)
+        d["caveats"] = list(self.caveats)
+        return d
+
+
+@dataclass(frozen=True)
 class FlowNode:
     """A stretch of the first forward a picture draws as a node, keyed (layer, call, part): one
     call of a layer (part 0), or one run of a module's own ops between its children (part 1, 2,
@@ -192,6 +244,7 @@ class Report:
     routing_peaks: tuple[tuple[str, int], ...] = ()  # (routing, peak bytes) of each routing
     # per-rank figures under --world-size/--shard (graphcalc.distributed.Distributed), else None
     distributed: Any = None
+    gpu: GpuFit | None = None  # --device cuda: reserved memory, and with a GPU the verdict
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -214,6 +267,7 @@ class Report:
         mem["timeline"] = [asdict(p) for p in self.memory.timeline]
         mem["timeline_stack"] = [asdict(p) for p in self.memory.timeline_stack]
         mem["timeline_phases"] = [asdict(p) for p in self.memory.timeline_phases]
+        mem["attention_kernels"] = list(self.memory.attention_kernels)
         return {
             "schema_version": self.schema_version,
             "model": self.model,
@@ -232,7 +286,8 @@ class Report:
                                     for path, e, k in self.routers],
                         "peak_bytes": dict(self.routing_peaks)} if self.routers else None,
             "complete": self.complete,
-        } | ({"distributed": self.distributed.to_dict()} if self.distributed is not None else {})
+        } | ({"distributed": self.distributed.to_dict()} if self.distributed is not None else {}) \
+          | ({"gpu": self.gpu.to_dict()} if self.gpu is not None else {})
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)

@@ -266,6 +266,8 @@ def test_json_for_ci(tmp_path):
     ("input", "3xfoo", ["'input'", "does not parse"]),
     ("input", 3, ["'input'", "shape string"]),
     ("model", "models/gone.py", ["'model'", "not found", "models/gone.py"]),
+    ("gpu", "a100", ["'gpu'", "a100-80gb", "a100-40gb"]),
+    ("gpu", "h1000", ["'gpu'", "unknown GPU"]),
 ])
 def test_bad_key_or_value(tmp_path, key, value, words):
     entry = {"max_params": "1M", "dtype": "bf16" if key == "amp" else "fp32", key: value}
@@ -275,6 +277,41 @@ def test_bad_key_or_value(tmp_path, key, value, words):
     line = one_sentence(result)
     for word in words + ["budget 1", "pyproject.toml"]:
         assert word in line, line
+
+
+def test_a_gpu_budget_must_fit_the_card_with_the_device_total(tmp_path):
+    # Every tensor of this step (an 8 -> 8 -> 2 MLP at batch 4) is under kSmallSize and all of
+    # them together under 2 MiB: the caching allocator holds one 2 MiB small segment
+    # (CUDACachingAllocator.cpp: kSmallBuffer). The two cuBLAS workspaces (forward and backward
+    # threads, 8,519,680 B each on a T4: graphcalc.cuda) are 1-10 MiB requests: one 20 MiB
+    # segment (kLargeBuffer) holds both. The card holds 2 + 20 MiB + the CUDA context.
+    from graphcalc.gpus import CUDA_CONTEXT_BYTES, find_gpu
+
+    project(tmp_path, width=8, gpu="Tesla T4")
+    run = budget.check(budget.load_config(tmp_path / "pyproject.toml"))
+    (outcome,) = run.outcomes
+    assert outcome.budget.options.device == "cuda"
+    assert outcome.figures.peak_memory_bytes == (2 + 20) * 2**20 + CUDA_CONTEXT_BYTES
+    (fit,) = outcome.checks
+    assert (fit.figure, fit.limit, fit.ok) == ("gpu_fit", find_gpu("t4").gpu.memory_bytes, True)
+    result = check()
+    assert result.exit_code == 0, result.output
+    assert "on T4 16GB" in result.stdout and "GPU memory" in result.stdout
+
+
+def test_a_gpu_budget_that_does_not_fit_fails(tmp_path):
+    # batch 2**28: the input alone is 2**28 x 8 x 4 B = 8 GiB, its 8-wide hidden activation and
+    # relu another 8 GiB each: past a T4's 14.7 GiB.
+    project(tmp_path, width=8, gpu="t4", batch=2**28)
+    result = check()
+    assert result.exit_code == 1, result.output
+    assert "GPU memory over by" in result.output
+
+
+def test_a_gpu_budget_on_the_cpu_is_refused(tmp_path):
+    project(tmp_path, gpu="t4", device="cpu")
+    line = one_sentence(check())
+    assert "'gpu'" in line and "CUDA" in line
 
 
 @pytest.mark.parametrize("text,words", [

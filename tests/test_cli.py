@@ -391,3 +391,105 @@ def test_plan_is_for_gpus_by_default_and_says_ranks_on_cpu():
     assert "per GPU" in gpus and "for cuda" in gpus and "peak/GPU" in gpus
     assert "GPU" not in cpu
     assert "per rank" in cpu and "for cpu" in cpu and "peak/rank" in cpu
+
+
+# --- --gpu / --memory: the step on a GPU (graphcalc.gpus, graphcalc.allocator) ---------------------
+
+def test_gpu_json_says_which_card_and_equals_the_library():
+    from graphcalc.gpus import CUDA_CONTEXT_BYTES, find_gpu
+
+    result = run("analyze", CNN, "--batch", "16", "--gpu", "NVIDIA A100-SXM4-80GB", "-f", "json")
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    g = d["gpu"]
+    assert (d["config"]["device"], d["config"]["gpu"]) == ("cuda", "a100-80gb")
+    assert (g["gpu"], g["compute_capability"]) == ("A100 80GB", "sm80")
+    assert g["capacity_bytes"] == find_gpu("a100-80gb").gpu.memory_bytes
+    # segments are whole multiples of 2 MiB (kSmallBuffer, kLargeBuffer, kRoundLarge) and hold
+    # at least what is allocated, which is at least the replay's peak of live storage
+    assert g["peak_reserved_bytes"] % (2 << 20) == 0
+    assert g["peak_reserved_bytes"] >= g["peak_allocated_bytes"] >= d["memory"]["peak_bytes"]
+    assert g["device_total_bytes"] == g["peak_reserved_bytes"] + CUDA_CONTEXT_BYTES
+    assert g["headroom_bytes"] == g["capacity_bytes"] - g["device_total_bytes"] and g["fits"]
+    assert g["cublas_workspace_bytes"] == 8_519_680
+    assert d == analyze_file(CNN, Options(batch=16, gpu="a100-80gb")).to_dict()
+    # without --gpu the JSON is as it was: no gpu key, no gpu in the config
+    plain = json.loads(run("analyze", CNN, "--batch", "16", "-f", "json").stdout)
+    assert "gpu" not in plain and "gpu" not in plain["config"]
+
+
+def test_gpu_table_names_the_card_and_gives_the_verdict():
+    result = run("analyze", CNN, "--batch", "16", "--gpu", "h100")
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert "memory for cuda on the H100 SXM 80GB" in out
+    assert "GPU H100 SXM 80GB (sm90)" in out and "taken as the H100 SXM 80GB" in out
+    assert "peak reserved" in out and "Verdict: fits, headroom" in out
+
+
+def test_device_cuda_alone_reports_reserved_without_a_verdict():
+    d = json.loads(run("analyze", CNN, "--batch", "16", "--device", "cuda", "-f", "json").stdout)
+    assert d["gpu"]["gpu"] is None and d["gpu"]["fits"] is None
+    assert d["gpu"]["peak_reserved_bytes"] >= d["memory"]["peak_bytes"]
+
+
+def test_memory_for_a_card_not_in_the_list_that_it_does_not_fit():
+    # --memory 100MB is less than the 512 MiB CUDA context: the allocator's one 2 MiB segment
+    # is short by 2 MiB + 512 MiB - 100 MB
+    result = run("analyze", CNN, "--batch", "16", "--memory", "100MB", "-f", "json")
+    assert result.exit_code == 0, result.output
+    g = json.loads(result.stdout)["gpu"]
+    assert (g["gpu"], g["capacity_bytes"], g["fits"]) == (None, 100 * 10**6, False)
+    assert g["segments_at_peak"] == 1 and g["peak_reserved_bytes"] == 2 << 20
+    assert g["short_by_bytes"] == (2 << 20) + (512 << 20) - 100 * 10**6
+    table = run("analyze", CNN, "--batch", "16", "--memory", "100MB").stdout
+    assert "GPU with 95.4 MiB (--memory)" in table and "DOES NOT FIT" in table
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--gpu", "a100"], ["could be several cards", "a100-80gb", "a100-40gb"]),
+    (["--gpu", "h1000"], ["unknown GPU 'h1000'", "--memory"]),
+    (["--gpu", "t4", "--device", "cpu"], ["--gpu", "--device cpu"]),
+    (["--memory", "lots"], ["'lots'", "does not parse"]),
+    (["--memory", "0"], ["positive"]),
+    (["--expandable-segments"], ["--expandable-segments", "--gpu"]),
+])
+def test_gpu_options_that_do_not_parse_say_so_in_one_sentence(args, words):
+    result = run("analyze", CNN, *args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_fit_on_a_gpu_finds_the_largest_batch_the_card_holds():
+    result = run("fit", CNN, "--gpu", "t4", "--optim", "sgd")
+    assert result.exit_code == 0, result.output
+    m = re.search(r"that fits 14\.7 GiB on the T4 16GB: (\d+) \(device total", result.stdout)
+    assert m, result.stdout
+    batch = int(m.group(1))
+    at = analyze_file(CNN, Options(batch=batch, optimizer="sgd", gpu="t4")).gpu
+    over = analyze_file(CNN, Options(batch=batch + 1, optimizer="sgd", gpu="t4")).gpu
+    assert at.fits and not over.fits
+    assert run("fit", CNN).exit_code == 2  # neither --memory nor --gpu
+
+
+def test_plan_on_a_gpu_judges_the_device_total():
+    spec = str(SAMPLES / "mnist_mlp.py")
+    result = run("plan", spec, "--batch", "8", "--gpu", "l4", "--world-size", "1",
+                 "--world-size", "2", "--shard", "ddp")
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert "(L4 24GB, device totals)" in out and "held/GPU" in out
+    from graphcalc import loader
+    from graphcalc.distributed import plan
+
+    src = loader.load(spec)
+    rows = plan(loader.build_model(src, device="meta"), src.example_inputs,
+                Options(gpu="l4"), global_batch=8, memory_bytes=2**30, world_sizes=[1, 2],
+                shards=["ddp"])
+    one = analyze_file(spec, Options(batch=8, gpu="l4")).gpu
+    assert rows[0].device_total_bytes == one.device_total_bytes
+    # 1 GiB is more than the 512 MiB context and a few MiB of segments: both fit
+    assert all(r.fits for r in rows) and rows[1].device_total_bytes > (512 << 20)
