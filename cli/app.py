@@ -162,7 +162,8 @@ def analyze(
         raise UsageError(f"depth must be 0 or more, got {depth}")
     options = _options(batch, dtype, optim, amp, device, world_size=world_size, shard=shard,
                        routing=routing)
-    report = analyze_file(model, options, inputs=input, hf=_hf(task, seq_len, image_size, audio_samples, attn, offline))
+    hf = _hf(task, seq_len, image_size, audio_samples, attn, offline)
+    report = analyze_file(model, options, inputs=input, hf=hf)
     width = terminal_width() if output is None else None  # a file: the natural width
     _write(render(report.at_depth(depth), fmt.value, width), output)
     if svg is not None:
@@ -223,7 +224,8 @@ def verify(
 
         typer.echo(f"starting {world_size} ranks (gloo, CPU), {steps} steps each...", err=True)
         result = verify_distributed(model, source, options, make_inputs, inputs=input,
-                                    tolerance_percent=tolerance, hf=_hf(task, seq_len, image_size, audio_samples, attn, offline))
+                                    tolerance_percent=tolerance,
+                                    hf=_hf(task, seq_len, image_size, audio_samples, attn, offline))
     else:
         with Progress(transient=True, console=Console(stderr=True)) as progress:
             task = progress.add_task(f"{steps} real steps on {device.value}", total=steps)
@@ -513,7 +515,8 @@ def render(
 
     chosen = format_for(output, fmt.value if fmt else None)  # bad suffix: fail before analysing
     options = _options(batch, dtype, optim, amp, device)
-    report = analyze_file(model, options, inputs=input, hf=_hf(task, seq_len, image_size, audio_samples, attn, offline))
+    hf = _hf(task, seq_len, image_size, audio_samples, attn, offline)
+    report = analyze_file(model, options, inputs=input, hf=hf)
     _picture(report, output, chosen, depth=depth, color_by=color_by.value,
              max_nodes=max_nodes, engine=engine.value if engine else None)
 
