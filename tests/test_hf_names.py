@@ -143,7 +143,7 @@ def test_at_least_25_architectures_of_each_kind():
 
 # A real CPU step, random weights from the same config: predicted peak byte for byte.
 COMPARED = [("gpt2", None), ("llama", None), ("bert", "token-cls"), ("t5", None),
-            ("vit", None), ("wav2vec2", None), ("gpt2", "seq-cls")]
+            ("vit", None), ("wav2vec2", None), ("gpt2", "seq-cls"), ("mixtral", None)]
 
 
 @pytest.mark.parametrize("model_type,task", [
@@ -157,6 +157,11 @@ def test_peak_equals_a_real_step_byte_for_byte(tmp_path, model_type, task):
     checks = {c.figure: c for c in result.checks}
     assert checks["peak memory"].predicted == checks["peak memory"].measured
     assert checks["parameters"].predicted == checks["parameters"].measured
+    if model_type == "mixtral":
+        # FlopCounterMode has no formula for aten::_grouped_mm, transformers' expert products:
+        # it counts them 0; tests/test_architectures.py checks graphcalc's count by hand
+        assert checks["FLOPs forward"].predicted > checks["FLOPs forward"].measured
+        return
     assert checks["FLOPs forward"].predicted == checks["FLOPs forward"].measured
     assert checks["FLOPs backward"].predicted == checks["FLOPs backward"].measured
 
@@ -312,6 +317,9 @@ def test_cli_analyze_fit_and_errors(tmp_path):
     assert d["model"].endswith("(causal-lm, 16 tokens)")
     assert d["memory"]["peak_bytes"] == analyze_file(
         str(folder), Options(batch=2), hf=HFOptions(seq_len=16)).memory.peak_bytes
+    result = runner.invoke(app, ["render", str(folder), "--seq-len", "16", "--depth", "1",
+                                 "--format", "dot"])
+    assert result.exit_code == 0 and "GPT2LMHeadModel" in result.stdout, result.output
     for args, sentence in ((["--attn", "flash"], "flash_attention_2"),
                            (["--task", "ctc"], "has no ctc head")):
         result = runner.invoke(app, ["analyze", str(folder), *args])
