@@ -71,6 +71,8 @@ _MAPPINGS = {
 }
 # --attn -> attn_implementation, as transformers calls them
 ATTENTION = {"sdpa": "sdpa", "eager": "eager", "flash": "flash_attention_2"}
+# Said outright: left unset, transformers asks on the terminal whether to run a repository's code
+_NO_CODE = {"trust_remote_code": False}
 MAX_DEFAULT_TOKENS = 2048
 DEFAULT_IMAGE_SIZE = 224
 DEFAULT_AUDIO_SAMPLES = 16000
@@ -172,7 +174,8 @@ def read_config(spec: str, *, offline: bool = False):
             json.loads((path / "config.json" if path.is_dir() else path).read_text())
         except (ValueError, UnicodeDecodeError) as e:
             raise ModelFileError(f"{path} is not a JSON config: {e}") from None
-        return _config_or_error(lambda: AutoConfig.from_pretrained(str(path)), str(path))
+        return _config_or_error(lambda: AutoConfig.from_pretrained(str(path), **_NO_CODE),
+                                str(path))
     name = spec[len(PREFIX):]
     if not name:
         raise UsageError("hf: needs a model name, e.g. hf:openai-community/gpt2")
@@ -180,7 +183,8 @@ def read_config(spec: str, *, offline: bool = False):
     get = (f"`huggingface-cli download {name} config.json`, or give the path of its "
            "config.json instead")
     try:
-        return AutoConfig.from_pretrained(name, local_files_only=True, cache_dir=str(cache))
+        return AutoConfig.from_pretrained(name, local_files_only=True,
+                                          cache_dir=str(cache), **_NO_CODE)
     except OSError:
         pass
     except ValueError as e:
@@ -193,7 +197,8 @@ def read_config(spec: str, *, offline: bool = False):
         raise ModelFileError(f"{spec}: no config.json of {name} in the Hugging Face cache at "
                              f"{cache}, and the hub cannot be reached: get it where there is a "
                              f"network with {get}")
-    return _config_or_error(lambda: AutoConfig.from_pretrained(name, cache_dir=str(cache)), spec)
+    return _config_or_error(lambda: AutoConfig.from_pretrained(name, cache_dir=str(cache),
+                                                                **_NO_CODE), spec)
 
 
 def _config_or_error(read: Callable[[], Any], where: str):
@@ -206,8 +211,8 @@ def _config_or_error(read: Callable[[], Any], where: str):
 def _config_error(e: Exception, where: str) -> ModelFileError:
     text = str(e)
     if "trust_remote_code" in text:
-        return ModelFileError(f"{where}: the model needs its own code from the hub "
-                              "(trust_remote_code), which graphcalc does not run")
+        return ModelFileError(f"{where}: the model needs its own code (its config's auto_map, "
+                              "trust_remote_code), which graphcalc does not run")
     if "does not recognize this architecture" in text or "model type" in text:
         return ModelFileError(f"{where}: the installed transformers does not know this model "
                               f"type: {_first_line(e)}")
@@ -383,7 +388,7 @@ def prepare_config(config, p: Plan):
 def builder(config, p: Plan) -> Callable[[], torch.nn.Module]:
     transformers = _transformers()
     auto = getattr(transformers, p.auto_class)
-    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    kwargs: dict[str, Any] = {"dtype": torch.float32, **_NO_CODE}
     if p.attn is not None:
         kwargs["attn_implementation"] = ATTENTION[p.attn]
 

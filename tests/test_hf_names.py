@@ -286,6 +286,10 @@ def test_bad_options_and_configs_are_one_sentence(tmp_path):
     (tmp_path / "untyped.json").write_text(json.dumps({"hidden_size": 8}))
     with pytest.raises(ModelFileError, match="has no model_type"):
         loader.load(str(tmp_path / "untyped.json"))
+    (tmp_path / "code.json").write_text(json.dumps({
+        "model_type": "custom-thing", "auto_map": {"AutoConfig": "configuration_x.XConfig"}}))
+    with pytest.raises(ModelFileError, match=r"needs its own code .* graphcalc does not run"):
+        loader.load(str(tmp_path / "code.json"))  # refused, not asked on the terminal
     with pytest.raises(ModelFileError, match="config not found"):
         loader.load(str(tmp_path / "nowhere.json"))
     spec = write_config(tmp_path / "g", "gpt2")
