@@ -291,10 +291,9 @@ class Plan:
     attn: str | None
 
     def describe(self) -> str:
-        what = {"image-cls": "image", "semantic-seg": "image"}.get(self.task)
-        if what:
+        if self.image_size is not None:
             return f"{self.task}, {self.image_size[0]}x{self.image_size[1]} images"
-        if self.task in ("ctc", "audio-cls"):
+        if self.audio_samples is not None:
             return f"{self.task}, {self.audio_samples} audio samples"
         return f"{self.task}, {self.seq_len} tokens"
 
