@@ -371,3 +371,33 @@ def test_an_8b_config_analyses_on_meta_without_its_weights(tmp_path):
     assert "(causal-lm, 2048 tokens)" in report.model
     # fp32 master weights (32.1 GB) and AdamW's two moments (64.2 GB) at least
     assert report.memory.peak_bytes > 12 * report.totals.params
+
+
+@pytest.mark.slow
+def test_analysis_and_fit_build_only_on_meta(tmp_path, monkeypatch):
+    """No weight is allocated by analyze or fit: every build is on the meta device, and a failed
+    analysis is not retried on a model built for real, as a model file's is (loader.meta_only)."""
+    from graphcalc import analyze as analyze_step
+    from graphcalc.verify import fit_source
+
+    spec = write_config(tmp_path, "gpt2")
+    devices = []
+    build = loader.build_model
+
+    def recording(source, device="meta"):
+        devices.append(device)
+        return build(source, device=device)
+
+    monkeypatch.setattr(loader, "build_model", recording)
+    analyze_file(spec, Options(batch=2), hf=HFOptions(seq_len=8))
+    source = loader.load(spec, HFOptions(seq_len=8))
+    fit_source(source, source.example_inputs, Options(), 4 * 2**20)
+    assert devices and set(devices) == {"meta"}
+
+    def fails(*args, **kwargs):
+        raise analyze_step.ShapeError("made to fail")
+
+    monkeypatch.setattr(analyze_module_, "analyze_module", fails)
+    with pytest.raises(analyze_step.ShapeError):
+        analyze_file(spec, Options(batch=2), hf=HFOptions(seq_len=8))
+    assert set(devices) == {"meta"}
