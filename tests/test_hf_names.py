@@ -397,7 +397,7 @@ def test_analysis_and_fit_build_only_on_meta(tmp_path, monkeypatch):
     def fails(*args, **kwargs):
         raise analyze_step.ShapeError("made to fail")
 
-    monkeypatch.setattr(analyze_module_, "analyze_module", fails)
+    monkeypatch.setattr(analyze_step, "analyze_module", fails)
     with pytest.raises(analyze_step.ShapeError):
         analyze_file(spec, Options(batch=2), hf=HFOptions(seq_len=8))
     assert set(devices) == {"meta"}
