@@ -106,7 +106,28 @@ def _write(text: str, output: Optional[Path]) -> None:
 
 MEMORY_LINE_HELP = "A memory budget, e.g. 80GiB, drawn as a line on the memory timeline."
 MODEL_HELP = ("FILE[:NAME]: a Python file defining build_model(), a `model`, or one nn.Module "
-              "subclass; NAME picks an instance, class or factory. The file is executed.")
+              "subclass; NAME picks an instance, class or factory. The file is executed. Or a "
+              "Hugging Face model by its config: hf:NAME (read from the local Hugging Face cache, "
+              "else the hub; never weights), a config.json, or a model folder.")
+TASK_HELP = ("Hugging Face configs: the head, causal-lm, masked-lm, seq2seq, speech-seq2seq, "
+             "seq-cls, token-cls, image-cls, semantic-seg, ctc or audio-cls (default: seq2seq "
+             "for encoder-decoders, masked-lm for encoders, image-cls for vision, ctc for "
+             "speech, else causal-lm).")
+SEQ_HELP = ("Hugging Face configs: tokens per sample (default: min(the config's max positions, "
+            "2048)).")
+IMAGE_HELP = "Hugging Face vision configs: image side (default: the config's image_size, or 224)."
+AUDIO_HELP = "Hugging Face speech configs: audio samples per sample (default 16000: 1 s at 16 kHz)."
+ATTN_HELP = ("Hugging Face configs: attention as transformers calls it (sdpa, eager; flash is "
+             "refused: flash_attention_2 needs a GPU); default: the model's own.")
+OFFLINE_HELP = "hf:NAME: read the config from the local Hugging Face cache only, never the hub."
+
+
+def _hf(task, seq_len, image_size, audio_samples, attn, offline):
+    """The options of a model by its Hugging Face config (graphcalc.hf), validated there."""
+    from graphcalc.hf import HFOptions
+
+    return HFOptions(task=task, seq_len=seq_len, image_size=image_size,
+                     audio_samples=audio_samples, attn=attn, offline=offline)
 
 
 @_command
@@ -144,6 +165,12 @@ def analyze(
                                                  "pytorch.org/memory_viz."),
     routing: str = typer.Option("balanced", help=ROUTING_HELP),
     fused: bool = typer.Option(False, "--fused", help=FUSED_HELP),
+    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help=SEQ_HELP),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_HELP),
+    audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
+    attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
+    offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Parameters, FLOPs, activations and peak training memory, per layer and in total.
@@ -160,7 +187,8 @@ def analyze(
     if snapshot is not None and options.distributed:
         raise UsageError("--snapshot writes one device's step: leave out --world-size/--shard")
     kept = []
-    report = analyze_file(model, options, inputs=input,
+    hf = _hf(task, seq_len, image_size, audio_samples, attn, offline)
+    report = analyze_file(model, options, inputs=input, hf=hf,
                           on_replay=kept.append if snapshot is not None else None)
     width = terminal_width() if output is None else None  # a file: the natural width
     _write(render(report.at_depth(depth), fmt.value, width), output)
@@ -242,6 +270,12 @@ def verify(
     routing: str = typer.Option("balanced", help=ROUTING_HELP + " The real steps are routed "
                                     "the same way."),
     fused: bool = typer.Option(False, "--fused", help=FUSED_HELP),
+    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help=SEQ_HELP),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_HELP),
+    audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
+    attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
+    offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Run real training steps and print predicted against measured (exit 1 past --tolerance)."""
@@ -256,14 +290,15 @@ def verify(
 
     options = _options(batch, dtype, optim, amp, device, steps, world_size, shard, routing,
                        fused)
-    source = loader.load(model)
+    source = loader.load(model, _hf(task, seq_len, image_size, audio_samples, attn, offline))
     make_inputs = resolve_inputs(source, input)
     if options.distributed:
         from graphcalc.verify import verify_distributed
 
         typer.echo(f"starting {world_size} ranks (gloo, CPU), {steps} steps each...", err=True)
         result = verify_distributed(model, source, options, make_inputs, inputs=input,
-                                    tolerance_percent=tolerance)
+                                    tolerance_percent=tolerance,
+                                    hf=_hf(task, seq_len, image_size, audio_samples, attn, offline))
     else:
         with Progress(transient=True, console=Console(stderr=True)) as progress:
             task = progress.add_task(f"{steps} real steps on {device.value}", total=steps)
@@ -310,6 +345,12 @@ def fit(
     shard: Shard = typer.Option("none", "--shard", help=SHARD_HELP),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the predicted peak against "
                                                              "the batch here (SVG)."),
+    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help=SEQ_HELP),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_HELP),
+    audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
+    attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
+    offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """The largest batch whose predicted training peak fits the memory budget (no real run).
@@ -339,7 +380,7 @@ def fit(
 
         raise UsageError("fit --verify runs one device: check a per-rank batch with "
                          "graphcalc verify --world-size N --shard ddp|fsdp")
-    source = loader.load(model)
+    source = loader.load(model, _hf(task, seq_len, image_size, audio_samples, attn, offline))
     make_inputs = resolve_inputs(source, input)
     result = fit_source(source, make_inputs, options, budget)
     if plot is not None:
@@ -449,6 +490,12 @@ def plan(
     device: Device = typer.Option("cuda", help="Device the memory prediction is for: GPUs "
                                                "(NCCL) by default, or CPU ranks (gloo)."),
     input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
+    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help=SEQ_HELP),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_HELP),
+    audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
+    attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
+    offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Per-rank peak, per-rank batch, fit and bytes sent per step, over world sizes and sharding
@@ -480,7 +527,7 @@ def plan(
     shards = [s.value for s in shard] if shard else list(STRATEGIES)
     if "none" in shards:
         raise UsageError("--shard none is world size 1, always in the table")
-    source = loader.load(model)
+    source = loader.load(model, _hf(task, seq_len, image_size, audio_samples, attn, offline))
     make_inputs = resolve_inputs(source, input)
     rows = make_plan(loader.build_model(source, device="meta"), make_inputs, options,
                      global_batch=batch, memory_bytes=budget, world_sizes=world_size or None,
@@ -589,6 +636,12 @@ def render(
                                                             "step instead of the layer graph "
                                                             "(SVG)."),
     memory: Optional[str] = typer.Option(None, help=MEMORY_LINE_HELP + " With --timeline."),
+    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help=SEQ_HELP),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_HELP),
+    audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
+    attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
+    offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Draw the layer graph with its figures: params, FLOPs, bytes, the peak layer marked; or,
@@ -607,7 +660,8 @@ def render(
             raise UsageError("--memory draws a line on the timeline: use it with --timeline")
         chosen = format_for(output, fmt.value if fmt else None)  # bad suffix: fail early
     options = _options(batch, dtype, optim, amp, device)
-    report = analyze_file(model, options, inputs=input)
+    hf = _hf(task, seq_len, image_size, audio_samples, attn, offline)
+    report = analyze_file(model, options, inputs=input, hf=hf)
     if timeline:
         from graphcalc.plots import timeline_svg
 

@@ -245,6 +245,9 @@ def _explain(e: Exception, model: nn.Module) -> GraphcalcError:
 
 def resolve_inputs(source: loader.ModelSource, inputs: list[str] | None):
     """--input specs when given, else the file's example_inputs."""
+    if inputs and source.hf_plan is not None:
+        raise UsageError("--input does not apply to a Hugging Face config: its batch is made for "
+                         "--task; set its size with --seq-len, --image-size or --audio-samples")
     if inputs:
         return loader.inputs_from_specs([loader.InputSpec.parse(s) for s in inputs])
     if source.example_inputs is not None:
@@ -254,15 +257,18 @@ def resolve_inputs(source: loader.ModelSource, inputs: list[str] | None):
 
 
 def analyze_file(spec: str, options: Options, *, inputs: list[str] | None = None,
-                 on_replay: Callable[[Replay], None] | None = None) -> Report:
-    """`graphcalc analyze FILE[:NAME]`: load the file, build the model on meta, analyse."""
-    source = loader.load(spec)
+                 on_replay: Callable[[Replay], None] | None = None, hf=None) -> Report:
+    """`graphcalc analyze FILE[:NAME]`: load the file, build the model on meta, analyse. `hf`:
+    the graphcalc.hf.HFOptions of a model by its Hugging Face name or config."""
+    source = loader.load(spec, hf)
     make_inputs = resolve_inputs(source, inputs)
     try:
         model = loader.build_model(source, device="meta")
         return analyze_module(model, make_inputs, options, loss_fn=source.loss, name=source.name,
                               on_replay=on_replay)
     except (ShapeError, TraceError) as first:
+        if source.meta_only:
+            raise
         # Some models compute real values at build time (a constant table, not a buffer) that do
         # not survive the meta device: build those for real and try again.
         try:

@@ -38,6 +38,10 @@ class ModelSource:
     example_inputs: Callable[[int], Any] | None
     loss: Callable[..., torch.Tensor] | None
     path: Path
+    # A model by its Hugging Face config (graphcalc.hf) is only ever built on the meta device for
+    # an analysis: a 7B config built for real would allocate its 28 GB of weights.
+    meta_only: bool = False
+    hf_plan: Any = None  # graphcalc.hf.Plan: the task and the batch's shapes
 
 
 def _line_in(tb, path: Path) -> int | None:
@@ -148,8 +152,17 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return head + file_part, name or None
 
 
-def load(spec: str) -> ModelSource:
-    """Load 'FILE[:NAME]'."""
+def load(spec: str, hf=None) -> ModelSource:
+    """Load 'FILE[:NAME]', or a model by its Hugging Face name or config (`hf:NAME`, a
+    config.json, a model folder: graphcalc.hf, with the `hf` options, a graphcalc.hf.HFOptions)."""
+    from . import hf as hf_configs  # no transformers import until a config is read
+
+    if hf_configs.is_hf_spec(spec):
+        return hf_configs.load_source(spec, hf or hf_configs.HFOptions())
+    if hf is not None and not hf.is_default:
+        raise UsageError("--task, --seq-len, --image-size, --audio-samples, --attn and --offline "
+                         "apply to a Hugging Face name or config (hf:NAME, config.json, a model "
+                         "folder), not to a model file")
     file_part, name = split_spec(spec)
     path = Path(file_part)
     module = import_file(path)

@@ -115,7 +115,9 @@ def _rank_main(job_file: str, rank: int) -> None:
     dist.init_process_group("gloo", init_method=f"file://{job['store']}", rank=rank,
                             world_size=options.world_size)
     try:
-        source = loader.load(job["spec"])
+        from .hf import HFOptions
+
+        source = loader.load(job["spec"], HFOptions(**job["hf"]) if job.get("hf") else None)
         torch.manual_seed(0)  # the same initial weights on every rank
         model = loader.build_model(source, device=None)
         measured = measure_rank(model, resolve_inputs(source, job["inputs"]), options,
@@ -127,7 +129,7 @@ def _rank_main(job_file: str, rank: int) -> None:
 
 
 def measure_distributed(spec: str, options: Options, *, inputs: list[str] | None = None,
-                        timeout_s: float = 1800) -> tuple[RankMeasured, ...]:
+                        timeout_s: float = 1800, hf=None) -> tuple[RankMeasured, ...]:
     """Launch `options.world_size` processes on this machine as torchrun would (one per rank,
     gloo on CPU), run the steps on each and return what each rank measured, by rank."""
     with tempfile.TemporaryDirectory(prefix="graphcalc-dist-") as tmp:
@@ -135,6 +137,7 @@ def measure_distributed(spec: str, options: Options, *, inputs: list[str] | None
         opts = {f.name: getattr(options, f.name) for f in fields(options)}
         with open(job_file, "w") as f:
             json.dump({"spec": spec, "inputs": inputs, "options": opts,
+                       "hf": asdict(hf) if hf is not None else None,
                        "store": os.path.join(tmp, "store")}, f)
         procs = [subprocess.Popen([sys.executable, "-m", __name__, job_file, str(rank)],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -161,7 +161,7 @@ def fit_source(source: loader.ModelSource, make_inputs, options: Options, memory
 
 def verify_distributed(spec: str, source: loader.ModelSource, options: Options, make_inputs, *,
                        inputs: list[str] | None = None,
-                       tolerance_percent: float = 5.0) -> Verification:
+                       tolerance_percent: float = 5.0, hf=None) -> Verification:
     """`verify --world-size N --shard ddp|fsdp`: start N ranks on this machine (gloo, CPU), run
     the real steps wrapped as the strategy says and check the per-rank peak of each rank."""
     from .measure_distributed import measure_distributed
@@ -173,7 +173,7 @@ def verify_distributed(spec: str, source: loader.ModelSource, options: Options, 
                          "here to check against")
     report = analyze_module(loader.build_model(source, device="meta"), make_inputs, options,
                             loss_fn=source.loss, name=source.name)
-    ranks = measure_distributed(spec, options, inputs=inputs)
+    ranks = measure_distributed(spec, options, inputs=inputs, hf=hf)
     checks = tuple(Check(f"peak memory, rank {m.rank}", report.memory.peak_bytes, m.peak_bytes, "B")
                    for m in ranks)
     checks += (Check("step time, rank 0", None, ranks[0].step_seconds, "s"),)
