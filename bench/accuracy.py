@@ -340,6 +340,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available in this torch build / machine")
+    if args.device == "cuda":  # allocated and reserved, and the CUDA-hidden predictions
+        import accuracy_cuda
+
+        return accuracy_cuda.main(sum((["--only", o] for o in args.only), []))
     warnings.filterwarnings("ignore")
 
     if args.quick:

@@ -64,3 +64,27 @@ def test_screenshots_without_chromium_writes_the_svgs_and_says_so(tmp_path):
     assert done.stdout.splitlines()[0] == "no chromium on PATH: writing the SVGs only, no screenshots"
     assert (tmp_path / "two_inputs.svg").read_bytes().startswith(b"<?xml")
     assert not (tmp_path / "two_inputs.png").exists()
+
+
+def test_cuda_bench_predictions_with_cuda_hidden_are_the_librarys(tmp_path):
+    """bench/accuracy_cuda.py's CUDA-hidden half (what a GPU machine runs with
+    CUDA_VISIBLE_DEVICES=): its JSON holds the figures graphcalc's report gives for the card."""
+    from graphcalc import loader
+    from graphcalc.analyze import analyze_module
+    from graphcalc.options import Options
+
+    out = tmp_path / "hidden.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "accuracy_cuda.py"),
+                          "--predict-only", "--gpu", "h100", "--only", "mnist_mlp",
+                          "--json", str(out)], capture_output=True, text=True, timeout=600,
+                         cwd=ROOT, env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert run.returncode == 0, run.stderr
+    got = json.loads(out.read_text())
+    assert set(got) == {f"mnist_mlp|{o}|{p}" for o in ("sgd", "adam")
+                        for p in ("fp32", "amp bf16")}
+    src = loader.load(str(ROOT / "samples" / "mnist_mlp.py"))
+    torch.manual_seed(0)
+    report = analyze_module(loader.build_model(src, device=None), src.example_inputs,
+                            Options(batch=2, optimizer="adam", gpu="h100"), loss_fn=src.loss)
+    assert got["mnist_mlp|adam|fp32"] == [report.gpu.peak_allocated_bytes,
+                                          report.gpu.peak_reserved_bytes]
