@@ -38,6 +38,8 @@ class Options:
     world_size: int = 1
     shard: str = "none"
     routing: str = "balanced"  # mixture-of-experts routing assumed (graphcalc.routing)
+    # module path patterns run under torch.utils.checkpoint (graphcalc.checkpointing)
+    checkpoint: tuple[str, ...] = ()
 
     def __post_init__(self):
         if isinstance(self.batch, bool) or not isinstance(self.batch, int):
@@ -61,6 +63,14 @@ class Options:
                              f"{self.world_size!r}")
         object.__setattr__(self, "shard", _choose("shard", self.shard, SHARDS))
         object.__setattr__(self, "routing", _choose("routing", self.routing, ROUTINGS))
+        patterns = (self.checkpoint,) if isinstance(self.checkpoint, str) else self.checkpoint
+        object.__setattr__(self, "checkpoint", tuple(str(p).strip() for p in patterns))
+        if "auto" in self.checkpoint:
+            raise UsageError("--checkpoint auto chooses the modules for a memory budget: give "
+                             "--memory too")
+        if any(not p for p in self.checkpoint):
+            raise UsageError("--checkpoint needs a module path pattern, e.g. h.* or "
+                             "layers.*.mlp")
         if self.world_size == 1 and self.shard != "none":
             raise UsageError(f"--shard {self.shard} needs --world-size 2 or more")
         if self.world_size > 1 and self.shard == "none":
@@ -84,6 +94,8 @@ class Options:
              "amp": self.amp, "device": self.device}
         if self.routing != "balanced":
             d["routing"] = self.routing
+        if self.checkpoint:
+            d["checkpoint"] = list(self.checkpoint)
         if self.distributed:  # the single-device JSON stays as it was
             d.update(world_size=self.world_size, shard=self.shard)
         return d
