@@ -86,6 +86,8 @@ def summary_lines(report: Report) -> list[str]:
     if m.device == "cuda":
         lines.append("Runtime, not in the peak: the CUDA context (about 300-700 MB, by driver and "
                       "GPU) and the cuBLAS workspace (8 MiB, 32 MiB on Hopper)")
+    if report.checkpointed or report.recompute:
+        lines.append(checkpoint_line(report))
     if report.routers:
         where = ", ".join(f"{path} (top-{k} of {e})" for path, e, k in report.routers)
         lines.append(f"Mixture of experts: {report.routing} routing assumed at {where}"
@@ -108,6 +110,19 @@ def summary_lines(report: Report) -> list[str]:
     for where, why in report.memory_gaps:
         lines.append(f"INCOMPLETE: peak memory of {where}: {why}; the peak is a lower bound")
     return lines
+
+
+def checkpoint_line(report: Report) -> str:
+    """What activation checkpointing re-runs: the patterns, and the forward FLOPs recomputed in
+    backward (counted in backward, as FlopCounterMode counts them)."""
+    t = report.totals
+    which = report.config.get("checkpoint") or []
+    where = (f"{', '.join(which)} ({len(report.checkpointed)} module"
+             f"{'s' if len(report.checkpointed) != 1 else ''})" if report.checkpointed
+             else "the model's own checkpoint calls")
+    share = f", {100 * t.flops_recompute / t.flops:.1f}% of the step" if t.flops else ""
+    return (f"Activation checkpointing of {where}: forward re-run in backward "
+            f"{format_count(t.flops_recompute)} FLOPs (counted in backward{share})")
 
 
 _READ_GLOSS = {
