@@ -6,11 +6,12 @@ block's members go together), largest saved tensors first, from the per-layer Sa
 step without checkpointing. Each is then replayed alone: its real effect on the peak and the
 forward FLOPs it re-runs, both confirmed rather than estimated (a module's saved tensors are not
 all it frees: its input stays saved, and its recompute lives while its backward runs). The plan is
-a greedy pick by peak bytes saved per recomputed FLOP, each step confirmed by a replay of the step
-with everything picked so far, until the peak fits; then picks no longer needed are dropped, and
-of the last group picked only as many members as needed are kept (the first ones: their saved
-tensors live longest). `torch.distributed._tools.sac_milp` solves a MILP over per-op estimates;
-this plan replays its answer instead, so the figure it prints is the step's.
+a greedy pick by peak bytes saved per recomputed FLOP (then, if those cannot reach the budget, by
+the peak each reaches alone), each step confirmed by a replay of the step with everything picked
+so far, until the peak fits; then picks no longer needed are dropped, and of each group only as
+many members as needed are kept (the first ones: their saved tensors live longest), found by
+bisection. `torch.distributed._tools.sac_milp` solves a MILP over per-op estimates; this plan
+replays its answer instead, so the peak it prints is the step's.
 """
 
 from __future__ import annotations
@@ -109,8 +110,7 @@ def plan(model: nn.Module, make_inputs: Callable[[int], Any], options: Options,
          memory_bytes: int, *, loss_fn=None, name: str | None = None,
          replays: _Replays | None = None) -> Plan:
     """The least-recompute set of modules to checkpoint for the step at `options.batch` to fit
-    `memory_bytes`; when none fits, the plan of the smallest peak found (`Plan.fits` False:
-    the groups are then taken by the peak each reaches alone, lowest first)."""
+    `memory_bytes`; when none fits, the plan of the smallest peak found (`Plan.fits` False)."""
     replays = replays or _Replays(model, make_inputs, options, loss_fn, name)
     start = len(replays.done)
 
@@ -135,21 +135,28 @@ def plan(model: nn.Module, make_inputs: Callable[[int], Any], options: Options,
     def worth(c: Candidate) -> float:  # peak bytes saved per recomputed FLOP
         return (base.memory.peak_bytes - c.peak_bytes) / max(c.recompute_flops, 1)
 
-    widest = min((c.peak_bytes for c in cands), default=base.memory.peak_bytes) > memory_bytes
-    order = (sorted(cands, key=lambda c: c.peak_bytes) if widest
-             else sorted(cands, key=worth, reverse=True))
-    chosen: list[Candidate] = []
-    current = base
-    for c in order:
-        if any(_nested(c.paths, x.paths) for x in chosen):
-            continue
-        r = run(_paths(chosen + [c]))
-        if r.memory.peak_bytes >= current.memory.peak_bytes:
-            continue  # no gain beside the others
-        chosen.append(c)
-        current = r
-        if r.memory.peak_bytes <= memory_bytes:
-            break
+    def greedy(order) -> tuple[list[Candidate], Report]:
+        chosen: list[Candidate] = []
+        current = base
+        for c in order:
+            if any(_nested(c.paths, x.paths) for x in chosen):
+                continue
+            r = run(_paths(chosen + [c]))
+            if r.memory.peak_bytes >= current.memory.peak_bytes:
+                continue  # no gain beside the others
+            chosen.append(c)
+            current = r
+            if r.memory.peak_bytes <= memory_bytes:
+                break
+        return chosen, current
+
+    # The cheapest savers first; if they cannot reach the budget together (a block's parts
+    # save less than the block), the strongest savers first.
+    chosen, current = greedy(sorted(cands, key=worth, reverse=True))
+    if current.memory.peak_bytes > memory_bytes:
+        chosen, current = min((chosen, current),
+                              greedy(sorted(cands, key=lambda c: c.peak_bytes)),
+                              key=lambda cr: cr[1].memory.peak_bytes)
     if current.memory.peak_bytes > memory_bytes:
         return done(_paths(chosen), current, cands)
     # Drop earlier picks the later ones made unnecessary, the costliest first.
@@ -158,17 +165,24 @@ def plan(model: nn.Module, make_inputs: Callable[[int], Any], options: Options,
         r = run(_paths(trial))
         if r.memory.peak_bytes <= memory_bytes:
             chosen, current = trial, r
-    # Of the last group picked, the fewest members (the first ones) that still fit.
-    last, others = chosen[-1], _paths(chosen[:-1])
-    lo, hi = 0, len(last.paths)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        r = run(others + last.paths[:mid])
-        if r.memory.peak_bytes <= memory_bytes:
-            hi, current = mid, r
-        else:
-            lo = mid
-    return done(others + last.paths[:hi], current, cands)
+    # Of each group picked, the costliest first, the fewest members (the first ones: their saved
+    # tensors live longest) that still fit beside the others.
+    kept = {id(c): len(c.paths) for c in chosen}
+
+    def picked() -> tuple[str, ...]:
+        return tuple(p for c in chosen for p in c.paths[:kept[id(c)]])
+
+    for c in sorted(chosen, key=lambda c: -c.recompute_flops):
+        lo, hi = 0, len(c.paths)
+        while hi - lo > 1:
+            kept[id(c)] = mid = (lo + hi) // 2
+            r = run(picked())
+            if r.memory.peak_bytes <= memory_bytes:
+                hi, current = mid, r
+            else:
+                lo = mid
+        kept[id(c)] = hi
+    return done(picked(), run(picked()), cands)
 
 
 def _paths(chosen) -> tuple[str, ...]:
