@@ -208,9 +208,16 @@ def real_recompute_flops(custom_mapping):
 # --- the lines that apply a plan ------------------------------------------------------------------
 
 def _regex(pattern: str) -> str:
-    return r"\.".join("[^.]+" if part == "*" else
-                      re.escape(part).replace(r"\*", "[^.]*").replace(r"\?", "[^.]")
-                      for part in pattern.split("."))
+    """The pattern as a regular expression: `*` one name, or within a name any run of
+    characters but a dot; `?` one character; `[0-7]` a character class, as fnmatch reads them."""
+    def part(seg: str) -> str:
+        if seg == "*":
+            return "[^.]+"
+        return re.sub(r"\\\*", "[^.]*", re.sub(r"\\\?", "[^.]", re.sub(
+            r"\\\[(.*?)\\\]", lambda m: "[" + m.group(1).replace("\\-", "-") + "]",
+            re.escape(seg))))
+
+    return r"\.".join(part(seg) for seg in pattern.split("."))
 
 
 def apply_code(patterns: Iterable[str]) -> str:

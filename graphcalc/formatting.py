@@ -120,7 +120,8 @@ def checkpoint_line(report: Report) -> str:
     where = (f"{', '.join(which)} ({len(report.checkpointed)} module"
              f"{'s' if len(report.checkpointed) != 1 else ''})" if report.checkpointed
              else "the model's own checkpoint calls")
-    share = f", {100 * t.flops_recompute / t.flops:.1f}% of the step" if t.flops else ""
+    without = t.flops - t.flops_recompute
+    share = f": +{100 * t.flops_recompute / without:.1f}% over the step without it" if without else ""
     return (f"Activation checkpointing of {where}: forward re-run in backward "
             f"{format_count(t.flops_recompute)} FLOPs (counted in backward{share})")
 

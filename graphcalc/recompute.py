@@ -79,7 +79,7 @@ class _Replays:
         batch = self.options.batch if batch is None else batch
         key = (batch, frozenset(paths))
         if key not in self.done:
-            opts = replace(self.options, batch=batch, checkpoint=tuple(sorted(paths)))
+            opts = replace(self.options, batch=batch, checkpoint=tuple(paths))
             self.done[key] = analyze_module(self.model, self.make_inputs, opts,
                                             loss_fn=self.loss_fn, name=self.name)
         return self.done[key]
@@ -120,7 +120,10 @@ def plan(model: nn.Module, make_inputs: Callable[[int], Any], options: Options,
     base = run(())
 
     def done(paths, report, cands=()) -> Plan:
-        return Plan(memory_bytes, _patterns(paths, cands), base, report, tuple(cands),
+        patterns = _patterns(paths, cands)
+        if patterns:  # the report says what to pass to --checkpoint, which names these paths
+            report = replace(report, config={**report.config, "checkpoint": list(patterns)})
+        return Plan(memory_bytes, patterns, base, report, tuple(cands),
                     len(replays.done) - start)
 
     if base.memory.peak_bytes <= memory_bytes:
@@ -193,10 +196,30 @@ def _patterns(paths, cands) -> tuple[str, ...]:
     """The paths as --checkpoint patterns: a whole group by its pattern, part of one by path."""
     rest, out = set(paths), []
     for c in cands:
-        if set(c.paths) <= rest and len(c.paths) > 1:
+        mine = [p for p in c.paths if p in rest]
+        if len(c.paths) > 1 and len(mine) == len(c.paths):
             out.append(c.pattern)
-            rest -= set(c.paths)
+        elif len(mine) > 1 and c.pattern.count("*") == 1:
+            out += _runs(c.pattern, mine)
+        else:
+            continue
+        rest -= set(mine)
     return tuple(out) + tuple(p for p in paths if p in rest)
+
+
+def _runs(pattern: str, paths: list[str]) -> list[str]:
+    """Members of a one-star group as patterns: a run of one-digit indices as `h.[0-7].mlp`,
+    the others by path."""
+    where = pattern.split(".").index("*")
+    index = {int(p.split(".")[where]): p for p in paths}
+    small = sorted(i for i in index if i < 10)
+    out = []
+    if len(small) > 1 and small == list(range(small[0], small[-1] + 1)):
+        parts = pattern.split(".")
+        parts[where] = f"[{small[0]}-{small[-1]}]"
+        out.append(".".join(parts))
+        index = {i: p for i, p in index.items() if i not in small}
+    return out + [index[i] for i in sorted(index)]
 
 
 @dataclass(frozen=True)
@@ -262,7 +285,7 @@ def plan_text(p: Plan, *, fitted: PlannedFit | None = None) -> str:
         for c in sorted(p.candidates, key=lambda c: c.peak_bytes):
             lines.append(f"    {c.pattern:<24} {format_bytes(c.saved_bytes):>10}  "
                          f"{format_bytes(c.peak_bytes):>10}  {format_count(c.recompute_flops):>8}")
-    lines.append(f"  {p.replays} replays of the step")
+    lines.append(f"  {p.replays} replay{'s' if p.replays != 1 else ''} of the step")
     if p.fits and p.paths:
         lines += ["Apply it (before building the optimizer):", "",
                   *("    " + line for line in apply_code(p.patterns).splitlines()), ""]

@@ -77,6 +77,15 @@ def test_patterns_resolve_in_model_order_and_a_miss_says_what_is_close():
     assert "h.*.mlp" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_plan_is_written_as_few_patterns():
+    mlp = recompute.Candidate("h.*.mlp", tuple(f"h.{i}.mlp" for i in range(12)), 0, 0, 0)
+    attn = recompute.Candidate("h.*.attn", tuple(f"h.{i}.attn" for i in range(12)), 0, 0, 0)
+    assert recompute._patterns([*attn.paths, *mlp.paths[:8]], [mlp, attn]) == (
+        "h.[0-7].mlp", "h.*.attn")
+    assert recompute._patterns(mlp.paths[:11], [mlp]) == ("h.[0-9].mlp", "h.10.mlp")
+    assert recompute._patterns(["h.0.mlp", "ln_f"], [mlp]) == ("h.0.mlp", "ln_f")
+
+
 def test_the_wrapping_is_undone():
     src, make_inputs = _gpt()
     model = loader.build_model(src, device="meta")
@@ -111,6 +120,7 @@ def _check_against_real(src, make_inputs, options):
     return report
 
 
+@pytest.mark.slow
 def test_checkpointed_blocks_are_exact_and_their_recompute_is_counted_apart():
     src, make_inputs = _gpt()
     options = Options(batch=4, checkpoint=("h.*",))
@@ -156,13 +166,14 @@ def test_the_printed_code_checkpoints_what_the_prediction_did():
     """The plan's lines (torch's apply_activation_checkpointing with a check_fn) applied to a
     real model: the real step's peak is the prediction's for the same patterns."""
     src, make_inputs = _gpt()
-    options = Options(batch=4, optimizer="sgd", checkpoint=("h.*.mlp", "h.0.attn"))
+    options = Options(batch=4, optimizer="sgd", checkpoint=("h.*.mlp", "h.[0-1].attn"))
     report = _predict(src, make_inputs, options)
     torch.manual_seed(0)
     model = loader.build_model(src, device=None)
     exec(checkpointing.apply_code(options.checkpoint), {"model": model})  # noqa: S102
     wrapped = [n for n, m in model.named_modules() if type(m).__name__ == "CheckpointWrapper"]
-    assert wrapped == ["h.0.attn", "h.0.mlp", "h.1.mlp", "h.2.mlp", "h.3.mlp"]
+    assert wrapped == ["h.0.attn", "h.0.mlp", "h.1.attn", "h.1.mlp", "h.2.mlp", "h.3.mlp"]
+    assert report.checkpointed == tuple(wrapped)
     model.train()
     inputs = prepare_inputs(example_batch(make_inputs, 4), options, "cpu")
     peaks, _ = counted_steps(model, inputs, src.loss, options)
