@@ -181,7 +181,7 @@ def _options(batch, dtype, optim, amp, device, steps=2, world_size=1, shard=None
                    checkpoint=tuple(checkpoint or ()))
 
 
-def _checkpoint_choice(checkpoint, memory) -> tuple[bool, tuple[str, ...]]:
+def _checkpoint_choice(checkpoint, memory, *, fit=False) -> tuple[bool, tuple[str, ...]]:
     """(--checkpoint auto?, the patterns otherwise), with --memory checked against them."""
     from graphcalc.errors import UsageError
 
@@ -192,7 +192,7 @@ def _checkpoint_choice(checkpoint, memory) -> tuple[bool, tuple[str, ...]]:
     if auto and memory is None:
         raise UsageError("--checkpoint auto chooses the modules for a memory budget: give "
                          "--memory too, e.g. --memory 16GiB")
-    if memory is not None and not auto:
+    if memory is not None and not auto and not fit:
         raise UsageError("--memory goes with --checkpoint auto here (graphcalc fit finds the "
                          "largest batch for a budget)")
     return auto, () if auto else given
@@ -308,7 +308,7 @@ def fit(
     from graphcalc.verify import fit_source
 
     budget = parse_bytes(memory)
-    auto, patterns = _checkpoint_choice(checkpoint, memory)
+    auto, patterns = _checkpoint_choice(checkpoint, memory, fit=True)
     if batch is not None and not auto:
         raise UsageError("fit finds the batch: --batch goes with --checkpoint auto (the batch "
                          "to plan for)")
@@ -350,7 +350,8 @@ def fit(
     typer.echo(f"Recommended (80%): {result.recommended_batch} "
                f"(peak {format_bytes(result.recommended_peak_bytes)})")
     typer.echo(f"{result.evaluations} analyses, {options.optimizer}, {options.dtype}"
-               f"{', autocast ' + options.amp if options.amp else ''}, for {options.device}")
+               f"{', autocast ' + options.amp if options.amp else ''}, for {options.device}"
+               f"{', checkpointing ' + ' '.join(options.checkpoint) if options.checkpoint else ''}")
     if check:
         _fit_verify(source, make_inputs, options, result, budget)
 

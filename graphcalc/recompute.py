@@ -288,6 +288,6 @@ def plan_text(p: Plan, *, fitted: PlannedFit | None = None) -> str:
     lines.append(f"  {p.replays} replay{'s' if p.replays != 1 else ''} of the step")
     if p.fits and p.paths:
         lines += ["Apply it (before building the optimizer):", "",
-                  *("    " + line for line in apply_code(p.patterns).splitlines()), ""]
+                  *(("    " + line).rstrip() for line in apply_code(p.patterns).splitlines()), ""]
     return "\n".join(lines) + "\n"
 
