@@ -121,7 +121,8 @@ def checkpoint_line(report: Report) -> str:
              f"{'s' if len(report.checkpointed) != 1 else ''})" if report.checkpointed
              else "the model's own checkpoint calls")
     without = t.flops - t.flops_recompute
-    share = f": +{100 * t.flops_recompute / without:.1f}% over the step without it" if without else ""
+    share = (f": +{100 * t.flops_recompute / without:.1f}% over the step without it"
+             if without else "")
     return (f"Activation checkpointing of {where}: forward re-run in backward "
             f"{format_count(t.flops_recompute)} FLOPs (counted in backward{share})")
 
