@@ -89,7 +89,8 @@ def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: i
             dtypes: Sequence[torch.dtype] | None = None, dtype: str = "fp32",
             optim: str = "adam", amp: str | None = None, device: str = "cpu",
             depth: int | None = None, loss=None, name: str | None = None,
-            batch_dim: int = 0, verbose: bool = False) -> Report:
+            batch_dim: int = 0, checkpoint: Sequence[str] = (),
+            verbose: bool = False) -> Report:
     """Analyse `model` as `graphcalc analyze` would, without running it for real.
 
     model: an nn.Module on any device, the meta device included. It is left as it was: same
@@ -104,6 +105,7 @@ def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: i
         subclass whose message is the sentence the command line prints.
     loss: the training loss `loss(output, *inputs)`; by default the module's `loss`, else
         `output.loss`, else the mean of the output.
+    checkpoint: module path patterns run under torch.utils.checkpoint, as `--checkpoint`.
     """
     if not isinstance(model, nn.Module):
         raise UsageError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -121,7 +123,8 @@ def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: i
                              "example_inputs(batch_size)")
     if depth is not None and (not isinstance(depth, int) or depth < 0):
         raise UsageError(f"depth must be 0 or more, got {depth!r}")
-    options = Options(batch=batch, dtype=dtype, optimizer=optim, amp=amp, device=device)
+    options = Options(batch=batch, dtype=dtype, optimizer=optim, amp=amp, device=device,
+                      checkpoint=tuple(checkpoint))
     loss_fn = loss if loss is not None else _from_module_file(model, "loss")
     if loss_fn is not None and not callable(loss_fn):
         loss_fn = None
