@@ -10,6 +10,7 @@ step, the recompute (the forwards re-run in backward) included in backward and c
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -190,6 +191,22 @@ def test_verify_checks_the_recompute_against_the_real_step():
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if "FLOPs recomputed" in line)
     assert "+0.00%" in row
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shard", ["ddp", "fsdp"])
+def test_checkpointed_ranks_are_exact(shard):
+    """Two real gloo ranks (graphcalc.measure_distributed) with the blocks checkpointed before
+    DDP or fully_shard wraps the model, against the per-rank prediction."""
+    from graphcalc.measure_distributed import measure_distributed
+
+    src, make_inputs = _gpt()
+    options = Options(batch=2, optimizer="adam", world_size=2, shard=shard, checkpoint=("h.*",))
+    predicted = _predict(src, make_inputs, options).memory.peak_bytes
+    plain = _predict(src, make_inputs, replace(options, checkpoint=())).memory.peak_bytes
+    ranks = measure_distributed(GPT, options)
+    assert [m.peak_bytes for m in ranks] == [predicted, predicted]
+    assert predicted < plain
 
 
 def test_summary_takes_the_patterns_too():
