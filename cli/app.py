@@ -64,6 +64,12 @@ SHARD_HELP = ("How the ranks split the state: ddp (replicated, gradient buckets)
               "state sharded), zero2 (and gradients), fsdp (and parameters, as fully_shard).")
 
 
+CHECKPOINT_HELP = ("Run these modules under torch.utils.checkpoint (use_reentrant=False): a module "
+                   "path pattern, `*` standing for one name between dots (h.* is every block of "
+                   "h, layers.*.mlp every block's MLP); repeatable. `auto` (with --memory) "
+                   "chooses them so that the step fits, at the least recompute.")
+
+
 def _fail(e: BaseException, debug: bool) -> None:
     from graphcalc.errors import GraphcalcError
 
@@ -171,6 +177,7 @@ def analyze(
     audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
     attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
     offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
+    checkpoint: Optional[List[str]] = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Parameters, FLOPs, activations and peak training memory, per layer and in total.
@@ -181,17 +188,33 @@ def analyze(
 
     if depth is not None and depth < 0:
         raise UsageError(f"depth must be 0 or more, got {depth}")
+    auto, patterns = _checkpoint_choice(checkpoint, memory, fit=True)  # --memory: the card
     options = _options(batch, dtype, optim, amp, device, world_size=world_size, shard=shard,
                        routing=routing, fused=fused, gpu=gpu, memory=memory,
-                       expandable_segments=expandable_segments)
+                       expandable_segments=expandable_segments, checkpoint=patterns)
     if snapshot is not None and options.distributed:
         raise UsageError("--snapshot writes one device's step: leave out --world-size/--shard")
     kept = []
     hf = _hf(task, seq_len, image_size, audio_samples, attn, offline)
-    report = analyze_file(model, options, inputs=input, hf=hf,
-                          on_replay=kept.append if snapshot is not None else None)
+    planned = None
+    if auto:
+        planned = _auto_plan(model, options, input, memory, hf)
+        report = planned.report
+    else:
+        report = analyze_file(model, options, inputs=input, hf=hf,
+                              on_replay=kept.append if snapshot is not None else None)
     width = terminal_width() if output is None else None  # a file: the natural width
     _write(render(report.at_depth(depth), fmt.value, width), output)
+    if planned is not None:
+        from graphcalc.recompute import plan_text
+
+        text = plan_text(planned)
+        if output is None and fmt.value == "table":
+            sys.stdout.write("\n" + text)
+        else:
+            sys.stderr.write(text)
+        if not planned.fits:
+            raise typer.Exit(1)
     if svg is not None:
         _picture(report, svg, "svg", depth=depth)
     if timeline_svg is not None:
@@ -228,7 +251,7 @@ def _timeline(report, path: Path, budget: Optional[int], label: str = "--memory"
 
 
 def _options(batch, dtype, optim, amp, device, steps=2, world_size=1, shard=None, routing=None,
-             fused=False, gpu=None, memory=None, expandable_segments=False):
+             fused=False, gpu=None, memory=None, expandable_segments=False, checkpoint=()):
     from graphcalc.errors import UsageError
     from graphcalc.options import Options
     from graphcalc.units import parse_bytes
@@ -250,7 +273,42 @@ def _options(batch, dtype, optim, amp, device, steps=2, world_size=1, shard=None
                    world_size=world_size, shard=shard.value if shard else "none",
                    routing=routing or "balanced", fused=fused, gpu=gpu,
                    gpu_memory=parse_bytes(memory) if memory is not None else None,
-                   expandable_segments=expandable_segments)
+                   expandable_segments=expandable_segments,
+                   checkpoint=tuple(checkpoint or ()))
+
+
+def _checkpoint_choice(checkpoint, memory, *, fit=False) -> tuple[bool, tuple[str, ...]]:
+    """(--checkpoint auto?, the patterns otherwise), with --memory checked against them."""
+    from graphcalc.errors import UsageError
+
+    given = tuple(checkpoint or ())
+    auto = any(p.strip().lower() == "auto" for p in given)
+    if auto and len(given) > 1:
+        raise UsageError("--checkpoint auto chooses every module itself: give it alone")
+    if auto and memory is None:
+        raise UsageError("--checkpoint auto chooses the modules for a memory budget: give "
+                         "--memory too, e.g. --memory 16GiB")
+    if memory is not None and not auto and not fit:
+        raise UsageError("--memory goes with --checkpoint auto here (graphcalc fit finds the "
+                         "largest batch for a budget)")
+    return auto, () if auto else given
+
+
+def _auto_plan(spec, options, inputs, memory, hf=None):
+    from graphcalc import loader
+    from graphcalc.analyze import resolve_inputs
+    from graphcalc.recompute import plan
+    from graphcalc.units import parse_bytes
+
+    if options.distributed:
+        from graphcalc.errors import UsageError
+
+        raise UsageError("--checkpoint auto plans one device: drop --world-size/--shard")
+    source = loader.load(spec, hf)
+    make_inputs = resolve_inputs(source, inputs)
+    model = loader.build_model(source, device="meta")
+    return plan(model, make_inputs, options, parse_bytes(memory), loss_fn=source.loss,
+                name=source.name)
 
 
 @_command
@@ -276,6 +334,9 @@ def verify(
     audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
     attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
     offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
+    checkpoint: Optional[List[str]] = typer.Option(
+        None, "--checkpoint", help="Module path patterns run under torch.utils.checkpoint in "
+                                   "the prediction and in the real steps, as for analyze."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Run real training steps and print predicted against measured (exit 1 past --tolerance)."""
@@ -289,7 +350,7 @@ def verify(
     from graphcalc.verify import verify as run_verify
 
     options = _options(batch, dtype, optim, amp, device, steps, world_size, shard, routing,
-                       fused)
+                       fused, checkpoint=checkpoint)
     source = loader.load(model, _hf(task, seq_len, image_size, audio_samples, attn, offline))
     make_inputs = resolve_inputs(source, input)
     if options.distributed:
@@ -351,37 +412,61 @@ def fit(
     audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
     attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
     offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
+    checkpoint: Optional[List[str]] = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP),
+    batch: Optional[int] = typer.Option(None, "--batch", "-b",
+                                        help="With --checkpoint auto: the batch to plan for "
+                                             "(default: the largest any plan reaches)."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """The largest batch whose predicted training peak fits the memory budget (no real run).
     With --world-size/--shard: the largest per-rank batch."""
     from graphcalc import loader
     from graphcalc.analyze import resolve_inputs
-    from graphcalc.measure import measure_step
+    from graphcalc.errors import UsageError
     from graphcalc.units import format_bytes, parse_bytes
     from graphcalc.verify import fit_source
 
-    from graphcalc.errors import UsageError
-
+    auto, patterns = _checkpoint_choice(checkpoint, memory, fit=True)
+    if batch is not None and not auto:
+        raise UsageError("fit finds the batch: --batch goes with --checkpoint auto (the batch "
+                         "to plan for)")
     if memory is None and gpu is None:
         raise UsageError("give the memory budget with --memory SIZE, or a GPU with --gpu NAME")
     if gpu is None:  # a plain budget: the predicted peak against it, on the device chosen
         budget = parse_bytes(memory)
         options = _options(1, dtype, optim, amp, device, world_size=world_size, shard=shard,
-                           expandable_segments=expandable_segments)
+                           expandable_segments=expandable_segments, checkpoint=patterns)
     else:
         options = _options(1, dtype, optim, amp, device, world_size=world_size, shard=shard,
-                           gpu=gpu, memory=memory, expandable_segments=expandable_segments)
+                           gpu=gpu, memory=memory, expandable_segments=expandable_segments,
+                           checkpoint=patterns)
         budget = options.gpu_memory or options.gpu_spec.memory_bytes
     card = f" on the {options.gpu_spec.name}" if gpu is not None else ""
     figure = "device total" if gpu is not None else "peak"
     if check and options.distributed:
-        from graphcalc.errors import UsageError
-
         raise UsageError("fit --verify runs one device: check a per-rank batch with "
                          "graphcalc verify --world-size N --shard ddp|fsdp")
+    if auto and options.distributed:
+        raise UsageError("--checkpoint auto plans one device: drop --world-size/--shard")
     source = loader.load(model, _hf(task, seq_len, image_size, audio_samples, attn, offline))
     make_inputs = resolve_inputs(source, input)
+    if auto:
+        from dataclasses import replace
+
+        from graphcalc.recompute import fit_with_plan, plan_text
+
+        if batch is not None:
+            replace(options, batch=batch)  # validates it
+        fitted = fit_with_plan(loader.build_model(source, device="meta"), make_inputs, options,
+                               budget, batch=batch, loss_fn=source.loss, name=source.name)
+        sys.stdout.write(plan_text(fitted.plan, fitted=fitted))
+        if fitted.with_plan.batch == 0:
+            raise typer.Exit(1)
+        options = replace(options, checkpoint=fitted.plan.patterns)
+        result = fitted.with_plan
+        if check:
+            _fit_verify(source, make_inputs, options, result, budget)
+        return
     result = fit_source(source, make_inputs, options, budget)
     if plot is not None:
         from graphcalc.plots import fit_svg, write_svg
@@ -409,17 +494,27 @@ def fit(
                    f"{format_bytes(CUDA_CONTEXT_BYTES)} CUDA context"
                    + (f"; {options.gpu_note}" if options.gpu_note else ""))
     typer.echo(f"{result.evaluations} analyses, {options.optimizer}, {options.dtype}"
-               f"{', autocast ' + options.amp if options.amp else ''}, for {options.device}")
+               f"{', autocast ' + options.amp if options.amp else ''}, for {options.device}"
+               f"{', checkpointing ' + ' '.join(options.checkpoint) if options.checkpoint else ''}")
     if check:
-        from dataclasses import replace
+        _fit_verify(source, make_inputs, options, result, budget)
 
-        measured = measure_step(loader.build_model(source, device=None), make_inputs,
-                                replace(options, batch=result.batch), loss_fn=source.loss)
-        verdict = "fits" if measured.peak_bytes <= budget else "DOES NOT FIT"
-        typer.echo(f"Measured at batch {result.batch} on {options.device}: "
-                   f"{format_bytes(measured.peak_bytes)}: {verdict}")
-        if measured.peak_bytes > budget:
-            raise typer.Exit(1)
+
+def _fit_verify(source, make_inputs, options, result, budget) -> None:
+    """fit --verify: a real step at the batch found (with the checkpointing chosen, if any)."""
+    from dataclasses import replace
+
+    from graphcalc import loader
+    from graphcalc.measure import measure_step
+    from graphcalc.units import format_bytes
+
+    measured = measure_step(loader.build_model(source, device=None), make_inputs,
+                            replace(options, batch=result.batch), loss_fn=source.loss)
+    verdict = "fits" if measured.peak_bytes <= budget else "DOES NOT FIT"
+    typer.echo(f"Measured at batch {result.batch} on {options.device}: "
+               f"{format_bytes(measured.peak_bytes)}: {verdict}")
+    if measured.peak_bytes > budget:
+        raise typer.Exit(1)
 
 
 # --- check: budgets for pre-commit and CI ---------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from . import loader
+from . import checkpointing, loader
 from .errors import GraphcalcError, ShapeError, TraceError, UsageError
 from .options import Options
 from .routing import ROUTINGS
@@ -156,11 +156,26 @@ def _memory(rp: Replay, options: Options) -> Memory:
 def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options: Options, *,
                    loss_fn=None, name: str | None = None,
                    on_replay: Callable[[Replay], None] | None = None) -> Report:
-    """Analyse a model: every figure of the report, from one replay of the step on fake tensors.
-    `on_replay` is handed the replay itself (its every event: graphcalc.snapshot)."""
+    """Analyse a model: every figure of the report, from one replay of the step on fake tensors,
+    with the modules `options.checkpoint` names under torch.utils.checkpoint. `on_replay` is
+    handed the replay itself (its every event: graphcalc.snapshot)."""
+    paths = checkpointing.resolve(model, options.checkpoint) if options.checkpoint else ()
+    recompute = checkpointing.RecomputeFlops()
+    with checkpointing.checkpointed(model, paths), recompute.watching():
+        report = _analyze(model, make_inputs, options, loss_fn, name, recompute, on_replay)
+    flops = tuple(sorted(recompute.flops.items()))
+    if not paths and not flops:
+        return report
+    return replace(report, checkpointed=paths, recompute=flops,
+                   totals=replace(report.totals, flops_recompute=sum(recompute.flops.values())))
+
+
+def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
+             on_replay=None) -> Report:
     opaque: dict[str, str] = {}
     while True:
         try:
+            recompute.reset()
             rp = replay(model, make_inputs, loss_fn, options, opaque=opaque)
             break
         except GraphcalcError:
@@ -178,6 +193,7 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
     if on_replay is not None:
         on_replay(rp)
     layers = _layers(model, rp)
+    recomputed = dict(recompute.flops)  # the first replay's; another (routing) counts again
     routing_peaks: tuple[tuple[str, int], ...] = ()
     if rp.recorder.values.routers:
         # Routing reads values: the spread between the routings, one more replay (same layers).
@@ -208,6 +224,8 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
 
         memory, dist = rank_memory(model, rp, options)
     gpu = _gpu(rp, options, memory) if options.device == "cuda" else None
+    recompute.flops.clear()
+    recompute.flops.update(recomputed)
     return Report(model=name or type(model).__name__, config=options.as_dict(), totals=totals,
                   memory=memory, layers=layers, unknown_ops=unknown, distributed=dist,
                   tracer=TRACER_OPAQUE if opaque else TRACER,

@@ -89,8 +89,8 @@ def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: i
             dtypes: Sequence[torch.dtype] | None = None, dtype: str = "fp32",
             optim: str = "adam", amp: str | None = None, device: str = "cpu",
             depth: int | None = None, loss=None, name: str | None = None,
-            batch_dim: int = 0, verbose: bool = False, gpu: str | None = None,
-            memory=None) -> Report:
+            batch_dim: int = 0, checkpoint: Sequence[str] = (),
+            verbose: bool = False, gpu: str | None = None, memory=None) -> Report:
     """Analyse `model` as `graphcalc analyze` would, without running it for real.
 
     model: an nn.Module on any device, the meta device included. It is left as it was: same
@@ -107,6 +107,7 @@ def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: i
         `report.gpu` (reserved memory, CUDA context, the verdict); either implies device cuda.
     loss: the training loss `loss(output, *inputs)`; by default the module's `loss`, else
         `output.loss`, else the mean of the output.
+    checkpoint: module path patterns run under torch.utils.checkpoint, as `--checkpoint`.
     """
     if not isinstance(model, nn.Module):
         raise UsageError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -127,7 +128,8 @@ def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: i
     from .units import parse_bytes
 
     options = Options(batch=batch, dtype=dtype, optimizer=optim, amp=amp, device=device, gpu=gpu,
-                      gpu_memory=None if memory is None else parse_bytes(memory))
+                      gpu_memory=None if memory is None else parse_bytes(memory),
+                      checkpoint=tuple(checkpoint))
     loss_fn = loss if loss is not None else _from_module_file(model, "loss")
     if loss_fn is not None and not callable(loss_fn):
         loss_fn = None

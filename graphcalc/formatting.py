@@ -95,6 +95,8 @@ def summary_lines(report: Report) -> list[str]:
                        "GPU)")
     if report.gpu is not None:
         lines.extend(gpu_lines(report.gpu))
+    if report.checkpointed or report.recompute:
+        lines.append(checkpoint_line(report))
     if report.routers:
         where = ", ".join(f"{path} (top-{k} of {e})" for path, e, k in report.routers)
         lines.append(f"Mixture of experts: {report.routing} routing assumed at {where}"
@@ -158,6 +160,21 @@ def gpu_lines(g) -> list[str]:
                         if g.reserved_simulated else "")
                      + f"; {format_bytes(g.device_total_bytes)} needed without a limit")
     return lines
+
+
+def checkpoint_line(report: Report) -> str:
+    """What activation checkpointing re-runs: the patterns, and the forward FLOPs recomputed in
+    backward (counted in backward, as FlopCounterMode counts them)."""
+    t = report.totals
+    which = report.config.get("checkpoint") or []
+    where = (f"{', '.join(which)} ({len(report.checkpointed)} module"
+             f"{'s' if len(report.checkpointed) != 1 else ''})" if report.checkpointed
+             else "the model's own checkpoint calls")
+    without = t.flops - t.flops_recompute
+    share = (f": +{100 * t.flops_recompute / without:.1f}% over the step without it"
+             if without else "")
+    return (f"Activation checkpointing of {where}: forward re-run in backward "
+            f"{format_count(t.flops_recompute)} FLOPs (counted in backward{share})")
 
 
 _ROUTING_GLOSS = {"balanced": "; each expert gets tokens x k / experts",

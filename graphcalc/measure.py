@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
+from . import checkpointing
 from .options import Options, make_optimizer
 from .replay import example_batch, prepare_inputs, training_step
 from .tracking import LiveCounter, LiveStorages
@@ -80,18 +81,31 @@ REFERENCE_CORRECTIONS = _corrections()
 
 def count_flops(model: nn.Module, inputs, loss_fn, corrected: bool = True) -> tuple[int, int]:
     """(forward+loss, backward) FLOPs of one real step, by FlopCounterMode."""
+    forward, backward, _ = count_step_flops(model, inputs, loss_fn, corrected)
+    return forward, backward
+
+
+def count_step_flops(model: nn.Module, inputs, loss_fn, corrected: bool = True,
+                     checkpoint: tuple[str, ...] = ()) -> tuple[int, int, int]:
+    """(forward+loss, backward, recomputed) FLOPs of one real step, by FlopCounterMode, with the
+    modules `checkpoint` names under torch.utils.checkpoint: backward counts the forwards the
+    checkpoints re-run, as FlopCounterMode does; recomputed is those alone (a second
+    FlopCounterMode around each re-run)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from .replay import call_model, compute_loss
 
-    with FlopCounterMode(display=False,
-                         custom_mapping=REFERENCE_CORRECTIONS if corrected else None) as counter:
+    mapping = REFERENCE_CORRECTIONS if corrected else None
+    paths = checkpointing.resolve(model, checkpoint) if checkpoint else ()
+    with checkpointing.checkpointed(model, paths), \
+            checkpointing.real_recompute_flops(mapping) as recomputed, \
+            FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         output = call_model(model, inputs)
         loss = compute_loss(loss_fn, output, inputs)
         forward = counter.get_total_flops()
         loss.backward()
     model.zero_grad(set_to_none=True)
-    return forward, counter.get_total_flops() - forward
+    return forward, counter.get_total_flops() - forward, recomputed[0]
 
 
 @dataclass(frozen=True)
@@ -144,7 +158,14 @@ def measure_step(model: nn.Module, make_inputs: Callable[[int], Any], options: O
                  loss_fn=None, on_step: Callable[[int], None] | None = None,
                  routing: Callable[[], Any] = contextlib.nullcontext) -> Measured:
     """Run `options.steps` real steps on `model` (built for real) and measure them, inside
-    `routing()` (a `graphcalc.routing.ForcedRouting` for a mixture-of-experts model)."""
+    `routing()` (a `graphcalc.routing.ForcedRouting` for a mixture-of-experts model), with the
+    modules `options.checkpoint` names under torch.utils.checkpoint."""
+    paths = checkpointing.resolve(model, options.checkpoint) if options.checkpoint else ()
+    with checkpointing.checkpointed(model, paths):
+        return _measure_step(model, make_inputs, options, loss_fn, on_step, routing)
+
+
+def _measure_step(model, make_inputs, options: Options, loss_fn, on_step, routing) -> Measured:
     device = torch.device(options.device)
     model = model.to(device=device, dtype=options.torch_dtype)
     model.train()

@@ -89,7 +89,17 @@ def _fsdp_resizes(tracker: LiveStorages):
 
 def measure_rank(model: nn.Module, make_inputs: Callable[[int], Any], options: Options, *,
                  loss_fn=None, rank: int = 0) -> RankMeasured:
-    """Run `options.steps` real steps of this rank (process group already up) and measure."""
+    """Run `options.steps` real steps of this rank (process group already up) and measure, with
+    the modules `options.checkpoint` names under torch.utils.checkpoint (before DDP or FSDP
+    wraps the model)."""
+    from .checkpointing import checkpointed, resolve
+
+    paths = resolve(model, options.checkpoint) if options.checkpoint else ()
+    with checkpointed(model, paths):
+        return _measure_rank(model, make_inputs, options, loss_fn, rank)
+
+
+def _measure_rank(model, make_inputs, options: Options, loss_fn, rank: int) -> RankMeasured:
     model = model.to(dtype=options.torch_dtype)
     model.train()
     torch.manual_seed(rank)  # each rank its own data, as a DistributedSampler gives

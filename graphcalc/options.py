@@ -46,6 +46,8 @@ class Options:
     gpu_memory: int | None = None
     expandable_segments: bool = False  # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     gpu_note: str | None = field(default=None, compare=False)  # how an ambiguous name was read
+    # module path patterns run under torch.utils.checkpoint (graphcalc.checkpointing)
+    checkpoint: tuple[str, ...] = ()
 
     def __post_init__(self):
         if isinstance(self.batch, bool) or not isinstance(self.batch, int):
@@ -86,6 +88,14 @@ class Options:
                                  f"{self.gpu_memory!r}")
         if self.gpu is not None or self.gpu_memory is not None:
             object.__setattr__(self, "device", "cuda")  # a GPU target is a CUDA step
+        patterns = (self.checkpoint,) if isinstance(self.checkpoint, str) else self.checkpoint
+        object.__setattr__(self, "checkpoint", tuple(str(p).strip() for p in patterns))
+        if "auto" in self.checkpoint:
+            raise UsageError("--checkpoint auto chooses the modules for a memory budget: give "
+                             "--memory too")
+        if any(not p for p in self.checkpoint):
+            raise UsageError("--checkpoint needs a module path pattern, e.g. h.* or "
+                             "layers.*.mlp")
         if self.world_size == 1 and self.shard != "none":
             raise UsageError(f"--shard {self.shard} needs --world-size 2 or more")
         if self.world_size > 1 and self.shard == "none":
@@ -135,6 +145,8 @@ class Options:
             d.update(gpu=self.gpu, gpu_memory=self.gpu_memory)
         if self.expandable_segments:
             d["expandable_segments"] = True
+        if self.checkpoint:
+            d["checkpoint"] = list(self.checkpoint)
         if self.distributed:  # the single-device JSON stays as it was
             d.update(world_size=self.world_size, shard=self.shard)
         return d

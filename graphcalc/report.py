@@ -53,6 +53,9 @@ class Totals:
     macs_forward: int
     mult_adds_with_bias: int  # torchinfo's "mult-adds": MACs plus one add per bias and output
     saved_bytes: int
+    # forward FLOPs that activation checkpointing re-runs in backward: part of flops_backward, as
+    # FlopCounterMode counts them on the real step
+    flops_recompute: int = 0
 
     @property
     def flops(self) -> int:
@@ -245,6 +248,10 @@ class Report:
     # per-rank figures under --world-size/--shard (graphcalc.distributed.Distributed), else None
     distributed: Any = None
     gpu: GpuFit | None = None  # --device cuda: reserved memory, and with a GPU the verdict
+    # activation checkpointing: the module paths run under torch.utils.checkpoint, and the FLOPs
+    # each re-runs in backward ("(checkpoint in the model)" for the model's own checkpoint calls)
+    checkpointed: tuple[str, ...] = ()
+    recompute: tuple[tuple[str, int], ...] = ()
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -286,7 +293,10 @@ class Report:
                                     for path, e, k in self.routers],
                         "peak_bytes": dict(self.routing_peaks)} if self.routers else None,
             "complete": self.complete,
-        } | ({"distributed": self.distributed.to_dict()} if self.distributed is not None else {}) \
+        } | ({"checkpointing": {"modules": list(self.checkpointed),
+                                "recompute_flops": dict(self.recompute)}}
+             if self.checkpointed or self.recompute else {}) \
+          | ({"distributed": self.distributed.to_dict()} if self.distributed is not None else {}) \
           | ({"gpu": self.gpu.to_dict()} if self.gpu is not None else {})
 
     def to_json(self, indent: int | None = 2) -> str:

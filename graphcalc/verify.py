@@ -12,7 +12,7 @@ import torch
 from . import loader
 from .analyze import analyze_module
 from .errors import UsageError
-from .measure import Measured, count_flops, measure_step
+from .measure import Measured, count_step_flops, measure_step
 from .routing import ForcedRouting
 from .options import MAX_BATCH, Options
 from .report import Report
@@ -67,14 +67,18 @@ def verify(source: loader.ModelSource, options: Options, make_inputs, *,
     inputs = prepare_inputs(example_batch(make_inputs, options.batch), options, options.device)
     flop_model.train()
     with routed():
-        forward, backward = count_flops(flop_model, inputs, source.loss)
+        forward, backward, recomputed = count_step_flops(flop_model, inputs, source.loss,
+                                                         checkpoint=options.checkpoint)
     checks = (
         Check("peak memory", report.memory.peak_bytes, measured.peak_bytes, "B"),
         Check("parameters", report.totals.params, measured.params, ""),
         Check("FLOPs forward", report.totals.flops_forward, forward, "FLOP"),
         Check("FLOPs backward", report.totals.flops_backward, backward, "FLOP"),
-        Check("step time", None, measured.step_seconds, "s"),
     )
+    if report.totals.flops_recompute or recomputed:
+        checks += (Check("FLOPs recomputed (in backward)", report.totals.flops_recompute,
+                         recomputed, "FLOP"),)
+    checks += (Check("step time", None, measured.step_seconds, "s"),)
     if measured.reserved_bytes is not None:
         # predicted by the simulated caching allocator (graphcalc.allocator) over the replay;
         # shown, not yet held to the tolerance: no GPU has measured it here
