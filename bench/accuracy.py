@@ -92,49 +92,35 @@ class Row:
 
 
 def sample_cases(names=None) -> list[Case]:
-    cases = []
-    for path in sorted(SAMPLES.glob("*.py")):
-        stem = path.stem
-        if names is not None and stem not in names:
-            continue
+    return [Case(path.stem, _file_builder(path), BIG_SAMPLES.get(path.stem, DEFAULT_BATCH))
+            for path in sorted(SAMPLES.glob("*.py")) if names is None or path.stem in names]
 
-        def build(path=path):
-            src = loader.load(str(path))  # build_model(): llama's small config, not 7b / 70b
-            model = loader.build_model(src, device=None)
-            return model, src.example_inputs, src.loss
 
-        cases.append(Case(stem, build, BIG_SAMPLES.get(stem, DEFAULT_BATCH)))
-    return cases
+def _builder(module, name):
+    """A case's build() for a builder of bench/hf_models.py or bench/rnn_models.py."""
+    def build():
+        _, model, make_inputs, loss_fn = module.build(name)
+        return model, make_inputs, loss_fn
+    return build
+
+
+def _file_builder(path):
+    def build():
+        src = loader.load(str(path))  # build_model(): llama's small config, not 7b / 70b
+        return loader.build_model(src, device=None), src.example_inputs, src.loss
+    return build
 
 
 def hf_cases(names=None) -> list[Case]:
-    cases = []
-    for name in hf_models.BUILDERS:
-        if names is not None and name not in names:
-            continue
-
-        def build(name=name):
-            _, model, make_inputs, loss_fn = hf_models.build(name)
-            return model, make_inputs, loss_fn
-
-        cases.append(Case(name, build, DEFAULT_BATCH))
-    return cases
+    return [Case(name, _builder(hf_models, name), DEFAULT_BATCH) for name in hf_models.BUILDERS
+            if names is None or name in names]
 
 
 def moe_cases(names=None) -> list[Case]:
-    cases = []
-    for name in hf_models.MOE:
-        for routing in ("balanced", "worst"):
-            label = f"{name} {routing}"
-            if names is not None and name not in names and label not in names:
-                continue
-
-            def build(name=name):
-                _, model, make_inputs, loss_fn = hf_models.build(name)
-                return model, make_inputs, loss_fn
-
-            cases.append(Case(label, build, DEFAULT_BATCH, routing, forced=True))
-    return cases
+    return [Case(f"{name} {routing}", _builder(hf_models, name), DEFAULT_BATCH, routing,
+                 forced=True)
+            for name in hf_models.MOE for routing in ("balanced", "worst")
+            if names is None or name in names or f"{name} {routing}" in names]
 
 
 ZOO = ROOT / "tests" / "zoo"
@@ -146,27 +132,11 @@ def zoo_cases(names=None) -> list[Case]:
     recurrent models of bench/rnn_models.py."""
     import rnn_models
 
-    cases = []
-    for path in sorted(ZOO.glob("*.py")):
-        if names is not None and path.stem not in names:
-            continue
-
-        def build(path=path):
-            src = loader.load(str(path))
-            return loader.build_model(src, device=None), src.example_inputs, src.loss
-
-        cases.append(Case(path.stem, build, DEFAULT_BATCH,
-                          optimizers=ZOO_OPTIMIZERS.get(path.stem, OPTIMIZERS)))
-    for name in rnn_models.BUILDERS:
-        if names is not None and name not in names:
-            continue
-
-        def build(name=name):
-            _, model, make_inputs, loss_fn = rnn_models.build(name)
-            return model, make_inputs, loss_fn
-
-        cases.append(Case(name, build, DEFAULT_BATCH))
-    return cases
+    return ([Case(path.stem, _file_builder(path), DEFAULT_BATCH,
+                  optimizers=ZOO_OPTIMIZERS.get(path.stem, OPTIMIZERS))
+             for path in sorted(ZOO.glob("*.py")) if names is None or path.stem in names]
+            + [Case(name, _builder(rnn_models, name), DEFAULT_BATCH)
+               for name in rnn_models.BUILDERS if names is None or name in names])
 
 
 def _message(e: BaseException) -> str:
