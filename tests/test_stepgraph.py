@@ -1,0 +1,148 @@
+"""The training step as a torch.fx graph (graphcalc.stepgraph) and the passes over it
+(graphcalc.graphpasses).
+
+The graph is complete when the passes, reading nothing but node meta, give exactly the figures the
+Report has (computed as the ops went by): every layer's FLOPs forward and backward, bias adds and
+unknown ops, the totals, the training peak and each step's peak, on samples and zoo models, under
+fp32/Adam, bf16 autocast/SGD and a CUDA step (512-byte blocks, cuBLAS workspaces).
+"""
+
+from __future__ import annotations
+
+import operator
+
+import pytest
+import torch
+from torch import nn
+
+from graphcalc import graphpasses as gp
+from graphcalc import loader
+from graphcalc.analyze import analyze_module, resolve_inputs
+from graphcalc.options import Options
+from graphcalc.replay import replay
+from graphcalc.stepgraph import TensorValue
+
+from conftest import ROOT, SAMPLES
+
+MODELS = [str(SAMPLES / f"{n}.py") for n in ("seed_cnn", "residual", "lenet_bn", "mnist_mlp")] + [
+    str(ROOT / "tests" / "zoo" / f"{n}.py")
+    for n in ("shared_weights", "transformer_encoder", "lstm_classifier", "checkpointed",
+              "custom_function", "packed_gru", "mha_block", "unet")]
+CONFIGS = {"adam": Options(batch=2), "sgd-amp": Options(batch=2, optimizer="sgd", amp="bf16"),
+           "cuda": Options(batch=2, device="cuda")}
+
+
+def _both(spec: str, options: Options):
+    src = loader.load(spec)
+    make_inputs = resolve_inputs(src, None)
+    model = loader.build_model(src, device="meta")
+    report = analyze_module(model, make_inputs, options, loss_fn=src.loss)
+    step = replay(model, make_inputs, src.loss, options, graph=True).step_graph
+    return report, step
+
+
+def _cases():
+    out = [pytest.param(m, "adam", id=f"{m.rsplit('/', 1)[1][:-3]}-adam") for m in MODELS]
+    for m in MODELS[:2] + MODELS[5:7]:
+        for c in ("sgd-amp", "cuda"):
+            out.append(pytest.param(m, c, id=f"{m.rsplit('/', 1)[1][:-3]}-{c}"))
+    return out
+
+
+@pytest.mark.parametrize("spec,config", _cases())
+def test_passes_give_the_reports_figures_exactly(spec, config):
+    report, step = _both(spec, CONFIGS[config])
+    per_layer = gp.layer_flops(step)
+    for layer in report.layers:
+        row = per_layer.get(layer.name, gp.LayerFlops())
+        assert (row.flops_forward, row.flops_backward, row.bias_adds_forward) == (
+            layer.flops_forward, layer.flops_backward, layer.bias_adds_forward), layer.name
+        assert tuple(sorted(row.unknown.items())) == layer.unknown_ops, layer.name
+    assert set(per_layer) <= {layer.name for layer in report.layers}
+    totals = gp.flop_totals(per_layer)
+    t = report.totals
+    assert (totals.flops_forward, totals.flops_backward, totals.mult_adds_with_bias) == (
+        t.flops_forward, t.flops_backward, t.mult_adds_with_bias)
+    assert totals.unknown == report.unknown_ops
+    walk = gp.memory_walk(step)
+    m = report.memory
+    assert walk.peak_bytes == m.peak_bytes
+    assert walk.step_peaks == (m.first_step_peak_bytes, m.steady_step_peak_bytes)
+    assert t.flops_forward > 0 and m.peak_bytes > 0  # not vacuous
+
+
+class _Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def _linear_step(options=Options(batch=2, optimizer="sgd")):
+    return replay(_Linear(), lambda b: torch.randn(b, 4), None, options, graph=True).step_graph
+
+
+def test_nodes_by_hand_on_a_linear_layer():
+    step = _linear_step()
+    placeholders = step.nodes("placeholder")
+    assert [n.name for n in placeholders] == ["fc_weight", "fc_bias", "batch_0"]
+    assert [n.meta["allocates"] for n in placeholders] == [3 * 4 * 4, 3 * 4, 2 * 4 * 4]
+    addmm = [n for n in step.nodes("call_function")
+             if n.target is torch.ops.aten.addmm.default and n.meta["phase"] == "forward"]
+    assert len(addmm) == 2  # one per step
+    first = addmm[0]
+    # y = b + x @ W.T: x (2, 4), W.T (4, 3): 2 * 4 * 3 multiply-adds = 48 FLOPs (flops/matmul.py)
+    assert first.meta["flops"] == 48 and first.meta["bias_adds"] == 2 * 3
+    assert addmm[1].meta["flops"] == 0  # the second step: the recorder counts the first only
+    assert first.meta["allocates"] == 2 * 3 * 4  # the (2, 3) fp32 output, a new storage
+    assert first.meta["module"] == "fc" and first.meta["step"] == 1
+    assert first.meta["val"] == TensorValue((2, 3), torch.float32, "cpu", (3, 1))
+    bias, x, wt = first.args
+    assert bias is placeholders[1] and x is placeholders[2]
+    assert wt.target is torch.ops.aten.t.default and wt.args[0] is placeholders[0]
+
+
+def test_meta_holds_no_tensor_and_every_node_has_its_fields():
+    step = _linear_step(Options(batch=2, optimizer="adam"))
+    for n in step.nodes():
+        if n.op == "output":
+            continue
+        assert {"val", "module", "phase", "step", "flops", "allocates", "frees"} <= set(n.meta)
+        vals = n.meta["val"] if isinstance(n.meta["val"], tuple) and not isinstance(
+            n.meta["val"], TensorValue) else (n.meta["val"],)
+        assert all(isinstance(v, TensorValue) for v in vals), n.format_node()
+        assert not any(isinstance(v, torch.Tensor) for v in n.meta.values())
+        if n.op == "call_function":
+            assert isinstance(n.target, torch._ops.OpOverload) or n.target is operator.getitem
+    phases = [n.meta["phase"] for n in step.nodes("call_function")]
+    assert {"forward", "loss", "backward", "optimizer"} <= set(phases)
+    assert {n.meta["step"] for n in step.nodes("call_function")} == {1, 2}
+
+
+def test_graph_module_code_is_python_and_reads_as_make_fx():
+    code = _linear_step().graph_module().code
+    compile(code, "step.py", "exec")
+    assert "def forward(self, fc_weight, fc_bias, batch_0)" in code
+    assert "torch.ops.aten.addmm.default(fc_bias, batch_0, t)" in code
+
+
+def test_layer_graph_is_the_op_graph_contracted_by_module():
+    report, step = _both(str(SAMPLES / "seed_cnn.py"), Options(batch=2))
+    g = gp.layer_graph(step)
+    chain = [name for name in report.run_order if name in g]
+    assert chain[-1] == "[loss]" and len(chain) == 12
+    # nn.Sequential: each layer reads what the one before it made, the loss reads the last
+    for a, b in zip(chain, chain[1:]):
+        assert g.has_edge(a, b), (a, b)
+    assert sum(d["flops"] for _, d in g.nodes(data=True)) == report.totals.flops_forward
+    assert g.has_edge("[input]", "conv.0")
+
+
+def test_a_pass_names_the_node_it_failed_on():
+    step = _linear_step()
+    node = next(n for n in step.nodes("call_function") if n.meta["phase"] == "forward")
+    del node.meta["flops"]
+    with pytest.raises(gp.GraphError, match=rf"{node.name}.*layer 'fc'.*flops"):
+        gp.layer_flops(step)
