@@ -58,7 +58,10 @@ def layer_name(path: str) -> str:
     return ROOT if path == "" else path
 
 
-_SAFE = str.maketrans({c: "_" for c in ".[]()-/: "})
+def _identifier(name: str) -> str:
+    """`layers.0.weight` -> `layers_0_weight`; a leading digit gets a `_` (`0.weight`)."""
+    out = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return f"_{out}" if not out or out[0].isdigit() else out
 
 
 class StepGraphBuilder:
@@ -92,7 +95,7 @@ class StepGraphBuilder:
         def add(name: str, t: torch.Tensor) -> None:
             if id(t) in done:  # a tied weight: one placeholder, under its first name
                 return
-            node = self.graph.placeholder(name.translate(_SAFE))
+            node = self.graph.placeholder(_identifier(name))
             serial = self.tracker.serial(t)
             allocates = 0
             if serial is not None and serial not in seen:

@@ -146,3 +146,75 @@ def test_a_pass_names_the_node_it_failed_on():
     del node.meta["flops"]
     with pytest.raises(gp.GraphError, match=rf"{node.name}.*layer 'fc'.*flops"):
         gp.layer_flops(step)
+
+
+# --- graphcalc trace and render --ops ------------------------------------------------------------
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from graphcalc_cli.app import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+CNN = str(SAMPLES / "seed_cnn.py")
+
+
+def test_trace_writes_the_step_as_code_and_json_with_the_reports_peak(tmp_path):
+    import json
+
+    out = tmp_path / "step.py"
+    r = _cli("trace", CNN, "--batch", "3", "--optim", "sgd", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    code = out.read_text()
+    compile(code, "step.py", "exec")
+    assert "def forward(self, conv_0_weight, conv_0_bias" in code
+    assert "# step 1 · forward · conv.0" in code and "# step 2 · optimizer" in code
+    assert "torch.ops.aten.convolution.default(batch_0, conv_0_weight, conv_0_bias" in code
+    r = _cli("trace", CNN, "--batch", "3", "--optim", "sgd", "--format", "json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    a = json.loads(_cli("analyze", CNN, "--batch", "3", "--optim", "sgd", "--format",
+                        "json").stdout)
+    assert d["peak_bytes"] == a["memory"]["peak_bytes"]
+    assert d["config"] == a["config"]
+    fwd = [n for n in d["nodes"] if n["phase"] == "forward" and n["step"] == 1]
+    assert sum(n["flops"] for n in fwd) == a["totals"]["flops_forward"]
+    assert fwd[0]["target"] == "aten.convolution.default"
+    assert fwd[0]["val"]["shape"][0] == 3 and fwd[0]["module"] == "conv.0"
+
+
+def test_trace_takes_analyzes_options():
+    import json
+
+    r = _cli("trace", CNN, "--dtype", "bf16", "--format", "json")
+    assert r.exit_code == 0, r.output
+    nodes = json.loads(r.stdout)["nodes"]
+    conv = next(n for n in nodes if n["target"] == "aten.convolution.default")
+    assert conv["val"]["dtype"] == "bfloat16"
+    r = _cli("trace", CNN, "--device", "cuda", "--format", "json")
+    # every storage in the CUDA allocator's 512-byte blocks (graphcalc.cuda)
+    assert all(n["allocates"] % 512 == 0 for n in json.loads(r.stdout)["nodes"])
+
+
+def test_trace_and_render_ops_say_one_sentence_on_bad_input(tmp_path):
+    r = _cli("trace", str(tmp_path / "missing.py"))
+    assert r.exit_code == 2 and "not found" in r.output and "Traceback" not in r.output
+    r = _cli("render", CNN, "--ops", "--layer", "nope", "-f", "dot")
+    assert r.exit_code == 2 and "no op of layer 'nope'" in r.output
+    assert "conv.0" in r.output  # the layers to choose from
+    r = _cli("render", CNN, "--layer", "conv.0", "-f", "dot")
+    assert r.exit_code == 2 and "add --ops" in r.output
+    r = _cli("render", str(SAMPLES / "gpt2.py"), "--ops", "-f", "dot")
+    assert r.exit_code == 2 and "too many to draw" in r.output and "--layer" in r.output
+
+
+def test_render_ops_draws_the_ops_of_one_layer():
+    r = _cli("render", CNN, "--ops", "--layer", "fc.0", "-f", "dot")
+    assert r.exit_code == 0, r.output
+    dot = r.stdout
+    assert dot.startswith("digraph ops {")
+    assert '"addmm" [label="addmm\\nf32[1, 128]\\n49.2K FLOPs"' in dot  # 2 * 192 * 128
+    assert "cluster_backward" in dot and "fc.0.weight" in dot
+    assert "convolution" not in dot  # conv.0 is another layer
