@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -12,10 +11,10 @@ from . import loader
 from .errors import GraphcalcError, ShapeError, TraceError, UsageError
 from .options import Options
 from .routing import ROUTINGS
-from .replay import LOSS, OPTIMIZER, Replay, replay
+from .replay import LOSS, Replay, replay
 from .opaque import is_data_dependent, reason_of
-from .report import (ROOT, TRACER, TRACER_OPAQUE, Breakdown, FlowNode, Layer, Memory, Report,
-                     TimelinePoint, Totals)
+from .report import ROOT, TRACER, TRACER_OPAQUE, FlowNode, Layer, Report, Totals
+from .timeline import step_memory as _memory, step_timeline  # noqa: F401 (their old home)
 
 
 def _name(path: str) -> str:
@@ -94,61 +93,6 @@ def _layers(model: nn.Module, rp: Replay) -> tuple[Layer, ...]:
                              sum(t.saved.values()), t.calls, (),
                              tuple(sorted(t.unknown.items()))))
     return tuple(out)
-
-
-def step_timeline(rp: Replay, levels: list[int]) -> tuple[list[int], list[TimelinePoint]]:
-    """The peak of each step, and a timeline: the highest point of each (step, phase, layer)
-    stretch. `levels[i]` is the live bytes after event i (the replay's own, or one adjusted
-    per rank by graphcalc.distributed)."""
-
-    def peak_between(a: int, b: int) -> int:
-        if b <= a:
-            return levels[a - 1] if a > 0 else 0
-        return max(levels[a:b])
-
-    starts = rp.step_events
-    step_peaks = [peak_between(starts[i], starts[i + 1]) for i in range(len(starts) - 1)]
-    marks = [m for m in rp.recorder.marks
-             if m.phase in ("forward", "loss", "backward", "optimizer", "end")]
-    timeline = []
-    for i, m in enumerate(marks):
-        end = marks[i + 1].event if i + 1 < len(marks) else starts[-1]
-        if m.phase == "end" or m.event > starts[-1]:
-            continue
-        timeline.append(TimelinePoint(m.step + 1, m.phase, _name(m.owner),
-                                      peak_between(m.event, max(end, m.event))))
-    return step_peaks, timeline
-
-
-def _memory(rp: Replay, options: Options) -> Memory:
-    rec = rp.recorder
-    events = rec.tracker.events
-    categories = rp.categories()
-    sums = Counter()
-    for serial, delta in events[: rec.tracker.peak_event]:
-        sums[categories.get(serial, "activations")] += delta
-    breakdown = Breakdown(parameters=sums["parameters"], gradients=sums["gradients"],
-                          optimizer_state=sums["optimizer_state"] + sums["optimizer_temporaries"],
-                          batch=sums["batch"], activations=sums["activations"],
-                          workspace=sums["workspace"])
-    running, level = [], 0
-    for _, delta in events:
-        level += delta
-        running.append(level)
-    step_peaks, timeline = step_timeline(rp, running)
-    step, phase, owner = rec.peak_where or (0, "setup", "")
-    return Memory(
-        device=options.device, peak_bytes=rec.tracker.peak,
-        inference_peak_bytes=rp.inference_peak, breakdown=breakdown,
-        first_step_peak_bytes=step_peaks[0] if step_peaks else 0,
-        steady_step_peak_bytes=step_peaks[-1] if step_peaks else 0,
-        peak_step=step + 1, peak_phase=phase,
-        peak_layer=_name(owner) if owner != OPTIMIZER else OPTIMIZER,
-        optimizer_state_bytes=rp.state_bytes,
-        optimizer_temporary_bytes=sums["optimizer_temporaries"],
-        timeline=tuple(timeline),
-        attention_kernels=tuple(sorted(getattr(rec, "sdpa_backends", {}))),
-        cuda_target=options.cuda_target.name if options.device == "cuda" else "")
 
 
 def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options: Options, *,

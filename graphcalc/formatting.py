@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from .report import Report
+from .report import Report, register_renderer
 from .units import format_bytes, format_count
 
 COLUMNS = ("Layer", "Type", "Output shape", "Params", "FLOPs fwd", "FLOPs bwd", "Output", "Saved")
@@ -252,3 +252,7 @@ def render(report: Report, fmt: str, width: int | None = None) -> str:
 
 
 FORMATS = ("table", "json", "csv", "md")
+
+
+register_renderer("text", to_table)
+register_renderer("html", to_html)
