@@ -149,9 +149,13 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def load(spec: str) -> ModelSource:
-    """Load 'FILE[:NAME]'."""
+    """Load 'FILE[:NAME]', or an exported program 'FILE.pt2'."""
     file_part, name = split_spec(spec)
     path = Path(file_part)
+    if path.suffix == ".pt2":  # a torch.export archive: no Python model code (graphcalc.exported)
+        from .exported import load_exported
+
+        return load_exported(path, name)
     module = import_file(path)
     model_name, build = find_model(module, name or None)
     ex = getattr(module, "example_inputs", None)
