@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,10 +47,17 @@ def _shown_logs() -> bool:
     return torchlogs._shown
 
 
-def load_exported(path: Path, name: str | None = None):
-    """The ModelSource of an exported program (see the module's docstring)."""
-    from .loader import ModelSource
+@dataclass(frozen=True)
+class ExportedModel:
+    """What `loader.load` makes its ModelSource of: the model's builder and its inputs."""
 
+    name: str
+    build: Callable[[], torch.nn.Module]
+    example_inputs: Callable[[int], Any] | None
+
+
+def load_exported(path: Path, name: str | None = None) -> ExportedModel:
+    """An exported program, ready to build (see the module's docstring)."""
     if name:
         raise UsageError(f"{path} is an exported program: it holds one model, so no :{name}")
     if not path.is_file():
@@ -76,8 +84,7 @@ def load_exported(path: Path, name: str | None = None):
                 mod.__class__ = _named(type(mod), types[p])
         return model
 
-    return ModelSource(name=path.stem, build=build, example_inputs=_example_inputs(program, path),
-                       loss=None, path=path)
+    return ExportedModel(path.stem, build, _example_inputs(program, path))
 
 
 def _module_types(program) -> dict[str, str]:

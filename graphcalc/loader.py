@@ -155,7 +155,9 @@ def load(spec: str) -> ModelSource:
     if path.suffix == ".pt2":  # a torch.export archive: no Python model code (graphcalc.exported)
         from .exported import load_exported
 
-        return load_exported(path, name)
+        exported = load_exported(path, name)
+        return ModelSource(name=exported.name, build=exported.build,
+                           example_inputs=exported.example_inputs, loss=None, path=path)
     module = import_file(path)
     model_name, build = find_model(module, name or None)
     ex = getattr(module, "example_inputs", None)
