@@ -15,6 +15,7 @@ from .replay import LOSS, Replay, replay
 from .opaque import is_data_dependent, reason_of
 from .report import ROOT, TRACER, TRACER_OPAQUE, FlowNode, Layer, Report, Totals
 from .timeline import step_memory as _memory, step_timeline  # noqa: F401 (their old home)
+from .graphpasses import graph_flops, graph_memory
 
 
 def _name(path: str) -> str:
@@ -101,7 +102,7 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
     opaque: dict[str, str] = {}
     while True:
         try:
-            rp = replay(model, make_inputs, loss_fn, options, opaque=opaque)
+            rp = replay(model, make_inputs, loss_fn, options, opaque=opaque, graph=True)
             break
         except GraphcalcError:
             raise
@@ -115,7 +116,8 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
                                  "the rest can be analysed around it") from e
             # One layer reads tensor values: analyse the rest around it (graphcalc.opaque).
             opaque[owner] = reason_of(e)
-    layers = _layers(model, rp)
+    # FLOPs per layer from the step graph's nodes (graphcalc.graphpasses), not the tallies
+    layers, unknown = graph_flops(_layers(model, rp), rp.step_graph)
     routing_peaks: tuple[tuple[str, int], ...] = ()
     if rp.recorder.values.routers:
         # Routing reads values: the spread between the routings, one more replay (same layers).
@@ -126,7 +128,6 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
                              opaque=opaque)
                 peaks[other] = alt.recorder.tracker.peak
         routing_peaks = tuple(sorted(peaks.items()))
-    unknown = tuple(sorted(rp.recorder.unknown.items()))
     distinct_saved = {}
     for t in rp.recorder.layers.values():
         distinct_saved.update(t.saved)
@@ -140,7 +141,7 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
         macs_forward=sum(layer.macs_forward for layer in layers),
         mult_adds_with_bias=sum(layer.macs_forward + layer.bias_adds_forward for layer in layers),
         saved_bytes=sum(distinct_saved.values()))
-    memory, dist = _memory(rp, options), None
+    memory, dist = graph_memory(_memory(rp, options), rp.step_graph), None
     if options.distributed:
         from .distributed import rank_memory
 

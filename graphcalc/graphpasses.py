@@ -146,3 +146,36 @@ def layer_graph(sg: StepGraph, step: int = 1, phases: tuple[str, ...] = FORWARD_
                     g.add_edge(a, layer, tensors=0)
                 g.edges[a, layer]["tensors"] += 1
     return g
+
+
+# --- the report's figures from the graph ----------------------------------------------------------
+
+def graph_flops(layers, sg: StepGraph):
+    """The report's layer rows with their FLOPs, MACs, bias adds and unknown ops from
+    `layer_flops`; and the unknown ops of the step (op, calls)."""
+    from dataclasses import replace
+
+    per_layer = layer_flops(sg)
+    out = []
+    for layer in layers:
+        row = per_layer.get(layer.name, LayerFlops())
+        out.append(replace(layer, flops_forward=row.flops_forward,
+                           flops_backward=row.flops_backward,
+                           macs_forward=row.flops_forward // 2,
+                           bias_adds_forward=row.bias_adds_forward,
+                           unknown_ops=tuple(sorted(row.unknown.items()))))
+    missing = set(per_layer) - {layer.name for layer in layers}
+    if missing:
+        raise GraphError(f"the step graph has ops of layers the report has no row for: "
+                         f"{', '.join(sorted(missing))}")
+    return tuple(out), flop_totals(per_layer).unknown
+
+
+def graph_memory(memory, sg: StepGraph):
+    """The report's Memory with its peak and each step's peak from `memory_walk`."""
+    from dataclasses import replace
+
+    walk = memory_walk(sg)
+    return replace(memory, peak_bytes=walk.peak_bytes,
+                   first_step_peak_bytes=walk.step_peaks[0] if walk.step_peaks else 0,
+                   steady_step_peak_bytes=walk.step_peaks[-1] if walk.step_peaks else 0)
