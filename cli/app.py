@@ -737,10 +737,16 @@ def render(
     audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
     attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
     offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
+    ops: bool = typer.Option(False, "--ops", help="Draw the ATen ops of the first step "
+                                                  "(forward, loss, backward) instead of layers: "
+                                                  "a small model, or one layer with --layer."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="With --ops: only this layer and "
+                                                              "its children, e.g. h.0."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
-    """Draw the layer graph with its figures: params, FLOPs, bytes, the peak layer marked; or,
-    with --timeline, the memory of the step over time, stacked by where it goes."""
+    """Draw the layer graph with its figures: params, FLOPs, bytes, the peak layer marked; with
+    --timeline, the memory of the step over time, stacked by where it goes; with --ops, the
+    op-level graph of the step."""
     from graphcalc.analyze import analyze_file
     from graphcalc.errors import RenderError, UsageError
     from graphcalc.render import format_for
@@ -755,6 +761,14 @@ def render(
             raise UsageError("--memory draws a line on the timeline: use it with --timeline")
         chosen = format_for(output, fmt.value if fmt else None)  # bad suffix: fail early
     options = _options(batch, dtype, optim, amp, device)
+    if layer is not None and not ops:
+        from graphcalc.errors import UsageError
+
+        raise UsageError("--layer picks the layer of an op-level picture: add --ops")
+    if ops:
+        _op_picture(model, options, input, output, chosen, layer,
+                    engine.value if engine else None)
+        return
     hf = _hf(task, seq_len, image_size, audio_samples, attn, offline)
     report = analyze_file(model, options, inputs=input, hf=hf)
     if timeline:
@@ -768,6 +782,56 @@ def render(
     _picture(report, output, chosen, depth=depth, color_by=color_by.value,
              max_nodes=max_nodes, engine=engine.value if engine else None,
              fold_repeats=fold_repeats)
+
+
+def _op_picture(model, options, inputs, output, fmt, layer, engine) -> None:
+    from graphcalc.errors import RenderError
+    from graphcalc.render_ops import render as render_ops
+    from graphcalc.trace import trace_file
+
+    if output is None and fmt in ("png", "pdf"):
+        raise RenderError(f"{fmt} is binary: give a file with -o FILE")
+    picture = render_ops(trace_file(model, options, inputs=inputs), fmt, layer=layer,
+                         engine=engine)
+    if output is None:
+        sys.stdout.write(picture.decode())
+        return
+    output.write_bytes(picture)
+    typer.echo(f"wrote {output}", err=True)
+
+
+# --- trace: the step as a torch.fx graph of ATen ops (graphcalc.trace) ---------------------------
+
+TraceFmt = Enum("TraceFmt", {k: k for k in ("code", "json")}, type=str)
+
+
+@_command
+def trace(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    batch: int = typer.Option(1, "--batch", "-b", help="Batch size."),
+    dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
+    optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
+    amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
+    device: Device = typer.Option("cpu", help="Device the memory prediction is for."),
+    input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
+    fmt: TraceFmt = typer.Option("code", "--format", "-f",
+                                 help="code (what GraphModule prints) or json (the nodes with "
+                                      "their meta)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+):
+    """The training step (forward, loss, backward, optimizer; two steps) as a torch.fx graph of
+    ATen ops, each node with its shape, layer, phase, FLOPs and bytes."""
+
+    from graphcalc.trace import to_code, to_json, trace_file
+
+    options = _options(batch, dtype, optim, amp, device)
+    step = trace_file(model, options, inputs=input)
+    if fmt.value == "json":
+        text = to_json(step, model, options.as_dict())
+    else:
+        text = to_code(step, model)
+    _write(text, output)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@
 
 from .analyze import analyze_file, analyze_module
 from .api import summary
+from . import formatting as _formatting  # noqa: F401 (registers str(report) and its HTML)
 from .errors import (GraphcalcError, IncompleteError, ModelBuildError, ModelFileError,
                      ModelNotFoundError, ShapeError, TraceError, UsageError)
 from .measure import Measured, measure_step

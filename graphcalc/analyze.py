@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -12,11 +11,11 @@ from . import checkpointing, loader
 from .errors import GraphcalcError, ShapeError, TraceError, UsageError
 from .options import Options
 from .routing import ROUTINGS
-from .timeline import replay_stack
 from .replay import LOSS, OPTIMIZER, Replay, replay
 from .opaque import is_data_dependent, reason_of
-from .report import (ROOT, TRACER, TRACER_OPAQUE, Breakdown, FlowNode, Layer, Memory, Report,
-                     TimelinePoint, Totals)
+from .report import ROOT, TRACER, TRACER_OPAQUE, FlowNode, Layer, Report, Totals
+from .timeline import step_memory as _memory, step_timeline  # noqa: F401 (their old home)
+from .graphpasses import graph_flops, graph_memory
 
 
 def _name(path: str) -> str:
@@ -97,62 +96,6 @@ def _layers(model: nn.Module, rp: Replay) -> tuple[Layer, ...]:
     return tuple(out)
 
 
-def step_timeline(rp: Replay, levels: list[int]) -> tuple[list[int], list[TimelinePoint]]:
-    """The peak of each step, and a timeline: the highest point of each (step, phase, layer)
-    stretch. `levels[i]` is the live bytes after event i (the replay's own, or one adjusted
-    per rank by graphcalc.distributed)."""
-
-    def peak_between(a: int, b: int) -> int:
-        if b <= a:
-            return levels[a - 1] if a > 0 else 0
-        return max(levels[a:b])
-
-    starts = rp.step_events
-    step_peaks = [peak_between(starts[i], starts[i + 1]) for i in range(len(starts) - 1)]
-    marks = [m for m in rp.recorder.marks
-             if m.phase in ("forward", "loss", "backward", "optimizer", "end")]
-    timeline = []
-    for i, m in enumerate(marks):
-        end = marks[i + 1].event if i + 1 < len(marks) else starts[-1]
-        if m.phase == "end" or m.event > starts[-1]:
-            continue
-        timeline.append(TimelinePoint(m.step + 1, m.phase, _name(m.owner),
-                                      peak_between(m.event, max(end, m.event))))
-    return step_peaks, timeline
-
-
-def _memory(rp: Replay, options: Options) -> Memory:
-    rec = rp.recorder
-    events = rec.tracker.events
-    categories = rp.categories()
-    sums = Counter()
-    for serial, delta in events[: rec.tracker.peak_event]:
-        sums[categories.get(serial, "activations")] += delta
-    breakdown = Breakdown(parameters=sums["parameters"], gradients=sums["gradients"],
-                          optimizer_state=sums["optimizer_state"] + sums["optimizer_temporaries"],
-                          batch=sums["batch"], activations=sums["activations"],
-                          workspace=sums["workspace"])
-    running, level = [], 0
-    for _, delta in events:
-        level += delta
-        running.append(level)
-    step_peaks, timeline = step_timeline(rp, running)
-    points, phases = replay_stack(rp, running, rec.tracker.peak_event)
-    step, phase, owner = rec.peak_where or (0, "setup", "")
-    return Memory(
-        device=options.device, peak_bytes=rec.tracker.peak,
-        inference_peak_bytes=rp.inference_peak, breakdown=breakdown,
-        first_step_peak_bytes=step_peaks[0] if step_peaks else 0,
-        steady_step_peak_bytes=step_peaks[-1] if step_peaks else 0,
-        peak_step=step + 1, peak_phase=phase,
-        peak_layer=_name(owner) if owner != OPTIMIZER else OPTIMIZER,
-        optimizer_state_bytes=rp.state_bytes,
-        optimizer_temporary_bytes=sums["optimizer_temporaries"],
-        timeline=tuple(timeline), timeline_stack=points, timeline_phases=phases,
-        attention_kernels=tuple(sorted(getattr(rec, "sdpa_backends", {}))),
-        cuda_target=options.cuda_target.name if options.device == "cuda" else "")
-
-
 def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options: Options, *,
                    loss_fn=None, name: str | None = None,
                    on_replay: Callable[[Replay], None] | None = None) -> Report:
@@ -176,7 +119,7 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
     while True:
         try:
             recompute.reset()
-            rp = replay(model, make_inputs, loss_fn, options, opaque=opaque)
+            rp = replay(model, make_inputs, loss_fn, options, opaque=opaque, graph=True)
             break
         except GraphcalcError:
             raise
@@ -192,7 +135,8 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
             opaque[owner] = reason_of(e)
     if on_replay is not None:
         on_replay(rp)
-    layers = _layers(model, rp)
+    # FLOPs per layer from the step graph's nodes (graphcalc.graphpasses), not the tallies
+    layers, unknown = graph_flops(_layers(model, rp), rp.step_graph)
     recomputed = dict(recompute.flops)  # the first replay's; another (routing) counts again
     routing_peaks: tuple[tuple[str, int], ...] = ()
     if rp.recorder.values.routers:
@@ -204,7 +148,6 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
                              opaque=opaque)
                 peaks[other] = alt.recorder.tracker.peak
         routing_peaks = tuple(sorted(peaks.items()))
-    unknown = tuple(sorted(rp.recorder.unknown.items()))
     distinct_saved = {}
     for t in rp.recorder.layers.values():
         distinct_saved.update(t.saved)
@@ -218,7 +161,7 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
         macs_forward=sum(layer.macs_forward for layer in layers),
         mult_adds_with_bias=sum(layer.macs_forward + layer.bias_adds_forward for layer in layers),
         saved_bytes=sum(distinct_saved.values()))
-    memory, dist = _memory(rp, options), None
+    memory, dist = graph_memory(_memory(rp, options), rp.step_graph), None
     if options.distributed:
         from .distributed import rank_memory
 

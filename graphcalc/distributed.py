@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 from torch import nn
 
 from . import timeline
-from .analyze import step_timeline
+from .timeline import step_timeline
 from .options import Options
 from .replay import LOSS, OPTIMIZER, SETUP, Replay
 from .report import ROOT, Breakdown, Memory
@@ -517,7 +517,7 @@ def plan(model: nn.Module, make_inputs, options: Options, *, global_batch: int, 
     divide the batch; a given world size that does not divide it is an error."""
     from dataclasses import replace
 
-    from .analyze import _memory
+    from .timeline import step_memory as _memory
     from .errors import UsageError
     from .replay import replay
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from .report import Report
+from .report import Report, register_renderer
 from .units import format_bytes, format_count
 
 COLUMNS = ("Layer", "Type", "Output shape", "Params", "FLOPs fwd", "FLOPs bwd", "Output", "Saved")
@@ -100,8 +100,9 @@ def summary_lines(report: Report) -> list[str]:
     if report.routers:
         where = ", ".join(f"{path} (top-{k} of {e})" for path, e, k in report.routers)
         lines.append(f"Mixture of experts: {report.routing} routing assumed at {where}"
-                     + _ROUTING_GLOSS.get(report.routing, "; no expert gets more than "
-                                          f"{report.routing.split(':')[1]} x tokens x k / experts")
+                     + (_ROUTING_GLOSS[report.routing] if report.routing in _ROUTING_GLOSS
+                        else "; no expert gets more than "
+                             f"{report.routing.partition(':')[2]} x tokens x k / experts")
                      + "".join(f"; peak {format_bytes(peak)} {r}"
                                for r, peak in report.routing_peaks))
     if report.value_reads:
@@ -319,3 +320,7 @@ def render(report: Report, fmt: str, width: int | None = None) -> str:
 
 
 FORMATS = ("table", "json", "csv", "md")
+
+
+register_renderer("text", to_table)
+register_renderer("html", to_html)

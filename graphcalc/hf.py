@@ -401,14 +401,13 @@ def builder(config, p: Plan) -> Callable[[], torch.nn.Module]:
     return build
 
 
-def load_source(spec: str, options: HFOptions):
-    """A `loader.ModelSource` for a model by its Hugging Face name or config."""
-    from .loader import ModelSource
-
+def load_source(spec: str, options: HFOptions) -> dict:
+    """The fields of a `loader.ModelSource` for a model by its Hugging Face name or config
+    (loader builds it: this module does not import loader, which imports this one)."""
     config = read_config(spec, offline=options.offline)
     p = plan(config, options)
     config = prepare_config(config, p)
     name = spec[len(PREFIX):] if spec.startswith(PREFIX) else str(spec)
-    return ModelSource(name=f"{name} ({p.describe()})", build=builder(config, p),
-                       example_inputs=make_inputs_for(config, p), loss=own_loss,
-                       path=Path(spec), meta_only=True, hf_plan=p)
+    return dict(name=f"{name} ({p.describe()})", build=builder(config, p),
+                example_inputs=make_inputs_for(config, p), loss=own_loss,
+                path=Path(spec), meta_only=True, hf_plan=p)

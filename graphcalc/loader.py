@@ -153,18 +153,25 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def load(spec: str, hf=None) -> ModelSource:
-    """Load 'FILE[:NAME]', or a model by its Hugging Face name or config (`hf:NAME`, a
-    config.json, a model folder: graphcalc.hf, with the `hf` options, a graphcalc.hf.HFOptions)."""
+    """Load 'FILE[:NAME]', an exported program 'FILE.pt2', or a model by its Hugging Face name or
+    config (`hf:NAME`, a config.json, a model folder: graphcalc.hf, with the `hf` options, a
+    graphcalc.hf.HFOptions)."""
     from . import hf as hf_configs  # no transformers import until a config is read
 
     if hf_configs.is_hf_spec(spec):
-        return hf_configs.load_source(spec, hf or hf_configs.HFOptions())
+        return ModelSource(**hf_configs.load_source(spec, hf or hf_configs.HFOptions()))
     if hf is not None and not hf.is_default:
         raise UsageError("--task, --seq-len, --image-size, --audio-samples, --attn and --offline "
                          "apply to a Hugging Face name or config (hf:NAME, config.json, a model "
                          "folder), not to a model file")
     file_part, name = split_spec(spec)
     path = Path(file_part)
+    if path.suffix == ".pt2":  # a torch.export archive: no Python model code (graphcalc.exported)
+        from .exported import load_exported
+
+        exported = load_exported(path, name)
+        return ModelSource(name=exported.name, build=exported.build,
+                           example_inputs=exported.example_inputs, loss=None, path=path)
     module = import_file(path)
     model_name, build = find_model(module, name or None)
     ex = getattr(module, "example_inputs", None)

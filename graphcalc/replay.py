@@ -124,6 +124,7 @@ class StepRecorder(TorchDispatchMode):
         self.peak_where: tuple[int, str, str] | None = None
         self.error_owner: str | None = None
         self._owner = SETUP
+        self.step_graph = None  # a stepgraph.StepGraphBuilder fed every op, when recording one
 
     # --- who is running -------------------------------------------------------------------------
     def set_phase(self, phase: str) -> None:
@@ -202,8 +203,9 @@ class StepRecorder(TorchDispatchMode):
         if self.count_flops and self.phase in ("forward", "loss") and not self._packing:
             flow = self._flow_of(owner)
             self._edges(args, flow)
+        cost, counted = None, False
         if self.count_flops and self.phase in ("forward", "loss", "backward"):
-            self._count(func, args, kwargs, out, owner)
+            cost, counted = self._count(func, args, kwargs, out, owner), True
         out, sizes = kernels.real_outputs(func, args, out, kwargs)
         if self.device == "cuda" and self.phase in ("setup", "optimizer") \
                 and flops.op_name(func) == "aten::lift_fresh":
@@ -215,6 +217,7 @@ class StepRecorder(TorchDispatchMode):
             self.memory_gaps.setdefault(flops.op_name(func), gap)
         tracker = self.tracker
         first_new = tracker._next
+        track_start = len(tracker.events)
         made = []
         for i, t in enumerate(tree_leaves(out)):
             if isinstance(t, torch.Tensor):
@@ -237,21 +240,26 @@ class StepRecorder(TorchDispatchMode):
                 f.ops.append(name.removeprefix("aten::"))
             if flow[2] and made:  # an own-op run: what it made last is what it passes on
                 f.shapes = tuple(tuple(t.shape) for t in made)
+        if self.step_graph is not None and not self._packing:
+            self.step_graph.record(func, args, kwargs, out, module=owner, phase=self.phase,
+                                   step=self.step, cost=cost, counted=counted,
+                                   track_start=track_start, writes=_writes(func))
         return out
 
-    def _count(self, func, args, kwargs, out, owner: str) -> None:
+    def _count(self, func, args, kwargs, out, owner: str):
         cost = flops.cost_of(func, args, kwargs, out)
         layer = self.layers[owner]
         if cost is None:
             name = flops.op_name(func)
             self.unknown[name] += 1
             layer.unknown[name] += 1
-            return
+            return None
         if self.phase == "backward":
             layer.macs_backward += cost.macs
         else:
             layer.macs_forward += cost.macs
             layer.bias_adds_forward += cost.bias_adds
+        return cost
 
     # --- the data flow of the first forward ------------------------------------------------------
     def _flow_of(self, owner: str) -> FlowKey:
@@ -695,6 +703,8 @@ class Replay:
     state_bytes: int
     # gradient and optimizer-state serials -> the parameter (its name in fake_params) they are for
     param_of_serial: dict[int, str] = field(default_factory=dict)
+    # the step as a torch.fx.Graph of ATen ops (graphcalc.stepgraph), when asked for
+    step_graph: Any = None
 
     def categories(self) -> dict[int, str]:
         """Storage serial -> where its memory goes: parameters, gradients, optimizer_state,
@@ -780,10 +790,12 @@ def _as_on_cuda(options: Options, rec: "StepRecorder | None" = None):
 
 @quietly
 def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options: Options, *,
-           opaque: dict[str, str] | None = None) -> Replay:
+           opaque: dict[str, str] | None = None, graph: bool = False) -> Replay:
     """Run `options.steps` training steps and one inference forward on fake tensors.
 
-    `opaque` names layers (path -> why) to run around, not through (`graphcalc.opaque`)."""
+    `opaque` names layers (path -> why) to run around, not through (`graphcalc.opaque`).
+    `graph`: also record the step as a torch.fx.Graph (`Replay.step_graph`, graphcalc.stepgraph),
+    in the same pass."""
     opaque_layers = (OpaqueLayers(model, opaque, options.batch, options.torch_dtype,
                                   options.amp_dtype) if opaque else contextlib.nullcontext())
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
@@ -813,6 +825,12 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                                         device)
                 batch_serials = {rec.tracker.track(t) for t in tree_leaves(inputs)
                                  if isinstance(t, torch.Tensor)}
+                if graph:
+                    from .stepgraph import StepGraphBuilder
+
+                    builder = StepGraphBuilder(rec.tracker, options.device)
+                    builder.placeholders(fakes, inputs)
+                    rec.step_graph = builder
                 trainable = list({id(f): f for f in fakes.values() if f.requires_grad}.values())
                 # Adagrad makes its state here: its step counters stay fake constants (_concrete)
                 rec.phase = "setup"
@@ -859,6 +877,10 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                     rec.phase = "end"
                     rec.count_flops = False
                 del optimizer
+                step_graph = rec.step_graph
+                if step_graph is not None:
+                    rec.step_graph = None
+                    step_graph = step_graph.finish()
             with _reparametrize_module(model, fakes), opaque_layers:
                 inference_peak = _inference(model, inputs, fakes, options)
     except Exception as e:
@@ -871,7 +893,7 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
         rec.tracker.close()
     return Replay(rec, param_serials, batch_serials, grad_serials - {None},
                   state_serials - {None}, step_events, fakes, inference_peak, state_bytes,
-                  param_of_serial)
+                  param_of_serial, step_graph)
 
 
 class _FakeCounter(LiveCounter):

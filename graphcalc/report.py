@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 SCHEMA_VERSION = 1
 ROOT = "(root)"
@@ -311,9 +311,7 @@ class Report:
         return pd.DataFrame([_layer_dict(layer) for layer in self.layers])
 
     def __str__(self) -> str:
-        from .formatting import to_table
-
-        return to_table(self)
+        return _renderer("text")(self)
 
     def __rich__(self):
         from rich.text import Text
@@ -321,15 +319,30 @@ class Report:
         return Text(str(self))
 
     def _repr_html_(self) -> str:
-        from .formatting import to_html
-
-        return to_html(self)
+        return _renderer("html")(self)
 
     def at_depth(self, depth: int | None) -> "Report":
         """The same report with every layer deeper than `depth` folded into its ancestor."""
         if depth is None:
             return self
         return replace(self, layers=group_layers(self.layers, depth))
+
+
+# How a report reads as text (`str(report)`: the terminal table) and in a notebook (HTML), set
+# by graphcalc.formatting (`register_renderer`), which graphcalc's __init__ imports: the report
+# stays plain data and never imports its renderers.
+RENDERERS: dict[str, Callable[[Report], str]] = {}
+
+
+def register_renderer(kind: str, render: Callable[[Report], str]) -> None:
+    RENDERERS[kind] = render
+
+
+def _renderer(kind: str) -> Callable[[Report], str]:
+    try:
+        return RENDERERS[kind]
+    except KeyError:
+        raise RuntimeError(f"no {kind} renderer for Report: import graphcalc.formatting") from None
 
 
 def _layer_dict(layer: Layer) -> dict:

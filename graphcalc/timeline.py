@@ -16,7 +16,10 @@ import bisect
 from collections import Counter
 from typing import Callable, Iterable
 
-from .report import ROOT, STACK_CATEGORIES, PhaseSpan, StackPoint
+from .options import Options
+from .replay import OPTIMIZER, Replay
+from .report import (ROOT, STACK_CATEGORIES, Breakdown, Memory, PhaseSpan, StackPoint,
+                     TimelinePoint)
 
 MAX_POINTS = 800
 PHASES = ("forward", "loss", "backward", "optimizer", "end")
@@ -110,3 +113,60 @@ def replay_stack(rp, levels: list[int], peak_x: int) -> tuple[tuple[StackPoint, 
     changes = ((i + 1, categories.get(serial, "activations"), delta)
                for i, (serial, delta) in enumerate(events[:end]))
     return stack(changes, keep, where.at), where.spans(start, end)
+
+
+def step_timeline(rp: Replay, levels: list[int]) -> tuple[list[int], list[TimelinePoint]]:
+    """The peak of each step, and a timeline: the highest point of each (step, phase, layer)
+    stretch. `levels[i]` is the live bytes after event i (the replay's own, or one adjusted
+    per rank by graphcalc.distributed)."""
+
+    def peak_between(a: int, b: int) -> int:
+        if b <= a:
+            return levels[a - 1] if a > 0 else 0
+        return max(levels[a:b])
+
+    starts = rp.step_events
+    step_peaks = [peak_between(starts[i], starts[i + 1]) for i in range(len(starts) - 1)]
+    marks = [m for m in rp.recorder.marks
+             if m.phase in ("forward", "loss", "backward", "optimizer", "end")]
+    timeline = []
+    for i, m in enumerate(marks):
+        end = marks[i + 1].event if i + 1 < len(marks) else starts[-1]
+        if m.phase == "end" or m.event > starts[-1]:
+            continue
+        timeline.append(TimelinePoint(m.step + 1, m.phase, _name(m.owner),
+                                      peak_between(m.event, max(end, m.event))))
+    return step_peaks, timeline
+
+
+def step_memory(rp: Replay, options: Options) -> Memory:
+    """The report's Memory from the replay's live-storage events."""
+    rec = rp.recorder
+    events = rec.tracker.events
+    categories = rp.categories()
+    sums = Counter()
+    for serial, delta in events[: rec.tracker.peak_event]:
+        sums[categories.get(serial, "activations")] += delta
+    breakdown = Breakdown(parameters=sums["parameters"], gradients=sums["gradients"],
+                          optimizer_state=sums["optimizer_state"] + sums["optimizer_temporaries"],
+                          batch=sums["batch"], activations=sums["activations"],
+                          workspace=sums["workspace"])
+    running, level = [], 0
+    for _, delta in events:
+        level += delta
+        running.append(level)
+    step_peaks, timeline = step_timeline(rp, running)
+    points, phases = replay_stack(rp, running, rec.tracker.peak_event)
+    step, phase, owner = rec.peak_where or (0, "setup", "")
+    return Memory(
+        device=options.device, peak_bytes=rec.tracker.peak,
+        inference_peak_bytes=rp.inference_peak, breakdown=breakdown,
+        first_step_peak_bytes=step_peaks[0] if step_peaks else 0,
+        steady_step_peak_bytes=step_peaks[-1] if step_peaks else 0,
+        peak_step=step + 1, peak_phase=phase,
+        peak_layer=_name(owner) if owner != OPTIMIZER else OPTIMIZER,
+        optimizer_state_bytes=rp.state_bytes,
+        optimizer_temporary_bytes=sums["optimizer_temporaries"],
+        timeline=tuple(timeline), timeline_stack=points, timeline_phases=phases,
+        attention_kernels=tuple(sorted(getattr(rec, "sdpa_backends", {}))),
+        cuda_target=options.cuda_target.name if options.device == "cuda" else "")

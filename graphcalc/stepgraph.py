@@ -1,0 +1,259 @@
+"""The training step as a `torch.fx.Graph` of ATen ops, recorded by the replay as it runs.
+
+`StepGraphBuilder` is fed by `replay.StepRecorder.__torch_dispatch__`, in the same single pass
+over the step on fake tensors (no second trace). The graph reads as `make_fx` records one: a
+placeholder per parameter, buffer and batch tensor, a `call_function` node per ATen op (target
+the `OpOverload`), `operator.getitem` nodes for the parts of a multi-output op, constants inlined,
+and a `get_attr` node (`_tensor_constant0`, as make_fx names them) for a tensor the step never
+made. An argument is the node that made the tensor (by tensor identity; a view or in-place write
+this replay did not see returned falls back to the node that made or last wrote its storage).
+
+Each node's `meta`:
+- `val`: a `TensorValue` (shape, dtype, device, stride) or a tuple of them: light, so that no fake
+  tensor is held alive (holding them would change the memory the replay measures). The device is
+  the one predicted for (`cuda` for a CUDA step replayed on CPU fakes).
+- `module`: the layer path as the report names it ("(root)", "[loss]", "[optimizer]", "[setup]");
+- `phase` ("setup", "batch", "forward", "loss", "backward", "optimizer") and `step` (from 1);
+- `flops`, `bias_adds`: what the recorder counted for it (graphcalc.flops; 0 where it counts
+  nothing: after the first step, in the optimizer), None for an op with no formula;
+- `allocates`: bytes of the new storages it returned, as `tracking.LiveStorages` counted them;
+  `frees`: bytes of the storages that died after it and before the next op's outputs.
+
+The passes over the graph are in `graphcalc.graphpasses`.
+"""
+
+from __future__ import annotations
+
+import operator
+import weakref
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.fx as fx
+from torch.utils._pytree import tree_leaves
+
+from .report import ROOT
+from .tracking import LiveStorages
+
+
+class TensorValue(NamedTuple):
+    """What `meta["val"]` keeps of a tensor (as torch.fx's TensorMetadata, lighter)."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    device: str
+    stride: tuple[int, ...]
+
+
+def value_of(t: torch.Tensor, device: str) -> TensorValue:
+    try:
+        stride = tuple(t.stride())
+    except (RuntimeError, NotImplementedError):
+        stride = ()
+    return TensorValue(tuple(int(d) for d in t.shape), t.dtype, device, stride)
+
+
+def layer_name(path: str) -> str:
+    return ROOT if path == "" else path
+
+
+def _identifier(name: str) -> str:
+    """`layers.0.weight` -> `layers_0_weight`; a leading digit gets a `_` (`0.weight`)."""
+    out = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return f"_{out}" if not out or out[0].isdigit() else out
+
+
+class StepGraphBuilder:
+    """Appends one node per op the recorder sees; `finish()` closes the graph."""
+
+    def __init__(self, tracker: LiveStorages, device: str = "cpu"):
+        self.graph = fx.Graph()
+        self.tracker = tracker
+        self.device = device
+        # id(tensor) -> (weakref, node, part of a multi-output op or None)
+        self._node_of: dict[int, tuple[Any, fx.Node, int | None]] = {}
+        # storage serial -> (node, part) that made it or last wrote it in place
+        self._storage_node: dict[int, tuple[fx.Node, int | None]] = {}
+        self._getitems: dict[tuple[fx.Node, int], fx.Node] = {}
+        self._objects: dict[int, tuple[Any, fx.Node]] = {}  # id(ScriptObject) -> (it, maker)
+        self._cursor = 0  # the tracker's events up to here belong to nodes already made
+        self._last: fx.Node | None = None
+        self._constants: dict[int, tuple[Any, fx.Node]] = {}
+        self.constants: dict[str, TensorValue] = {}  # get_attr target -> its value
+        self._finished = False
+        self.live_before = 0
+
+    # --- inputs ----------------------------------------------------------------------------------
+    def placeholders(self, named: dict[str, torch.Tensor], batch: Any) -> None:
+        """A placeholder per parameter/buffer name and per batch tensor; each storage's bytes go
+        to the first placeholder holding it. What the tracker counted before (the fakes' making
+        and the batch's temporaries) is thereby folded into them."""
+        seen: set[int] = set()
+        done: dict[int, fx.Node] = {}
+
+        def add(name: str, t: torch.Tensor) -> None:
+            if id(t) in done:  # a tied weight: one placeholder, under its first name
+                return
+            node = self.graph.placeholder(_identifier(name))
+            serial = self.tracker.serial(t)
+            allocates = 0
+            if serial is not None and serial not in seen:
+                seen.add(serial)
+                allocates = self.tracker._bytes_of.get(serial, 0)
+            node.meta.update(val=value_of(t, self.device), module=ROOT, phase="setup", step=0,
+                             flops=0, bias_adds=0, allocates=allocates, frees=0,
+                             input=name)
+            done[id(t)] = node
+            self._bind(t, node, serial, new=True)
+            self._last = node
+
+        for name, t in named.items():
+            add(name, t)
+        for i, t in enumerate(t for t in tree_leaves(batch) if isinstance(t, torch.Tensor)):
+            add(f"batch_{i}", t)
+        self._cursor = len(self.tracker.events)
+        # Live bytes the placeholders do not hold (a temporary of the batch still alive): the
+        # memory walk starts from them.
+        self.live_before = self.tracker.current - sum(
+            n.meta["allocates"] for n in self.graph.nodes)
+
+    # --- one op ----------------------------------------------------------------------------------
+    def _bind(self, t: torch.Tensor, node: fx.Node, serial: int | None, new: bool) -> None:
+        self._node_of[id(t)] = (weakref.ref(t), node, None)
+        if serial is not None and new:
+            self._storage_node[serial] = (node, None)
+
+    def _map(self, a):
+        """An argument with each tensor replaced by its node (lists and tuples followed)."""
+        if isinstance(a, torch.Tensor):
+            return self._arg(a)
+        if isinstance(a, (list, tuple)):
+            return type(a)(self._map(x) for x in a)
+        if isinstance(a, dict):
+            return {k: self._map(v) for k, v in a.items()}
+        if isinstance(a, torch.ScriptObject):  # a profiler record_function handle
+            made = self._objects.get(id(a))
+            return made[1] if made is not None and made[0] is a else repr(a)
+        return a
+
+    def _arg(self, t: torch.Tensor) -> fx.Node:
+        made = self._node_of.get(id(t))
+        if made is not None and made[0]() is t:
+            return self._part(made[1], made[2], t)
+        serial = self.tracker.serial(t)
+        known = self._storage_node.get(serial) if serial is not None else None
+        if known is None:
+            return self._constant(t)
+        return self._part(known[0], known[1], None)
+
+    def _part(self, op: fx.Node, index: int | None, t: torch.Tensor | None) -> fx.Node:
+        """`op`, or the `operator.getitem` node of its part `index`, made on its first use."""
+        if index is None:
+            return op
+        node = self._getitems.get((op, index))
+        if node is None:
+            node = self.graph.call_function(operator.getitem, (op, index))
+            node.meta.update(val=op.meta["val"][index], module=op.meta["module"],
+                             phase=op.meta["phase"], step=op.meta["step"], flops=0, bias_adds=0,
+                             allocates=0, frees=0)
+            self._getitems[(op, index)] = node
+        return node
+
+    def _constant(self, t: torch.Tensor) -> fx.Node:
+        made = self._constants.get(id(t))
+        if made is not None and made[0]() is t:
+            return made[1]
+        target = f"_tensor_constant{len(self.constants)}"
+        node = self.graph.get_attr(target)
+        self.constants[target] = value_of(t, self.device)
+        node.meta.update(val=self.constants[target], module=ROOT, phase="setup", step=0, flops=0,
+                         bias_adds=0, allocates=0, frees=0)
+        self._constants[id(t)] = (weakref.ref(t), node)
+        return node
+
+    def record(self, func, args, kwargs, out, *, module: str, phase: str, step: int,
+               cost, counted: bool, track_start: int, writes: bool) -> None:
+        """One op, after the recorder tracked its outputs (its events from `track_start` on).
+        prim:: queries (a tensor's device) and profiler:: marks are not the step's data: left
+        out, as make_fx leaves them, unless they are an op without a FLOP formula."""
+        namespace = getattr(func, "namespace", "aten")
+        if namespace in ("prim", "profiler") and not (counted and cost is None):
+            return
+        events = self.tracker.events
+        allocates = frees = 0
+        for _, delta in events[self._cursor:track_start]:  # since the last op's outputs
+            if delta < 0:
+                frees -= delta
+            else:
+                allocates += delta  # a cuBLAS workspace taken before the op
+        if self._last is not None:
+            self._last.meta["frees"] += frees
+        end = len(events)
+        for _, delta in events[track_start:end]:
+            allocates += delta
+        self._cursor = end
+        packet = getattr(func, "_overloadpacket", None)
+        node = self.graph.create_node("call_function", func, tuple(self._map(a) for a in args),
+                                      {k: self._map(v) for k, v in kwargs.items()},
+                                      name=packet.__name__ if packet is not None else None)
+        if isinstance(out, torch.ScriptObject):
+            self._objects[id(out)] = (out, node)
+        single = isinstance(out, torch.Tensor)
+        outs = [out] if single else [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        val = value_of(out, self.device) if single else tuple(value_of(t, self.device)
+                                                              for t in outs)
+        if counted:
+            flops = None if cost is None else cost.flops
+            bias_adds = 0 if cost is None else cost.bias_adds
+        else:
+            flops, bias_adds = 0, 0
+        node.meta.update(val=val, module=layer_name(module), phase=phase, step=step + 1,
+                         flops=flops, bias_adds=bias_adds, allocates=allocates, frees=0)
+        serial_of = self.tracker.serial
+        for i, t in enumerate(outs):
+            index = None if single else i
+            self._node_of[id(t)] = (weakref.ref(t), node, index)
+            serial = serial_of(t)
+            if serial is not None and (writes or serial not in self._storage_node):
+                self._storage_node[serial] = (node, index)
+        self._last = node
+
+    def finish(self) -> "StepGraph":
+        """The graph, with the frees after the last op and an output node."""
+        if not self._finished:
+            events = self.tracker.events
+            frees = -sum(d for _, d in events[self._cursor:] if d < 0)
+            if self._last is not None:
+                self._last.meta["frees"] += frees
+            self._cursor = len(events)
+            self.graph.output(None)
+            self._finished = True
+            self._node_of.clear()
+            self._getitems.clear()
+            self._objects.clear()
+            self._constants.clear()
+            self._storage_node.clear()
+        return StepGraph(self.graph, dict(self.constants), self.live_before, self.device)
+
+
+@dataclass
+class StepGraph:
+    """The recorded step: the graph, the values of its `get_attr` constants, and the live bytes
+    the placeholders do not hold when the step starts (0 unless a batch temporary outlives it)."""
+
+    graph: fx.Graph
+    constants: dict[str, TensorValue]
+    live_before: int
+    device: str
+
+    def nodes(self, *ops: str) -> list[fx.Node]:
+        return [n for n in self.graph.nodes if not ops or n.op in ops]
+
+    def graph_module(self) -> fx.GraphModule:
+        """A GraphModule over the graph (meta tensors stand for its constants), for its code."""
+        root = torch.nn.Module()
+        for target, v in self.constants.items():
+            root.register_buffer(target, torch.empty(v.shape, dtype=v.dtype, device="meta"))
+        return fx.GraphModule(root, self.graph, class_name="TrainingStep")
+

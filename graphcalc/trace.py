@@ -1,0 +1,167 @@
+"""`graphcalc trace`: the training step as the torch.fx graph the replay records
+(graphcalc.stepgraph), written as readable code or as JSON nodes with their meta.
+
+The code is what `GraphModule.print_readable()` prints, with a comment line wherever the step,
+phase or layer changes (`# step 1 · forward · fc`) and each node's value, FLOPs and bytes at the
+end of its line. It documents the step: the placeholders stand for the parameters, buffers and
+batch, and it is Python, but it is not meant to be run (the optimizer's in-place updates of
+parameters read as `add_` on the placeholders).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import loader
+from .errors import GraphcalcError
+from .graphpasses import memory_walk
+from .options import Options
+from .replay import replay
+from .stepgraph import StepGraph, TensorValue
+from .units import format_bytes, format_count
+
+FORMATS = ("code", "json")
+
+
+def trace_module(model: nn.Module, make_inputs: Callable[[int], Any], options: Options, *,
+                 loss_fn=None) -> StepGraph:
+    """The step graph of `model` (one replay on fake tensors, as `analyze_module` runs it)."""
+    from .analyze import _explain
+
+    try:
+        return replay(model, make_inputs, loss_fn, options, graph=True).step_graph
+    except GraphcalcError:
+        raise
+    except Exception as e:  # the model's own code failed under fake tensors
+        raise _explain(e, model) from e
+
+
+def trace_file(spec: str, options: Options, *, inputs: list[str] | None = None) -> StepGraph:
+    """`graphcalc trace FILE[:NAME]`: load the file, build the model on meta, record the step."""
+    from .analyze import resolve_inputs
+
+    source = loader.load(spec)
+    make_inputs = resolve_inputs(source, inputs)
+    try:
+        model = loader.build_model(source, device="meta")
+        return trace_module(model, make_inputs, options, loss_fn=source.loss)
+    except GraphcalcError as first:
+        # As analyze_file: a model computing real values at build time is built for real.
+        try:
+            model = loader.build_model(source, device=None)
+        except GraphcalcError:
+            raise first from None
+        return trace_module(model, make_inputs, options, loss_fn=source.loss)
+
+
+_DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16",
+           torch.float64: "f64", torch.int64: "i64", torch.int32: "i32", torch.bool: "b8",
+           torch.uint8: "u8", torch.int8: "i8"}
+
+
+def value_text(val) -> str:
+    """`f32[2, 3]`, or `(f32[2, 3], i64[2])` for several: torch's own shorthand."""
+    if isinstance(val, TensorValue):
+        dtype = _DTYPES.get(val.dtype, str(val.dtype).replace("torch.", ""))
+        return f"{dtype}[{', '.join(str(d) for d in val.shape)}]"
+    return "(" + ", ".join(value_text(v) for v in val) + ")"
+
+
+def _note(node) -> str:
+    m = node.meta
+    parts = [value_text(m["val"])] if m.get("val") is not None else []
+    if m.get("flops"):
+        parts.append(f"{format_count(m['flops'])} FLOPs")
+    elif m.get("flops", 0) is None:
+        parts.append("FLOPs unknown")
+    if m.get("allocates"):
+        parts.append(f"+{format_bytes(m['allocates'])}")
+    if m.get("frees"):
+        parts.append(f"-{format_bytes(m['frees'])} after")
+    return "  # " + " · ".join(parts) if parts else ""
+
+
+def to_code(sg: StepGraph, title: str = "") -> str:
+    """The readable code of the step (see the module's docstring)."""
+    src = sg.graph_module().print_readable(print_output=False)
+    lines = [ln for ln in src.splitlines() if "No stacktrace found" not in ln]
+    out: list[str] = []
+    walk = memory_walk(sg)
+    head = [f"# The training step of {title or 'the model'} as recorded by graphcalc on fake "
+            "tensors (ATen ops).",
+            f"# {len(sg.nodes('call_function'))} op nodes; training peak "
+            f"{format_bytes(walk.peak_bytes)} ({walk.peak_bytes:,} B) at node "
+            f"{walk.peak_node}.", "# Documentation of the step, not code to run.", ""]
+    nodes = iter(n for n in sg.graph.nodes if n.op not in ("placeholder", "output"))
+    node = next(nodes, None)
+    where = None
+    for line in lines:
+        stripped = line.lstrip()
+        if node is not None and stripped.startswith(f"{node.name} = "):
+            indent = line[: len(line) - len(stripped)]
+            here = (node.meta.get("step"), node.meta.get("phase"), node.meta.get("module"))
+            if here != where:
+                out.append(f"{indent}# step {here[0]} · {here[1]} · {here[2]}")
+                where = here
+            out.append(line + _note(node))
+            node = next(nodes, None)
+        else:
+            out.append(line)
+    return "\n".join(head + out) + "\n"
+
+
+def _arg_json(a):
+    if isinstance(a, torch.fx.Node):
+        return {"node": a.name}
+    if isinstance(a, (list, tuple)):
+        return [_arg_json(x) for x in a]
+    if isinstance(a, dict):
+        return {k: _arg_json(v) for k, v in a.items()}
+    if a is None or isinstance(a, (bool, int, float, str)):
+        return a
+    return repr(a)
+
+
+def _val_json(val):
+    if isinstance(val, TensorValue):
+        return {"shape": list(val.shape), "dtype": str(val.dtype).replace("torch.", ""),
+                "device": val.device, "stride": list(val.stride)}
+    return [_val_json(v) for v in val]
+
+
+def to_dict(sg: StepGraph, title: str = "", config: dict | None = None) -> dict:
+    """The nodes in order with their meta (every byte and FLOP an int, as the report's JSON)."""
+    walk = memory_walk(sg)
+    nodes = []
+    for n in sg.graph.nodes:
+        if n.op == "output":
+            continue
+        m = n.meta
+        target = n.target if isinstance(n.target, str) else (
+            str(n.target) if not callable(n.target) or not hasattr(n.target, "__name__")
+            else f"{getattr(n.target, '__module__', '')}.{n.target.__name__}".lstrip("."))
+        if isinstance(n.target, torch._ops.OpOverload):
+            target = str(n.target)  # aten.addmm.default
+        nodes.append({"name": n.name, "op": n.op, "target": target,
+                      "args": _arg_json(n.args), "kwargs": _arg_json(n.kwargs),
+                      "val": _val_json(m["val"]), "module": m["module"], "phase": m["phase"],
+                      "step": m["step"], "flops": m["flops"], "bias_adds": m["bias_adds"],
+                      "allocates": m["allocates"], "frees": m["frees"]}
+                     | ({"input": m["input"]} if "input" in m else {}))
+    return {"model": title, "config": dict(config or {}), "device": sg.device,
+            "live_bytes_before": sg.live_before, "peak_bytes": walk.peak_bytes,
+            "peak_node": walk.peak_node, "nodes": nodes}
+
+
+def to_json(sg: StepGraph, title: str = "", config: dict | None = None) -> str:
+    """`to_dict` as JSON text, one node a line."""
+    import json
+
+    d = to_dict(sg, title, config)
+    nodes = d.pop("nodes")
+    head = json.dumps(d, indent=2)[:-2]
+    body = ",\n".join("    " + json.dumps(n) for n in nodes)
+    return f'{head},\n  "nodes": [\n{body}\n  ]\n}}\n'
