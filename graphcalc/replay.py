@@ -470,22 +470,41 @@ def _run(func, args, kwargs, phase: str, known: "KnownValues"):
     return out
 
 
+_ALIASING: dict = {}  # op -> ((argument index, name, alias sets), (return index, alias sets))
+
+
+def _aliasing(func):
+    """Which arguments and returns of `func`'s schema alias one another, read once per op (the
+    replay asks on every op; most alias nothing)."""
+    found = _ALIASING.get(func)
+    if found is None:
+        schema = func._schema
+        found = (tuple((i, a.name, frozenset(a.alias_info.before_set))
+                       for i, a in enumerate(schema.arguments) if a.alias_info is not None),
+                 tuple((i, frozenset(r.alias_info.before_set))
+                       for i, r in enumerate(schema.returns) if r.alias_info is not None))
+        _ALIASING[func] = found
+    return found
+
+
 def _aliased(func, args, kwargs, out):
     """(real argument, fake result) pairs where the schema says the result aliases it."""
-    schema = func._schema
+    arguments, returns = _aliasing(func)
+    if not returns:
+        return
     sets = {}
-    for i, a in enumerate(schema.arguments):
-        if a.alias_info is not None:
-            t = args[i] if i < len(args) else kwargs.get(a.name)
-            if isinstance(t, torch.Tensor) and not _is_fake(t):
-                for s in a.alias_info.before_set:
-                    sets[s] = t
+    for i, name, alias_sets in arguments:
+        t = args[i] if i < len(args) else kwargs.get(name)
+        if isinstance(t, torch.Tensor) and not _is_fake(t):
+            for s in alias_sets:
+                sets[s] = t
     if not sets:
         return
     outs = out if isinstance(out, (tuple, list)) else (out,)
-    for r, o in zip(schema.returns, outs):
-        if r.alias_info is not None and _is_fake(o):
-            for s in r.alias_info.before_set:
+    for i, alias_sets in returns:
+        o = outs[i] if i < len(outs) else None
+        if _is_fake(o):
+            for s in alias_sets:
                 if s in sets:
                     yield sets[s], o
                     break
