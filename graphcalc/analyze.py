@@ -14,7 +14,7 @@ from .routing import ROUTINGS
 from .replay import LOSS, OPTIMIZER, Replay, replay
 from .opaque import is_data_dependent, reason_of
 from .report import ROOT, TRACER, TRACER_OPAQUE, FlowNode, Layer, Report, Totals
-from .timeline import step_memory as _memory, step_timeline  # noqa: F401 (their old home)
+from .timeline import step_timeline  # noqa: F401 (its old home)
 from .graphpasses import graph_flops, graph_memory
 
 
@@ -161,7 +161,13 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
         macs_forward=sum(layer.macs_forward for layer in layers),
         mult_adds_with_bias=sum(layer.macs_forward + layer.bias_adds_forward for layer in layers),
         saved_bytes=sum(distinct_saved.values()))
-    memory, dist = graph_memory(_memory(rp, options), rp.step_graph), None
+    rec = rp.recorder
+    memory = graph_memory(
+        rp.step_graph, device=options.device, inference_peak_bytes=rp.inference_peak,
+        optimizer_state_bytes=rp.state_bytes,
+        attention_kernels=tuple(sorted(getattr(rec, "sdpa_backends", {}))),
+        cuda_target=options.cuda_target.name if options.device == "cuda" else "")
+    dist = None
     if options.distributed:
         from .distributed import rank_memory
 

@@ -5,7 +5,11 @@ needs raises `GraphError` naming the node (`node.format_node()`) and its layer.
 - `layer_flops`: FLOPs forward and backward, bias adds and unknown ops per layer, from the first
   step's nodes (what the report's rows count);
 - `flop_totals`: their sums (the report's totals);
-- `memory_walk`: live bytes after each node, in node order, and the peak (the report's peak);
+- `memory_events`: every event of the step in order, from the nodes' `allocated` and `freed`
+  (the tracker's own events, one for one), with the (step, phase, layer) it happened in;
+- `memory_walk`: live bytes after each node, in node order, and the peak;
+- `step_memory`: the walk by category: the peak and where it falls, the breakdown at the peak,
+  each step's peak, the timeline of stretches and the stacked timeline (the report's Memory);
 - `layer_graph`: the op graph contracted by module (networkx): a node per layer, an edge where a
   tensor one layer made is read by another.
 """
@@ -82,33 +86,156 @@ def flop_totals(per_layer: dict[str, LayerFlops]) -> FlopTotals:
                       tuple(sorted(unknown.items())))
 
 
+SETUP_LABEL = (1, "setup", "[setup]")
+STEP_PHASES = ("forward", "loss", "backward", "optimizer", "end")
+
+
+def _label(step: int, phase: str, module: str) -> tuple[int, str, str]:
+    return (step, phase, module) if phase in STEP_PHASES else SETUP_LABEL
+
+
+def memory_events(sg: StepGraph):
+    """(x, node, label, serial, delta) for each event after the first placeholder, in order: `x`
+    the tracker's events applied once it is (its index + 1), `label` the (step, phase, layer) it
+    happened in: the node's, or a phase the step moved to after the node (`phase_marks`)."""
+    x = sg.first_event
+    for node in sg.graph.nodes:
+        if node.op == "output":
+            continue
+        m = node.meta
+        allocated, freed = _meta(node, "allocated"), _meta(node, "freed")
+        if not allocated and not freed:
+            continue
+        label = _label(_meta(node, "step"), _meta(node, "phase"), _meta(node, "module"))
+        for serial, delta in allocated:
+            x += 1
+            yield x, node, label, serial, delta
+        marks = m.get("phase_marks", ())
+        k = 0
+        for i, (serial, delta) in enumerate(freed):
+            while k < len(marks) and marks[k][0] <= i:
+                label = _label(*marks[k][1:])
+                k += 1
+            x += 1
+            yield x, node, label, serial, delta
+
+
+def start_level(sg: StepGraph) -> int:
+    return sum(b for _, b in sg.start_storages)
+
+
 @dataclass(frozen=True)
 class MemoryWalk:
     levels: tuple[int, ...]  # live bytes once each node's outputs exist (before what dies after)
     peak_bytes: int
     peak_node: str | None  # the node at the peak
-    step_peaks: tuple[int, ...]  # the peak within each step's nodes
+    step_peaks: tuple[int, ...]  # the peak within each step's events
 
 
 def memory_walk(sg: StepGraph) -> MemoryWalk:
-    """Live bytes in node order: each node adds `allocates`, then `frees` die after it."""
+    """Live bytes in node order: each node adds `allocates`, then `frees` die after it; the
+    peak and each step's, event by event (`memory_events`)."""
     level = sg.live_before
-    peak, peak_node = level, None
     levels = []
-    step_peaks: dict[int, int] = {}
     for node in sg.graph.nodes:
         if node.op == "output":
             continue
         level += _meta(node, "allocates")
         levels.append(level)
+        level -= _meta(node, "frees")
+    level = start_level(sg)
+    peak, peak_node = level, None
+    step_peaks: dict[int, int] = {}
+    for _, node, (step, phase, _), _, delta in memory_events(sg):
+        level += delta
         if level > peak:
             peak, peak_node = level, node.name
-        step = node.meta.get("step", 0)
-        if step:
+        if phase in STEP_PHASES:
             step_peaks[step] = max(step_peaks.get(step, 0), level)
-        level -= _meta(node, "frees")
     return MemoryWalk(tuple(levels), peak, peak_node,
                       tuple(step_peaks[s] for s in sorted(step_peaks)))
+
+
+@dataclass(frozen=True)
+class StepMemory:
+    """The walk by category (`step_memory`)."""
+
+    peak_bytes: int
+    peak_where: tuple[int, str, str]  # (step, phase, layer) of the event at the peak
+    at_peak: dict  # category -> live bytes at the peak
+    step_peaks: tuple[int, ...]
+    timeline: tuple  # report.TimelinePoint: the highest point of each (step, phase, layer) run
+    stack: tuple  # report.StackPoint
+    phases: tuple  # report.PhaseSpan
+
+
+def step_memory(sg: StepGraph) -> StepMemory:
+    """Live bytes by category (`sg.categories`) from the storages live as the graph begins,
+    event by event (`memory_events`): the peak (the first event reaching it), where it falls and
+    what is live there; each step's peak; the highest point of each run of events in one (step,
+    phase, layer), the phases' spans and the stacked timeline (graphcalc.timeline's points) over
+    the steps' events."""
+    from .report import PhaseSpan, TimelinePoint
+    from .timeline import MAX_POINTS, chosen_events, stack
+
+    cats = sg.categories
+    by_cat: Counter = Counter()
+    for serial, b in sg.start_storages:
+        by_cat[cats.get(serial, "activations")] += b
+    start_counts = Counter(by_cat)
+    level = start = sum(by_cat.values())
+    peak, peak_x, at_peak, peak_where = level, sg.first_event, dict(by_cat), SETUP_LABEL
+    levels = [level]  # levels[x - sg.first_event]: live bytes after x events
+    labels = [SETUP_LABEL]
+    changes = []
+    for x, _, label, serial, delta in memory_events(sg):
+        cat = cats.get(serial, "activations")
+        by_cat[cat] += delta
+        level += delta
+        levels.append(level)
+        labels.append(label)
+        changes.append((x, cat, delta))
+        if level > peak:
+            peak, peak_x, peak_where = level, x, label
+            at_peak = dict(by_cat)
+    base = sg.first_event
+    # the steps' events: from the first in a step phase to the last
+    in_steps = [i for i, lb in enumerate(labels) if i and lb[1] in STEP_PHASES]
+    if not in_steps:
+        return StepMemory(peak, peak_where, at_peak, (), (), (), ())
+    first, last = in_steps[0], in_steps[-1]
+    step_peaks: dict[int, int] = {}
+    timeline, spans = [], []
+    run_label, run_peak = None, 0
+    for i in range(first, last + 1):
+        lb = labels[i]
+        step_peaks[lb[0]] = max(step_peaks.get(lb[0], 0), levels[i])
+        if lb != run_label:
+            if run_label is not None and run_label[1] != "end":
+                timeline.append(TimelinePoint(*run_label, run_peak))
+            run_label, run_peak = lb, levels[i]
+        else:
+            run_peak = max(run_peak, levels[i])
+        if spans and (spans[-1].step, spans[-1].phase) == lb[:2]:
+            spans[-1] = PhaseSpan(lb[0], lb[1], spans[-1].start, base + i)
+        else:
+            spans.append(PhaseSpan(lb[0], lb[1], base + i - 1, base + i))
+    if run_label is not None and run_label[1] != "end":
+        timeline.append(TimelinePoint(*run_label, run_peak))
+    # The stack: x from the steps' start (the event before their first) to their last event.
+    x0, x1 = base + first - 1, base + last
+    offset = base - 1  # chosen_events reads the level at x as levels[x - 1]: shift by one
+    keep = [x + offset for x in chosen_events(levels, x0 - offset, x1 - offset,
+                                              peak_x - offset, MAX_POINTS)]
+
+    def where(x: int) -> tuple[int, str, str]:
+        return labels[x - base] if x > base else SETUP_LABEL
+
+    start_changes = [(base, cat, b) for cat, b in start_counts.items()]
+    points = stack(start_changes + changes, keep, where)
+    return StepMemory(peak, peak_where, at_peak,
+                      tuple(step_peaks[s] for s in sorted(step_peaks)), tuple(timeline),
+                      points, tuple(spans))
 
 
 def layer_graph(sg: StepGraph, step: int = 1, phases: tuple[str, ...] = FORWARD_PHASES):
@@ -171,11 +298,27 @@ def graph_flops(layers, sg: StepGraph):
     return tuple(out), flop_totals(per_layer).unknown
 
 
-def graph_memory(memory, sg: StepGraph):
-    """The report's Memory with its peak and each step's peak from `memory_walk`."""
-    from dataclasses import replace
+def graph_memory(sg: StepGraph, *, device: str, inference_peak_bytes: int,
+                 optimizer_state_bytes: int, attention_kernels: tuple[str, ...] = (),
+                 cuda_target: str = ""):
+    """The report's Memory from `step_memory`: the peak, where it falls and its breakdown, each
+    step's peak and the timelines, all read from the graph. The inference peak (another
+    forward, not this step) and the optimizer's state once made are handed in."""
+    from .report import Breakdown, Memory
 
-    walk = memory_walk(sg)
-    return replace(memory, peak_bytes=walk.peak_bytes,
-                   first_step_peak_bytes=walk.step_peaks[0] if walk.step_peaks else 0,
-                   steady_step_peak_bytes=walk.step_peaks[-1] if walk.step_peaks else 0)
+    sm = step_memory(sg)
+    c = Counter(sm.at_peak)
+    step, phase, layer = sm.peak_where
+    return Memory(
+        device=device, peak_bytes=sm.peak_bytes, inference_peak_bytes=inference_peak_bytes,
+        breakdown=Breakdown(parameters=c["parameters"], gradients=c["gradients"],
+                            optimizer_state=c["optimizer_state"] + c["optimizer_temporaries"],
+                            batch=c["batch"], activations=c["activations"],
+                            workspace=c["workspace"]),
+        first_step_peak_bytes=sm.step_peaks[0] if sm.step_peaks else 0,
+        steady_step_peak_bytes=sm.step_peaks[-1] if sm.step_peaks else 0,
+        peak_step=step, peak_phase=phase, peak_layer=layer,
+        optimizer_state_bytes=optimizer_state_bytes,
+        optimizer_temporary_bytes=c["optimizer_temporaries"],
+        timeline=sm.timeline, timeline_stack=sm.stack, timeline_phases=sm.phases,
+        attention_kernels=attention_kernels, cuda_target=cuda_target)

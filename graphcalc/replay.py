@@ -137,6 +137,8 @@ class StepRecorder(TorchDispatchMode):
             while self.frames and self.frames[-1][0] == LOSS:
                 self.frames.pop()
         self._mark(OPTIMIZER if phase == "optimizer" else self._owner)
+        if self.step_graph is not None:
+            self.step_graph.phase(self.step, phase, self._owner)
 
     def _mark(self, owner: str) -> None:
         self._owner = owner
@@ -180,6 +182,7 @@ class StepRecorder(TorchDispatchMode):
     # --- the dispatch hook -----------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        op_start = len(self.tracker.events)
         owner = self.current_owner()
         if self.count_flops and self.phase in ("forward", "loss"):
             self.first_run.setdefault(owner, None)
@@ -243,7 +246,7 @@ class StepRecorder(TorchDispatchMode):
         if self.step_graph is not None and not self._packing:
             self.step_graph.record(func, args, kwargs, out, module=owner, phase=self.phase,
                                    step=self.step, cost=cost, counted=counted,
-                                   track_start=track_start, writes=_writes(func))
+                                   op_start=op_start, writes=_writes(func))
         return out
 
     def _count(self, func, args, kwargs, out, owner: str):
@@ -869,6 +872,8 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                         rec.step = step
                         rec.count_flops = step == 0
                         step_events.append(len(rec.tracker.events))
+                        if rec.step_graph is not None:  # zero_grad's frees: the step's "end"
+                            rec.step_graph.phase(step, "end", SETUP)
 
                         def on_phase(phase):
                             if phase == "optimizer":
@@ -893,13 +898,15 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
                         state_serials |= step_state
                         state_bytes = sum(rec.tracker._bytes_of.get(s, 0) for s in step_state)
                     step_events.append(len(rec.tracker.events))
+                    # the graph ends with the steps (what the optimizer's deletion frees is not
+                    # the step's)
+                    step_graph = rec.step_graph
+                    if step_graph is not None:
+                        rec.step_graph = None
+                        step_graph = step_graph.finish()
                     rec.phase = "end"
                     rec.count_flops = False
                 del optimizer
-                step_graph = rec.step_graph
-                if step_graph is not None:
-                    rec.step_graph = None
-                    step_graph = step_graph.finish()
             with _reparametrize_module(model, fakes), opaque_layers:
                 inference_peak = _inference(model, inputs, fakes, options)
     except Exception as e:
@@ -910,9 +917,12 @@ def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options
         for m, t in was_training.items():
             m.training = t
         rec.tracker.close()
-    return Replay(rec, param_serials, batch_serials, grad_serials - {None},
-                  state_serials - {None}, step_events, fakes, inference_peak, state_bytes,
-                  param_of_serial, step_graph)
+    rp = Replay(rec, param_serials, batch_serials, grad_serials - {None},
+                state_serials - {None}, step_events, fakes, inference_peak, state_bytes,
+                param_of_serial, step_graph)
+    if step_graph is not None:
+        step_graph.categories = rp.categories()
+    return rp
 
 
 class _FakeCounter(LiveCounter):

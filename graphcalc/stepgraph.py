@@ -16,8 +16,18 @@ Each node's `meta`:
 - `phase` ("setup", "batch", "forward", "loss", "backward", "optimizer") and `step` (from 1);
 - `flops`, `bias_adds`: what the recorder counted for it (graphcalc.flops; 0 where it counts
   nothing: after the first step, in the optimizer), None for an op with no formula;
-- `allocates`: bytes of the new storages it returned, as `tracking.LiveStorages` counted them;
-  `frees`: bytes of the storages that died after it and before the next op's outputs.
+- `allocated`: the storages it made (a placeholder's were counted before the first event: its
+  `allocates` is their bytes, its `allocated` empty), as `tracking.LiveStorages` counted them: (serial, bytes)
+  in the order they were counted (a cuBLAS workspace taken before the op first);
+  `freed`: (serial, -bytes) of the storages that died after it, before the next op made any;
+  `allocates`, `frees`: their sums in bytes;
+- `phase_marks` (only where the step changed phase after the node and before the next op, as
+  zero_grad's frees run in no op): (i, step, phase, module): from `freed[i]` on, the step ran
+  `phase` of `step` inside `module`.
+
+Together the nodes hold every event of the tracker from the first placeholder on, in its order:
+the memory walk over them (graphcalc.graphpasses) is the tracker's count, event for event.
+`StepGraph.categories` says where each storage's memory goes (filled once the replay knows).
 
 The passes over the graph are in `graphcalc.graphpasses`.
 """
@@ -26,7 +36,7 @@ from __future__ import annotations
 
 import operator
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -83,6 +93,8 @@ class StepGraphBuilder:
         self.constants: dict[str, TensorValue] = {}  # get_attr target -> its value
         self._finished = False
         self.live_before = 0
+        self.first_event = 0
+        self.start_storages: tuple[tuple[int, int], ...] = ()
 
     # --- inputs ----------------------------------------------------------------------------------
     def placeholders(self, named: dict[str, torch.Tensor], batch: Any) -> None:
@@ -103,6 +115,7 @@ class StepGraphBuilder:
                 allocates = self.tracker._bytes_of.get(serial, 0)
             node.meta.update(val=value_of(t, self.device), module=ROOT, phase="setup", step=0,
                              flops=0, bias_adds=0, allocates=allocates, frees=0,
+                             allocated=(), freed=(),
                              input=name)
             done[id(t)] = node
             self._bind(t, node, serial, new=True)
@@ -112,9 +125,11 @@ class StepGraphBuilder:
             add(name, t)
         for i, t in enumerate(t for t in tree_leaves(batch) if isinstance(t, torch.Tensor)):
             add(f"batch_{i}", t)
-        self._cursor = len(self.tracker.events)
-        # Live bytes the placeholders do not hold (a temporary of the batch still alive): the
-        # memory walk starts from them.
+        self._cursor = self.first_event = len(self.tracker.events)
+        # Every storage live as the graph begins (the placeholders' and any temporary of the
+        # batch still alive), and the live bytes the placeholders do not hold: the memory walk
+        # starts from them.
+        self.start_storages = tuple(self.tracker._bytes_of.items())
         self.live_before = self.tracker.current - sum(
             n.meta["allocates"] for n in self.graph.nodes)
 
@@ -156,7 +171,7 @@ class StepGraphBuilder:
             node = self.graph.call_function(operator.getitem, (op, index))
             node.meta.update(val=op.meta["val"][index], module=op.meta["module"],
                              phase=op.meta["phase"], step=op.meta["step"], flops=0, bias_adds=0,
-                             allocates=0, frees=0)
+                             allocates=0, frees=0, allocated=(), freed=())
             self._getitems[(op, index)] = node
         return node
 
@@ -168,30 +183,24 @@ class StepGraphBuilder:
         node = self.graph.get_attr(target)
         self.constants[target] = value_of(t, self.device)
         node.meta.update(val=self.constants[target], module=ROOT, phase="setup", step=0, flops=0,
-                         bias_adds=0, allocates=0, frees=0)
+                         bias_adds=0, allocates=0, frees=0, allocated=(), freed=())
         self._constants[id(t)] = (weakref.ref(t), node)
         return node
 
     def record(self, func, args, kwargs, out, *, module: str, phase: str, step: int,
-               cost, counted: bool, track_start: int, writes: bool) -> None:
-        """One op, after the recorder tracked its outputs (its events from `track_start` on).
+               cost, counted: bool, op_start: int, writes: bool) -> None:
+        """One op, after the recorder tracked its outputs; its events are the tracker's from
+        `op_start` (when its dispatch began: what died before, died after the last node) on.
         prim:: queries (a tensor's device) and profiler:: marks are not the step's data: left
-        out, as make_fx leaves them, unless they are an op without a FLOP formula."""
+        out, as make_fx leaves them (their events go to the next node), unless they are an op
+        without a FLOP formula."""
         namespace = getattr(func, "namespace", "aten")
         if namespace in ("prim", "profiler") and not (counted and cost is None):
             return
         events = self.tracker.events
-        allocates = frees = 0
-        for _, delta in events[self._cursor:track_start]:  # since the last op's outputs
-            if delta < 0:
-                frees -= delta
-            else:
-                allocates += delta  # a cuBLAS workspace taken before the op
-        if self._last is not None:
-            self._last.meta["frees"] += frees
-        end = len(events)
-        for _, delta in events[track_start:end]:
-            allocates += delta
+        start, end = max(op_start, self._cursor), len(events)
+        self._free_after_last(self._cursor, start)
+        allocated = tuple(events[start:end])
         self._cursor = end
         packet = getattr(func, "_overloadpacket", None)
         node = self.graph.create_node("call_function", func, tuple(self._map(a) for a in args),
@@ -209,7 +218,9 @@ class StepGraphBuilder:
         else:
             flops, bias_adds = 0, 0
         node.meta.update(val=val, module=layer_name(module), phase=phase, step=step + 1,
-                         flops=flops, bias_adds=bias_adds, allocates=allocates, frees=0)
+                         flops=flops, bias_adds=bias_adds,
+                         allocates=sum(d for _, d in allocated), frees=0,
+                         allocated=allocated, freed=())
         serial_of = self.tracker.serial
         for i, t in enumerate(outs):
             index = None if single else i
@@ -219,14 +230,35 @@ class StepGraphBuilder:
                 self._storage_node[serial] = (node, index)
         self._last = node
 
+    def _free_after_last(self, start: int, end: int) -> None:
+        """Events [start, end) of the tracker died after the last node."""
+        if end <= start or self._last is None:
+            return
+        meta = self._last.meta
+        died = tuple(self.tracker.events[start:end])
+        meta["freed"] = meta["freed"] + died
+        meta["frees"] -= sum(d for _, d in died)
+
+    def phase(self, step: int, phase: str, module: str) -> None:
+        """The step moved to `phase` (of `step`, counted from 0) inside `module`, between ops:
+        what dies from here until the next op's first storage, it died in that phase."""
+        if self._finished or self._last is None:
+            return
+        end = len(self.tracker.events)
+        self._free_after_last(self._cursor, end)
+        self._cursor = end
+        meta = self._last.meta
+        mark = (len(meta["freed"]), step + 1, phase, layer_name(module))
+        marks = meta.get("phase_marks", ())
+        if marks and marks[-1][0] == mark[0]:  # no event in the phase before: replaced
+            marks = marks[:-1]
+        meta["phase_marks"] = marks + (mark,)
+
     def finish(self) -> "StepGraph":
         """The graph, with the frees after the last op and an output node."""
         if not self._finished:
-            events = self.tracker.events
-            frees = -sum(d for _, d in events[self._cursor:] if d < 0)
-            if self._last is not None:
-                self._last.meta["frees"] += frees
-            self._cursor = len(events)
+            self._free_after_last(self._cursor, len(self.tracker.events))
+            self._cursor = len(self.tracker.events)
             self.graph.output(None)
             self._finished = True
             self._node_of.clear()
@@ -234,18 +266,24 @@ class StepGraphBuilder:
             self._objects.clear()
             self._constants.clear()
             self._storage_node.clear()
-        return StepGraph(self.graph, dict(self.constants), self.live_before, self.device)
+        return StepGraph(self.graph, dict(self.constants), self.live_before, self.device,
+                         self.first_event, self.start_storages)
 
 
 @dataclass
 class StepGraph:
-    """The recorded step: the graph, the values of its `get_attr` constants, and the live bytes
-    the placeholders do not hold when the step starts (0 unless a batch temporary outlives it)."""
+    """The recorded step: the graph, the values of its `get_attr` constants, the live bytes the
+    placeholders do not hold when the step starts (0 unless a batch temporary outlives it), the
+    tracker's events before the first placeholder, the storages live then (serial, bytes), and
+    where each storage's memory goes (serial -> a `report.STACK_CATEGORIES` name)."""
 
     graph: fx.Graph
     constants: dict[str, TensorValue]
     live_before: int
     device: str
+    first_event: int = 0
+    start_storages: tuple[tuple[int, int], ...] = ()
+    categories: dict[int, str] = field(default_factory=dict)
 
     def nodes(self, *ops: str) -> list[fx.Node]:
         return [n for n in self.graph.nodes if not ops or n.op in ops]

@@ -149,7 +149,11 @@ def to_dict(sg: StepGraph, title: str = "", config: dict | None = None) -> dict:
                       "args": _arg_json(n.args), "kwargs": _arg_json(n.kwargs),
                       "val": _val_json(m["val"]), "module": m["module"], "phase": m["phase"],
                       "step": m["step"], "flops": m["flops"], "bias_adds": m["bias_adds"],
-                      "allocates": m["allocates"], "frees": m["frees"]}
+                      "allocates": m["allocates"], "frees": m["frees"],
+                      "allocated": [list(e) for e in m.get("allocated", ())],
+                      "freed": [list(e) for e in m.get("freed", ())]}
+                     | ({"phase_marks": [list(k) for k in m["phase_marks"]]}
+                        if m.get("phase_marks") else {})
                      | ({"input": m["input"]} if "input" in m else {}))
     return {"model": title, "config": dict(config or {}), "device": sg.device,
             "live_bytes_before": sg.live_before, "peak_bytes": walk.peak_bytes,

@@ -3,10 +3,11 @@
 
 The graph is complete when the passes, reading nothing but node meta, give exactly what the
 recorder tallied as the ops went by: every layer's FLOPs forward and backward, bias adds and
-unknown ops, the totals, the training peak and each step's peak, on samples and zoo models, under
-fp32/Adam, bf16 autocast/SGD and a CUDA step (512-byte blocks, cuBLAS workspaces). The report reads
-its FLOPs and peaks from the graph (analyze.analyze_module); the tests against real steps
-(test_memory, test_zoo, ...) check those figures.
+unknown ops, the totals, and the whole memory section (the peak, where it falls, its breakdown,
+each step's peak, the timeline and the stacked timeline, event for event), on samples and zoo
+models, under fp32/Adam, bf16 autocast/SGD and a CUDA step (512-byte blocks, cuBLAS workspaces).
+The report reads its FLOPs and memory from the graph (analyze.analyze_module); the tests against
+real steps (test_memory, test_zoo, ...) check those figures.
 """
 
 from __future__ import annotations
@@ -79,12 +80,30 @@ def test_passes_give_the_tallied_figures_exactly(spec, config):
     assert walk.peak_bytes == rp.recorder.tracker.peak == tallied_memory.peak_bytes > 0
     assert walk.step_peaks == (tallied_memory.first_step_peak_bytes,
                                tallied_memory.steady_step_peak_bytes)
+    # The whole Memory from the graph's nodes against the one from the tracker's events, on
+    # the same replay: peak, where it falls, breakdown, step peaks, timeline, stack and spans.
+    from_graph = gp.graph_memory(
+        rp.step_graph, device=options.device, inference_peak_bytes=rp.inference_peak,
+        optimizer_state_bytes=rp.state_bytes,
+        attention_kernels=tallied_memory.attention_kernels,
+        cuda_target=tallied_memory.cuda_target)
+    # (the tallied timeline may hold two points in a row for one layer, where a layer ran an op
+    # that counted nothing between them: the graph's runs are of events, so one)
+    merged = []
+    for p in tallied_memory.timeline:
+        if merged and (merged[-1].step, merged[-1].phase, merged[-1].layer) == (
+                p.step, p.phase, p.layer):
+            merged[-1] = replace(p, peak_bytes=max(p.peak_bytes, merged[-1].peak_bytes))
+        else:
+            merged.append(p)
+    assert from_graph == replace(tallied_memory, timeline=tuple(merged))
+    assert len(from_graph.timeline_stack) > 10 and from_graph.timeline_phases
     report = analyze_module(model, make_inputs, options, loss_fn=src.loss)
     # Two replays free a group of storages in whatever order the collector finalizes them, so
     # the event-by-event stack may differ between them; every other figure is the same.
     unstacked = dict(timeline_stack=(), timeline_phases=())
     assert report.layers == tallied
-    assert replace(report.memory, **unstacked) == replace(tallied_memory, **unstacked)
+    assert replace(report.memory, **unstacked) == replace(from_graph, **unstacked)
     assert report.unknown_ops == totals.unknown
 
 
@@ -296,3 +315,25 @@ def test_an_exported_program_says_what_it_needs(tmp_path):
     assert "Traceback" not in r.output
     r = _cli("analyze", f"{path}:build")
     assert r.exit_code == 2 and "holds one model" in r.output
+
+
+@pytest.mark.parametrize("config", ["adam", "cuda"])
+def test_the_nodes_hold_every_event_of_the_tracker_in_its_order(config):
+    """`allocated` and `freed` over the nodes, in node order, are the tracker's own events from
+    the first placeholder to the end of the last step, one for one: what the memory walk reads
+    is what was counted."""
+    spec = str(ROOT / "tests" / "zoo" / "transformer_encoder.py")
+    src = loader.load(spec)
+    model = loader.build_model(src, device="meta")
+    rp = replay(model, resolve_inputs(src, None), src.loss, CONFIGS[config], graph=True)
+    sg = rp.step_graph
+    from_nodes = [(serial, delta) for _, _, _, serial, delta in gp.memory_events(sg)]
+    assert from_nodes == rp.recorder.tracker.events[sg.first_event:rp.step_events[-1]]
+    assert sum(b for _, b in sg.start_storages) == sum(
+        d for _, d in rp.recorder.tracker.events[:sg.first_event])
+    # zero_grad frees the gradients in no op: after the optimizer's last node, in phase "end"
+    marks = [m for n in sg.nodes() for m in n.meta.get("phase_marks", ())]
+    assert (1, "end", "[optimizer]") in {m[1:] for m in marks}
+    for n in sg.nodes("call_function"):
+        assert n.meta["allocates"] == sum(d for _, d in n.meta["allocated"])
+        assert n.meta["frees"] == -sum(d for _, d in n.meta["freed"])
