@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import gc
 import weakref
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -222,9 +223,12 @@ class StepRecorder(TorchDispatchMode):
         first_new = tracker._next
         track_start = len(tracker.events)
         made = []
+        outs, serials = [], []  # the output tensors and their storages' serials, for the graph
         for i, t in enumerate(tree_leaves(out)):
             if isinstance(t, torch.Tensor):
                 serial = tracker.track(t, sizes.get(i) if sizes else None)
+                outs.append(t)
+                serials.append(serial)
                 if serial is None:
                     continue
                 if serial >= first_new:
@@ -246,7 +250,8 @@ class StepRecorder(TorchDispatchMode):
         if self.step_graph is not None and not self._packing:
             self.step_graph.record(func, args, kwargs, out, module=owner, phase=self.phase,
                                    step=self.step, cost=cost, counted=counted,
-                                   op_start=op_start, writes=_writes(func))
+                                   op_start=op_start, writes=_writes(func),
+                                   outs=outs, serials=serials)
         return out
 
     def _count(self, func, args, kwargs, out, owner: str):
@@ -634,12 +639,19 @@ _MIXED_NORMS = {"aten::native_layer_norm": (2, 3), "aten::native_batch_norm": (1
 _LOW = (torch.bfloat16, torch.float16)
 
 
+_WRITES: dict[Any, bool] = {}
+
+
 def _writes(func) -> bool:
-    """True for an op that writes into an argument (relu_, add_, out=), not for a view."""
-    schema = getattr(func, "_schema", None)
-    if schema is None:
-        return True
-    return any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+    """True for an op that writes into an argument (relu_, add_, out=), not for a view (read
+    from its schema once per op)."""
+    writes = _WRITES.get(func)
+    if writes is None:
+        schema = getattr(func, "_schema", None)
+        writes = schema is None or any(a.alias_info is not None and a.alias_info.is_write
+                                       for a in schema.arguments)
+        _WRITES[func] = writes
+    return writes
 
 
 # --- the step ------------------------------------------------------------------------------------
@@ -810,9 +822,34 @@ def _as_on_cuda(options: Options, rec: "StepRecorder | None" = None):
             rec.sdpa_backends = dict(sdpa.chosen)
 
 
+@contextlib.contextmanager
+def _heap_frozen():
+    """What lives before the replay (torch, the model) is set aside from the collector while it
+    runs (`gc.freeze`): a full collection, which the step graph's many nodes bring about, then
+    scans only what the replay made (a ResNet-50 step: 0.05 s instead of 0.2-0.4 s). The replay's
+    own objects, its fake tensors among them, are collected as before; what was set aside lived
+    before it, and what of it turns into garbage meanwhile waits for a collection after it.
+    Left alone where the process froze its own heap already."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 @quietly
 def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options: Options, *,
            opaque: dict[str, str] | None = None, graph: bool = False) -> Replay:
+    """See `_replay`; the heap from before it set aside from the collector (`_heap_frozen`)."""
+    with _heap_frozen():
+        return _replay(model, make_inputs, loss_fn, options, opaque=opaque, graph=graph)
+
+
+def _replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options: Options, *,
+            opaque: dict[str, str] | None = None, graph: bool = False) -> Replay:
     """Run `options.steps` training steps and one inference forward on fake tensors.
 
     `opaque` names layers (path -> why) to run around, not through (`graphcalc.opaque`).

@@ -61,7 +61,7 @@ def value_of(t: torch.Tensor, device: str) -> TensorValue:
         stride = tuple(t.stride())
     except (RuntimeError, NotImplementedError):
         stride = ()
-    return TensorValue(tuple(int(d) for d in t.shape), t.dtype, device, stride)
+    return TensorValue(tuple(t.shape), t.dtype, device, stride)
 
 
 def layer_name(path: str) -> str:
@@ -92,6 +92,7 @@ class StepGraphBuilder:
         self._constants: dict[int, tuple[Any, fx.Node]] = {}
         self.constants: dict[str, TensorValue] = {}  # get_attr target -> its value
         self._finished = False
+        self._op_info: dict[Any, tuple[bool, str | None]] = {}  # op -> (left out?, node name)
         self.live_before = 0
         self.first_event = 0
         self.start_storages: tuple[tuple[int, int], ...] = ()
@@ -143,8 +144,11 @@ class StepGraphBuilder:
         """An argument with each tensor replaced by its node (lists and tuples followed)."""
         if isinstance(a, torch.Tensor):
             return self._arg(a)
+        if isinstance(a, (int, float, bool, str)) or a is None:
+            return a
         if isinstance(a, (list, tuple)):
-            return type(a)(self._map(x) for x in a)
+            out = [self._map(x) for x in a]
+            return tuple(out) if type(a) is tuple else out if type(a) is list else type(a)(out)
         if isinstance(a, dict):
             return {k: self._map(v) for k, v in a.items()}
         if isinstance(a, torch.ScriptObject):  # a profiler record_function handle
@@ -188,30 +192,45 @@ class StepGraphBuilder:
         return node
 
     def record(self, func, args, kwargs, out, *, module: str, phase: str, step: int,
-               cost, counted: bool, op_start: int, writes: bool) -> None:
-        """One op, after the recorder tracked its outputs; its events are the tracker's from
+               cost, counted: bool, op_start: int, writes: bool, outs=None,
+               serials=None) -> None:
+        """One op, after the recorder tracked its outputs (`outs`, the tensors among `out`'s
+        leaves, and their storages' `serials`, when it has them); its events are the tracker's from
         `op_start` (when its dispatch began: what died before, died after the last node) on.
         prim:: queries (a tensor's device) and profiler:: marks are not the step's data: left
         out, as make_fx leaves them (their events go to the next node), unless they are an op
         without a FLOP formula."""
-        namespace = getattr(func, "namespace", "aten")
-        if namespace in ("prim", "profiler") and not (counted and cost is None):
+        info = self._op_info.get(func)
+        if info is None:
+            packet = getattr(func, "_overloadpacket", None)
+            info = self._op_info[func] = (
+                getattr(func, "namespace", "aten") in ("prim", "profiler"),
+                packet.__name__ if packet is not None else None)
+        quiet, name = info
+        if quiet and not (counted and cost is None):
             return
         events = self.tracker.events
         start, end = max(op_start, self._cursor), len(events)
         self._free_after_last(self._cursor, start)
         allocated = tuple(events[start:end])
         self._cursor = end
-        packet = getattr(func, "_overloadpacket", None)
-        node = self.graph.create_node("call_function", func, tuple(self._map(a) for a in args),
-                                      {k: self._map(v) for k, v in kwargs.items()},
-                                      name=packet.__name__ if packet is not None else None)
+        node = self.graph.create_node("call_function", func, name=name)
+        # Set after, at once: create_node walks every argument of a call looking for a raw
+        # SymInt to warn of (three quarters of its time), and each assignment to `args` or
+        # `kwargs` re-files the node in the graph's lookup table by (op, target), which do not
+        # change. The replay's shapes are static: no SymInt.
+        node._update_args_kwargs(self._map(args) if args else (),
+                                 self._map(kwargs) if kwargs else {})
         if isinstance(out, torch.ScriptObject):
             self._objects[id(out)] = (out, node)
         single = isinstance(out, torch.Tensor)
-        outs = [out] if single else [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
-        val = value_of(out, self.device) if single else tuple(value_of(t, self.device)
-                                                              for t in outs)
+        if outs is None:
+            outs = [out] if single else [t for t in tree_leaves(out)
+                                         if isinstance(t, torch.Tensor)]
+        if serials is None:
+            serials = [self.tracker.serial(t) for t in outs]
+        device = self.device
+        val = value_of(out, device) if single else tuple(value_of(t, device) for t in outs)
         if counted:
             flops = None if cost is None else cost.flops
             bias_adds = 0 if cost is None else cost.bias_adds
@@ -221,11 +240,10 @@ class StepGraphBuilder:
                          flops=flops, bias_adds=bias_adds,
                          allocates=sum(d for _, d in allocated), frees=0,
                          allocated=allocated, freed=())
-        serial_of = self.tracker.serial
         for i, t in enumerate(outs):
             index = None if single else i
             self._node_of[id(t)] = (weakref.ref(t), node, index)
-            serial = serial_of(t)
+            serial = serials[i]
             if serial is not None and (writes or serial not in self._storage_node):
                 self._storage_node[serial] = (node, index)
         self._last = node

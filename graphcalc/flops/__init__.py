@@ -32,12 +32,16 @@ class OpCost:
 _FORMULAS: dict[str, Callable[..., OpCost]] = {}
 
 
+_NAMES: dict = {}
+
+
 def op_name(func) -> str:
     """'aten::mm' for aten.mm.default: formulas are keyed by the op, not its overload."""
-    packet = getattr(func, "_overloadpacket", None)
-    if packet is not None:
-        return packet._qualified_op_name
-    return str(func)
+    name = _NAMES.get(func)
+    if name is None:
+        packet = getattr(func, "_overloadpacket", None)
+        name = _NAMES[func] = packet._qualified_op_name if packet is not None else str(func)
+    return name
 
 
 def register(*names: str):
