@@ -183,7 +183,7 @@ def step_memory(sg: StepGraph) -> StepMemory:
     for serial, b in sg.start_storages:
         by_cat[cats.get(serial, "activations")] += b
     start_counts = Counter(by_cat)
-    level = start = sum(by_cat.values())
+    level = sum(by_cat.values())
     peak, peak_x, at_peak, peak_where = level, sg.first_event, dict(by_cat), SETUP_LABEL
     levels = [level]  # levels[x - sg.first_event]: live bytes after x events
     labels = [SETUP_LABEL]
@@ -311,10 +311,7 @@ def graph_memory(sg: StepGraph, *, device: str, inference_peak_bytes: int,
     step, phase, layer = sm.peak_where
     return Memory(
         device=device, peak_bytes=sm.peak_bytes, inference_peak_bytes=inference_peak_bytes,
-        breakdown=Breakdown(parameters=c["parameters"], gradients=c["gradients"],
-                            optimizer_state=c["optimizer_state"] + c["optimizer_temporaries"],
-                            batch=c["batch"], activations=c["activations"],
-                            workspace=c["workspace"]),
+        breakdown=Breakdown.of(c),
         first_step_peak_bytes=sm.step_peaks[0] if sm.step_peaks else 0,
         steady_step_peak_bytes=sm.step_peaks[-1] if sm.step_peaks else 0,
         peak_step=step, peak_phase=phase, peak_layer=layer,

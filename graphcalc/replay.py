@@ -221,7 +221,6 @@ class StepRecorder(TorchDispatchMode):
             self.memory_gaps.setdefault(flops.op_name(func), gap)
         tracker = self.tracker
         first_new = tracker._next
-        track_start = len(tracker.events)
         made = []
         outs, serials = [], []  # the output tensors and their storages' serials, for the graph
         for i, t in enumerate(tree_leaves(out)):

@@ -76,6 +76,15 @@ class Breakdown:
         return (self.parameters + self.gradients + self.optimizer_state + self.batch
                 + self.activations + self.workspace)
 
+    @classmethod
+    def of(cls, live: dict) -> "Breakdown":
+        """From live bytes by STACK_CATEGORIES name (a Counter: a missing one is 0); the
+        optimizer's temporaries count with its state."""
+        return cls(parameters=live["parameters"], gradients=live["gradients"],
+                   optimizer_state=live["optimizer_state"] + live["optimizer_temporaries"],
+                   batch=live["batch"], activations=live["activations"],
+                   workspace=live["workspace"])
+
 
 @dataclass(frozen=True)
 class TimelinePoint:

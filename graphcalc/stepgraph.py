@@ -192,10 +192,10 @@ class StepGraphBuilder:
         return node
 
     def record(self, func, args, kwargs, out, *, module: str, phase: str, step: int,
-               cost, counted: bool, op_start: int, writes: bool, outs=None,
-               serials=None) -> None:
+               cost, counted: bool, op_start: int, writes: bool, outs: list,
+               serials: list) -> None:
         """One op, after the recorder tracked its outputs (`outs`, the tensors among `out`'s
-        leaves, and their storages' `serials`, when it has them); its events are the tracker's from
+        leaves, and their storages' `serials`); its events are the tracker's from
         `op_start` (when its dispatch began: what died before, died after the last node) on.
         prim:: queries (a tensor's device) and profiler:: marks are not the step's data: left
         out, as make_fx leaves them (their events go to the next node), unless they are an op
@@ -224,11 +224,6 @@ class StepGraphBuilder:
         if isinstance(out, torch.ScriptObject):
             self._objects[id(out)] = (out, node)
         single = isinstance(out, torch.Tensor)
-        if outs is None:
-            outs = [out] if single else [t for t in tree_leaves(out)
-                                         if isinstance(t, torch.Tensor)]
-        if serials is None:
-            serials = [self.tracker.serial(t) for t in outs]
         device = self.device
         val = value_of(out, device) if single else tuple(value_of(t, device) for t in outs)
         if counted:

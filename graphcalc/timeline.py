@@ -147,10 +147,7 @@ def step_memory(rp: Replay, options: Options) -> Memory:
     sums = Counter()
     for serial, delta in events[: rec.tracker.peak_event]:
         sums[categories.get(serial, "activations")] += delta
-    breakdown = Breakdown(parameters=sums["parameters"], gradients=sums["gradients"],
-                          optimizer_state=sums["optimizer_state"] + sums["optimizer_temporaries"],
-                          batch=sums["batch"], activations=sums["activations"],
-                          workspace=sums["workspace"])
+    breakdown = Breakdown.of(sums)
     running, level = [], 0
     for _, delta in events:
         level += delta
