@@ -15,22 +15,18 @@ from .replay import LOSS, OPTIMIZER, Replay, replay
 from .opaque import is_data_dependent, reason_of
 from .report import ROOT, TRACER, TRACER_OPAQUE, FlowNode, Layer, Report, Totals
 from .timeline import step_timeline  # noqa: F401 (its old home)
-from .graphpasses import graph_flops, graph_memory
+from .graphpasses import graph_flops, graph_memory, layer_flow
 
 
 def _name(path: str) -> str:
     return ROOT if path == "" else path
 
 
-def _key(key: tuple[str, int, int]) -> tuple[str, int, int]:
-    return (_name(key[0]), key[1], key[2])
-
-
-def _flow(rp: Replay) -> tuple[FlowNode, ...]:
-    flows = sorted(rp.recorder.flows.items(), key=lambda kv: kv[1].order)
-    return tuple(FlowNode(_name(path), call, part, tuple((_name(p), c) for p, c in f.context),
-                          f.order, f.shapes, f.out_bytes, tuple(f.ops))
-                 for (path, call, part), f in flows)
+def _flow(g) -> tuple[FlowNode, ...]:
+    """The report's stretches of the first forward, from the contracted graph
+    (`graphpasses.layer_flow`)."""
+    return tuple(FlowNode(*key, d["context"], d["order"], d["shapes"], d["out_bytes"],
+                          tuple(d["ops"])) for key, d in g.nodes(data=True))
 
 
 def _parameter_rows(model: nn.Module):
@@ -173,6 +169,7 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
 
         memory, dist = rank_memory(model, rp, options)
     gpu = _gpu(rp, options, memory) if options.device == "cuda" else None
+    flow = layer_flow(rp.step_graph)  # the picture's layer graph: the op graph contracted
     recompute.flops.clear()
     recompute.flops.update(recomputed)
     return Report(model=name or type(model).__name__, config=options.as_dict(), totals=totals,
@@ -180,8 +177,9 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
                   tracer=TRACER_OPAQUE if opaque else TRACER,
                   opaque=tuple((_name(p), why) for p, why in opaque.items()),
                   memory_gaps=tuple(rp.recorder.memory_gaps.items()),
-                  edges=tuple((_key(a), _key(b), s) for (a, b), s in rp.recorder.edges.items()),
-                  flow=_flow(rp),
+                  edges=tuple((a, b, d["shape"]) for a, b, d in sorted(
+                      flow.edges(data=True), key=lambda e: e[2]["order"])),
+                  flow=_flow(flow),
                   run_order=tuple(_name(p) for p in rp.recorder.first_run),
                   value_reads=tuple((op, tuple(_name(p) for p in where))
                                     for op, where in rp.recorder.values.reads.items()),

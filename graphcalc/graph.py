@@ -1,7 +1,8 @@
 """The layer graph: layers as nodes carrying their figures, tensor flow as edges carrying shapes.
 
-Built with networkx from what the replay saw flow in the first forward (`Report.flow`,
-`Report.edges`): a tensor made by one stretch of the forward and read by another. A node is one
+Built with networkx from the first forward's flow (`Report.flow`, `Report.edges`: the step graph's
+op nodes contracted by stretch, `graphpasses.layer_flow`): a tensor made by one stretch of the
+forward and read by another. A node is one
 call of a layer, as torchview draws each call: a module called three times is three nodes,
 `pool (call 2/3)`, never one node with edges looping back. A module whose children are in view
 has a node for each run of its own ops between its children (the residual add after them, the

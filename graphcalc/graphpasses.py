@@ -11,18 +11,22 @@ needs raises `GraphError` naming the node (`node.format_node()`) and its layer.
 - `step_memory`: the walk by category: the peak and where it falls, the breakdown at the peak,
   each step's peak, the timeline of stretches and the stacked timeline (the report's Memory);
 - `layer_graph`: the op graph contracted by module (networkx): a node per layer, an edge where a
-  tensor one layer made is read by another.
+  tensor one layer made is read by another;
+- `layer_flow`: the picture's layer graph (networkx): the first forward contracted by stretch
+  (a layer's call, or a run of a container's own ops), with the tensors layers pass through.
 """
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from dataclasses import dataclass, field
 
 import torch.fx as fx
+from torch.utils._pytree import tree_leaves
 
 from .errors import GraphcalcError
-from .stepgraph import StepGraph
+from .stepgraph import StepGraph, TensorValue
 
 FORWARD_PHASES = ("forward", "loss")
 
@@ -272,6 +276,73 @@ def layer_graph(sg: StepGraph, step: int = 1, phases: tuple[str, ...] = FORWARD_
                 if not g.has_edge(a, layer):
                     g.add_edge(a, layer, tensors=0)
                 g.edges[a, layer]["tensors"] += 1
+    return g
+
+
+def _value(node: fx.Node) -> tuple[fx.Node, int | None]:
+    """The (op node, part) a node stands for: a getitem node is part `i` of its op."""
+    if node.op == "call_function" and node.target is operator.getitem:
+        return node.args[0], node.args[1]
+    return node, None
+
+
+def layer_flow(sg: StepGraph):
+    """The picture's layer graph: the first forward's op nodes contracted by stretch (meta
+    `call`: a layer's call, or a run of a container's own ops between its children), as a
+    networkx DiGraph. Nodes are the stretches' keys (layer, call, part) in the order they were
+    first seen, with `order`, `context`, `shapes` (what a call returned, what a part made last),
+    `out_bytes` and `ops` (the ATen ops they ran, first run first); an edge, with the `shape` of
+    the first tensor on it and its `order` (first found first), wherever an op of one stretch
+    reads a tensor another made. A layer
+    that returns a tensor it did not make (meta `returns`) passes it on: the tensor flows into
+    it and comes from it next, though it ran no op."""
+    import networkx as nx
+
+    from .flops import op_name
+    from .stepgraph import layer_name
+
+    def name(key):
+        return (layer_name(key[0]), key[1], key[2])
+
+    g = nx.DiGraph()
+    for key, (context, shapes, out_bytes) in sg.calls.items():
+        g.add_node(name(key), context=tuple((layer_name(p), c) for p, c in context),
+                   order=len(g), shapes=shapes, out_bytes=out_bytes, ops=[])
+    made_by: dict[tuple[fx.Node, int | None], tuple] = {}  # (op node, part) -> its stretch
+
+    def edge(src, dst, shape):
+        if src is not None and src != dst and not g.has_edge(src, dst):
+            g.add_edge(src, dst, shape=shape, order=g.number_of_edges())
+
+    for node in sg.graph.nodes:
+        key = node.meta.get("call")
+        if key is not None:
+            here = name(key)
+            if here not in g:
+                raise GraphError(f"node {node.format_node()} (layer '{here[0]}') is in a stretch "
+                                 f"the graph's calls do not list")
+            for arg in tree_leaves(node.args):
+                if isinstance(arg, fx.Node):
+                    edge(made_by.get(_value(arg)), here, tuple(_meta(arg, "val").shape))
+            val = _meta(node, "val")
+            single = isinstance(val, TensorValue)
+            for part in [(node, None)] if single else [(node, i) for i in range(len(val))]:
+                made_by[part] = here
+            op = op_name(node.target)
+            data = g.nodes[here]
+            if not op.startswith("prim::") and op.removeprefix("aten::") not in data["ops"]:
+                data["ops"].append(op.removeprefix("aten::"))
+            if key[2] and (single or val):  # a part: what it made last is what it passes on
+                data["shapes"] = (val.shape,) if single else tuple(v.shape for v in val)
+        for key, sources in node.meta.get("returns", ()):
+            if not key[0]:
+                continue
+            here = name(key)
+            for src_node, part, shape in sources:
+                src = made_by.get((src_node, part))
+                if src is not None and src[0] != here[0] and not src[0].startswith(here[0] + "."):
+                    edge(src, here, shape)
+                    made_by[(src_node, part)] = here
     return g
 
 

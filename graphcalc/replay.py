@@ -64,18 +64,6 @@ FlowKey = tuple[str, int, int]  # (module path, call 1..n, part: 0 the whole cal
 
 
 @dataclass
-class Flow:
-    """One stretch of the first forward that a picture can draw as a node (`FlowKey`): a call of
-    a layer, or a run of a container's own ops between two of its children (a residual add, a
-    torch.cat, an activation written as F.relu)."""
-
-    context: tuple[tuple[str, int], ...]  # the (path, call) it ran inside, outermost first
-    order: int  # position of its first op in the forward
-    shapes: tuple[tuple[int, ...], ...] = ()  # what it returned (a call) or made last (a part)
-    out_bytes: int = 0
-    ops: list[str] = field(default_factory=list)
-
-
 @dataclass
 class Mark:
     """From event `event` on, the step ran `phase` of step `step` inside `owner`."""
@@ -106,12 +94,9 @@ class StepRecorder(TorchDispatchMode):
         self.unknown: Counter = Counter()
         self.serial_phase: dict[int, str] = {}
         self.containers: set[str] = set()  # modules with children: own ops between them are parts
-        # The first forward's data flow between `Flow` stretches: who made each tensor (by the
-        # tensor object, else by its storage), and the shape of the first tensor on each edge.
-        self.flows: dict[FlowKey, Flow] = {}
-        self.edges: dict[tuple[FlowKey, FlowKey], tuple[int, ...]] = {}
-        self._made_by: dict[int, tuple[Any, FlowKey]] = {}  # id(tensor) -> (weakref, maker)
-        self._storage_made_by: dict[int, FlowKey] = {}
+        # The first forward's stretches (`FlowKey`) seen so far; the graph records them, and
+        # its pass `graphpasses.layer_flow` the data flow between them.
+        self.stretches: set[FlowKey] = set()
         self._calls: Counter = Counter()
         self._call_stack: list[tuple[str, int]] = []  # (path, call) of the running forwards
         self._part: dict[tuple[str, int], int] = {}  # a container call's current own-op run
@@ -204,9 +189,9 @@ class StepRecorder(TorchDispatchMode):
                 self.error_owner = owner
             raise
         flow = None
-        if self.count_flops and self.phase in ("forward", "loss") and not self._packing:
+        if self.count_flops and self.phase in ("forward", "loss") and not self._packing \
+                and self.step_graph is not None:
             flow = self._flow_of(owner)
-            self._edges(args, flow)
         cost, counted = None, False
         if self.count_flops and self.phase in ("forward", "loss", "backward"):
             cost, counted = self._count(func, args, kwargs, out, owner), True
@@ -221,7 +206,6 @@ class StepRecorder(TorchDispatchMode):
             self.memory_gaps.setdefault(flops.op_name(func), gap)
         tracker = self.tracker
         first_new = tracker._next
-        made = []
         outs, serials = [], []  # the output tensors and their storages' serials, for the graph
         for i, t in enumerate(tree_leaves(out)):
             if isinstance(t, torch.Tensor):
@@ -232,25 +216,11 @@ class StepRecorder(TorchDispatchMode):
                     continue
                 if serial >= first_new:
                     self.serial_phase[serial] = self.phase
-                if flow is not None:
-                    made.append(t)
-                    self._made_by[id(t)] = (weakref.ref(t), flow)
-                    if serial >= first_new or _writes(func):
-                        # A view is known by its tensor; a storage comes from where it was made
-                        # or last written in place (for a tensor this replay never saw returned).
-                        self._storage_made_by[serial] = flow
-        if flow is not None:
-            f = self.flows[flow]
-            name = flops.op_name(func)
-            if not name.startswith("prim::") and name.removeprefix("aten::") not in f.ops:
-                f.ops.append(name.removeprefix("aten::"))
-            if flow[2] and made:  # an own-op run: what it made last is what it passes on
-                f.shapes = tuple(tuple(t.shape) for t in made)
         if self.step_graph is not None and not self._packing:
             self.step_graph.record(func, args, kwargs, out, module=owner, phase=self.phase,
                                    step=self.step, cost=cost, counted=counted,
                                    op_start=op_start, writes=_writes(func),
-                                   outs=outs, serials=serials)
+                                   outs=outs, serials=serials, call=flow)
         return out
 
     def _count(self, func, args, kwargs, out, owner: str):
@@ -285,24 +255,11 @@ class StepRecorder(TorchDispatchMode):
                 self._part[here] = part
                 self._child_returned.discard(here)
         key = (path, call, part)
-        if key not in self.flows:
+        if key not in self.stretches:
+            self.stretches.add(key)
             context = tuple(self._call_stack) if path != LOSS else ((LOSS, 1),)
-            self.flows[key] = Flow(context, len(self.flows))
+            self.step_graph.stretch(key, context)
         return key
-
-    def _maker(self, t: torch.Tensor) -> FlowKey | None:
-        made = self._made_by.get(id(t))
-        if made is not None and made[0]() is t:
-            return made[1]
-        serial = self.tracker.serial(t)
-        return self._storage_made_by.get(serial) if serial is not None else None
-
-    def _edges(self, args, flow: FlowKey) -> None:
-        for t in tree_leaves(args):
-            if isinstance(t, torch.Tensor):
-                src = self._maker(t)
-                if src is not None and src != flow:
-                    self.edges.setdefault((src, flow), tuple(t.shape))
 
     # --- module hooks ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -377,25 +334,10 @@ class StepRecorder(TorchDispatchMode):
         if layer.output_shapes is None:
             layer.output_shapes = [tuple(t.shape) for t in tensors]
             layer.output_dtype = str(tensors[0].dtype).replace("torch.", "") if tensors else None
-        key = (path, call, 0)
-        if key not in self.flows:
-            self.flows[key] = Flow(tuple(self._call_stack) + ((path, call),), len(self.flows))
-        whole = self.flows[key]
-        whole.shapes = tuple(tuple(t.shape) for t in tensors)
-        whole.out_bytes = sum(t.numel() * t.element_size() for t in tensors)
-        # A layer that returns a tensor made outside it (Identity, a branch that returns its
-        # input) passes it on: it flows in and comes from this call next. What its own layers
-        # made stays theirs.
-        if not path:
-            return
-        for t in tensors:
-            src = self._maker(t)
-            if src is not None and src[0] != path and not src[0].startswith(path + "."):
-                self.edges.setdefault((src, key), tuple(t.shape))
-                self._made_by[id(t)] = (weakref.ref(t), key)
-                serial = self.tracker.serial(t)
-                if serial is not None:
-                    self._storage_made_by[serial] = key
+        if self.step_graph is not None:  # the call as a stretch of the graph's first forward
+            self.stretches.add((path, call, 0))
+            self.step_graph.returned(path, call, tuple(self._call_stack) + ((path, call),),
+                                     tensors)
 
 
 # The largest tensor (elements) computed for real from the batch: token ids or a padding mask

@@ -21,6 +21,13 @@ Each node's `meta`:
   in the order they were counted (a cuBLAS workspace taken before the op first);
   `freed`: (serial, -bytes) of the storages that died after it, before the next op made any;
   `allocates`, `frees`: their sums in bytes;
+- `call` (the first forward's ops only): the stretch it ran in, `(path, call, part)` as the
+  recorder keys them (`replay.FlowKey`: call `call` of layer `path`, part 0; or the `part`-th run
+  of a container's own ops between its children); `StepGraph.calls` lists them in the order seen;
+- `returns` (only on the node after which a layer's forward returned, first forward):
+  ((path, call, 0), ((node, part, shape), ...)): the call, and the node (and part) that made
+  each tensor it returned: how `graphpasses.layer_flow` sees a tensor pass through a layer that
+  runs no op on it (Identity, Dropout(0.0));
 - `phase_marks` (only where the step changed phase after the node and before the next op, as
   zero_grad's frees run in no op): (i, step, phase, module): from `freed[i]` on, the step ran
   `phase` of `step` inside `module`.
@@ -96,6 +103,9 @@ class StepGraphBuilder:
         self.live_before = 0
         self.first_event = 0
         self.start_storages: tuple[tuple[int, int], ...] = ()
+        # The first forward's stretches (`replay.FlowKey`: a layer's call, or a run of a
+        # container's own ops), first seen first: key -> [context, shapes, bytes it returned]
+        self.calls: dict[tuple[str, int, int], list] = {}
 
     # --- inputs ----------------------------------------------------------------------------------
     def placeholders(self, named: dict[str, torch.Tensor], batch: Any) -> None:
@@ -193,7 +203,7 @@ class StepGraphBuilder:
 
     def record(self, func, args, kwargs, out, *, module: str, phase: str, step: int,
                cost, counted: bool, op_start: int, writes: bool, outs: list,
-               serials: list) -> None:
+               serials: list, call: tuple[str, int, int] | None = None) -> None:
         """One op, after the recorder tracked its outputs (`outs`, the tensors among `out`'s
         leaves, and their storages' `serials`); its events are the tracker's from
         `op_start` (when its dispatch began: what died before, died after the last node) on.
@@ -235,6 +245,8 @@ class StepGraphBuilder:
                          flops=flops, bias_adds=bias_adds,
                          allocates=sum(d for _, d in allocated), frees=0,
                          allocated=allocated, freed=())
+        if call is not None:
+            node.meta["call"] = call
         for i, t in enumerate(outs):
             index = None if single else i
             self._node_of[id(t)] = (weakref.ref(t), node, index)
@@ -242,6 +254,40 @@ class StepGraphBuilder:
             if serial is not None and (writes or serial not in self._storage_node):
                 self._storage_node[serial] = (node, index)
         self._last = node
+
+    # --- the first forward's calls --------------------------------------------------------------
+    def stretch(self, key: tuple[str, int, int], context: tuple[tuple[str, int], ...]) -> None:
+        """A stretch of the first forward seen for the first time, inside `context` (the
+        (path, call) of the running forwards, outermost first)."""
+        if key not in self.calls:
+            self.calls[key] = [context, (), 0]
+
+    def returned(self, path: str, call: int, context: tuple[tuple[str, int], ...],
+                 tensors: list) -> None:
+        """Call `call` of layer `path` returned `tensors`. The last node gets meta `returns`:
+        (the call's key, the (node, part) of each tensor returned, its shape), so that a pass
+        can tell a layer that passes on a tensor it did not make (Identity, Dropout(0.0), a
+        branch returning its input): it runs no op, yet the tensor flows through it."""
+        key = (path, call, 0)
+        self.stretch(key, context)
+        entry = self.calls[key]
+        entry[1] = tuple(tuple(t.shape) for t in tensors)
+        entry[2] = sum(t.numel() * t.element_size() for t in tensors)
+        made = []
+        for t in tensors:
+            source = self._source(t)
+            if source is not None:
+                made.append((source[0], source[1], tuple(t.shape)))
+        if self._last is not None:
+            self._last.meta["returns"] = self._last.meta.get("returns", ()) + ((key, tuple(made)),)
+
+    def _source(self, t: torch.Tensor) -> tuple[fx.Node, int | None] | None:
+        """The (node, part) that made `t`, as `_arg` finds it (no constant made)."""
+        made = self._node_of.get(id(t))
+        if made is not None and made[0]() is t:
+            return made[1], made[2]
+        serial = self.tracker.serial(t)
+        return self._storage_node.get(serial) if serial is not None else None
 
     def _free_after_last(self, start: int, end: int) -> None:
         """Events [start, end) of the tracker died after the last node."""
@@ -280,7 +326,8 @@ class StepGraphBuilder:
             self._constants.clear()
             self._storage_node.clear()
         return StepGraph(self.graph, dict(self.constants), self.live_before, self.device,
-                         self.first_event, self.start_storages)
+                         self.first_event, self.start_storages,
+                         calls={k: (c, sh, b) for k, (c, sh, b) in self.calls.items()})
 
 
 @dataclass
@@ -297,6 +344,8 @@ class StepGraph:
     first_event: int = 0
     start_storages: tuple[tuple[int, int], ...] = ()
     categories: dict[int, str] = field(default_factory=dict)
+    # the first forward's stretches, first seen first: key -> (context, shapes, bytes returned)
+    calls: dict[tuple[str, int, int], tuple] = field(default_factory=dict)
 
     def nodes(self, *ops: str) -> list[fx.Node]:
         return [n for n in self.graph.nodes if not ops or n.op in ops]

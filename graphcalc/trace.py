@@ -20,7 +20,7 @@ from .errors import GraphcalcError
 from .graphpasses import memory_walk
 from .options import Options
 from .replay import replay
-from .stepgraph import StepGraph, TensorValue
+from .stepgraph import StepGraph, TensorValue, layer_name
 from .units import format_bytes, format_count
 
 FORMATS = ("code", "json")
@@ -154,7 +154,13 @@ def to_dict(sg: StepGraph, title: str = "", config: dict | None = None) -> dict:
                       "freed": [list(e) for e in m.get("freed", ())]}
                      | ({"phase_marks": [list(k) for k in m["phase_marks"]]}
                         if m.get("phase_marks") else {})
-                     | ({"input": m["input"]} if "input" in m else {}))
+                     | ({"input": m["input"]} if "input" in m else {})
+                     | ({"call": [layer_name(m["call"][0]), *m["call"][1:]]} if "call" in m else {})
+                     | ({"returns": [{"call": [layer_name(k[0]), k[1], k[2]],
+                                      "tensors": [{"node": src.name, "part": part,
+                                                   "shape": list(shape)}
+                                                  for src, part, shape in made]}
+                                     for k, made in m["returns"]]} if m.get("returns") else {}))
     return {"model": title, "config": dict(config or {}), "device": sg.device,
             "live_bytes_before": sg.live_before, "peak_bytes": walk.peak_bytes,
             "peak_node": walk.peak_node, "nodes": nodes}

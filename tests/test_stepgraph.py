@@ -176,6 +176,40 @@ def test_layer_graph_is_the_op_graph_contracted_by_module():
     assert g.has_edge("[input]", "conv.0")
 
 
+class _PassThrough(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.skip, self.drop = nn.Linear(4, 6), nn.Identity(), nn.Dropout(0.0)
+        self.fc2 = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.drop(self.skip(self.fc1(x)))
+        return self.fc2(h) + h[:, :3]
+
+
+def test_layer_flow_passes_a_tensor_through_layers_that_run_no_op():
+    """The picture's layer graph by hand: Identity and Dropout(0.0) run no op, yet fc1's output
+    flows through them (meta `returns`) to fc2 and to the root's own slice and add (its part 1)."""
+    sg = replay(_PassThrough(), lambda b: torch.randn(b, 4), None, Options(batch=2),
+                graph=True).step_graph
+    g = gp.layer_flow(sg)
+    assert list(g.nodes) == [("fc1", 1, 0), ("skip", 1, 0), ("drop", 1, 0), ("fc2", 1, 0),
+                             ("(root)", 1, 1), ("(root)", 1, 0), ("[loss]", 1, 0)]
+    assert g.nodes[("fc1", 1, 0)]["ops"] == ["t", "addmm"] and g.nodes[("skip", 1, 0)]["ops"] == []
+    assert g.nodes[("drop", 1, 0)]["shapes"] == ((2, 6),)
+    assert g.nodes[("drop", 1, 0)]["out_bytes"] == 2 * 6 * 4
+    assert g.nodes[("(root)", 1, 1)]["ops"] == ["slice", "add"]
+    edges = sorted(g.edges(data=True), key=lambda e: e[2]["order"])
+    assert [(a[0], b[0], d["shape"]) for a, b, d in edges] == [
+        ("fc1", "skip", (2, 6)), ("skip", "drop", (2, 6)), ("drop", "fc2", (2, 6)),
+        ("drop", "(root)", (2, 6)), ("fc2", "(root)", (2, 3)), ("(root)", "[loss]", (2, 3))]
+    # the builder's record of it: fc1's addmm made what skip returned
+    addmm = next(n for n in sg.nodes("call_function") if n.meta.get("call") == ("fc1", 1, 0)
+                 and n.target is torch.ops.aten.addmm.default)
+    returns = [r for n in sg.nodes() for r in n.meta.get("returns", ()) if r[0][0] == "skip"]
+    assert returns == [(("skip", 1, 0), ((addmm, None, (2, 6)),))]
+
+
 def test_a_pass_names_the_node_it_failed_on():
     step = _linear_step()
     node = next(n for n in step.nodes("call_function") if n.meta["phase"] == "forward")
@@ -219,6 +253,9 @@ def test_trace_writes_the_step_as_code_and_json_with_the_reports_peak(tmp_path):
     assert sum(n["flops"] for n in fwd) == a["totals"]["flops_forward"]
     assert fwd[0]["target"] == "aten.convolution.default"
     assert fwd[0]["val"]["shape"][0] == 3 and fwd[0]["module"] == "conv.0"
+    assert fwd[0]["call"] == ["conv.0", 1, 0]
+    returned = [r["call"] for n in fwd for r in n.get("returns", ())]
+    assert ["conv.0", 1, 0] in returned and ["(root)", 1, 0] in returned
 
 
 def test_trace_takes_analyzes_options():
