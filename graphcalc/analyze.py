@@ -14,7 +14,7 @@ from .routing import ROUTINGS
 from .replay import LOSS, OPTIMIZER, Replay, replay
 from .opaque import is_data_dependent, reason_of
 from .report import ROOT, TRACER, TRACER_OPAQUE, FlowNode, Layer, Report, Totals
-from .timeline import step_timeline  # noqa: F401 (its old home)
+from .timeline import kernels, step_timeline  # noqa: F401 (step_timeline: its old home)
 from .graphpasses import graph_flops, graph_memory, layer_flow
 
 
@@ -157,12 +157,9 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
         macs_forward=sum(layer.macs_forward for layer in layers),
         mult_adds_with_bias=sum(layer.macs_forward + layer.bias_adds_forward for layer in layers),
         saved_bytes=sum(distinct_saved.values()))
-    rec = rp.recorder
     memory = graph_memory(
         rp.step_graph, device=options.device, inference_peak_bytes=rp.inference_peak,
-        optimizer_state_bytes=rp.state_bytes,
-        attention_kernels=tuple(sorted(getattr(rec, "sdpa_backends", {}))),
-        cuda_target=options.cuda_target.name if options.device == "cuda" else "")
+        optimizer_state_bytes=rp.state_bytes, **kernels(rp, options))
     dist = None
     if options.distributed:
         from .distributed import rank_memory

@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 from torch import nn
 
 from . import timeline
-from .timeline import step_timeline
+from .timeline import kernels as timeline_kernels, step_timeline
 from .options import Options
 from .replay import LOSS, OPTIMIZER, SETUP, Replay
 from .report import ROOT, Breakdown, Memory
@@ -473,10 +473,7 @@ def _memory(rp: Replay, options: Options, levels, peak, peak_at, at_peak, plan: 
         if m.event < peak_at <= max(end, m.event + 1):
             where = (m.step, m.phase, m.owner)
     step, phase, owner = where
-    breakdown = Breakdown(parameters=at_peak["parameters"], gradients=at_peak["gradients"],
-                          optimizer_state=at_peak["optimizer_state"]
-                          + at_peak["optimizer_temporaries"],
-                          batch=at_peak["batch"], activations=at_peak["activations"])
+    breakdown = Breakdown.of(at_peak)
     state_bytes = rp.state_bytes
     if plan.size:
         state_bytes = sum(plan.size.get(s, alloc.get(s, 0))
@@ -488,7 +485,8 @@ def _memory(rp: Replay, options: Options, levels, peak, peak_at, at_peak, plan: 
         peak_step=step + 1, peak_phase=phase,
         peak_layer=(ROOT if owner == "" else owner) if owner != OPTIMIZER else OPTIMIZER,
         optimizer_state_bytes=state_bytes,
-        optimizer_temporary_bytes=at_peak["optimizer_temporaries"], timeline=tuple(timeline))
+        optimizer_temporary_bytes=at_peak["optimizer_temporaries"], timeline=tuple(timeline),
+        **timeline_kernels(rp, options))
 
 
 # --- plan: a table over world sizes and strategies ------------------------------------------------

@@ -165,5 +165,11 @@ def step_memory(rp: Replay, options: Options) -> Memory:
         optimizer_state_bytes=rp.state_bytes,
         optimizer_temporary_bytes=sums["optimizer_temporaries"],
         timeline=tuple(timeline), timeline_stack=points, timeline_phases=phases,
-        attention_kernels=tuple(sorted(getattr(rec, "sdpa_backends", {}))),
-        cuda_target=options.cuda_target.name if options.device == "cuda" else "")
+        **kernels(rp, options))
+
+
+def kernels(rp: Replay, options: Options) -> dict:
+    """What the step ran on, for the report's Memory: the attention kernels it chose and, on a
+    CUDA step, the GPU generation it modelled."""
+    return {"attention_kernels": tuple(sorted(getattr(rp.recorder, "sdpa_backends", {}))),
+            "cuda_target": options.cuda_target.name if options.device == "cuda" else ""}
