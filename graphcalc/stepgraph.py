@@ -81,6 +81,9 @@ def _identifier(name: str) -> str:
     return f"_{out}" if not out or out[0].isdigit() else out
 
 
+_PLAIN = (int, float, bool, str)
+
+
 class StepGraphBuilder:
     """Appends one node per op the recorder sees; `finish()` closes the graph."""
 
@@ -154,10 +157,12 @@ class StepGraphBuilder:
         """An argument with each tensor replaced by its node (lists and tuples followed)."""
         if isinstance(a, torch.Tensor):
             return self._arg(a)
-        if isinstance(a, (int, float, bool, str)) or a is None:
+        if isinstance(a, _PLAIN) or a is None:
             return a
         if isinstance(a, (list, tuple)):
-            out = [self._map(x) for x in a]
+            # inline for the common elements (tensors, numbers): a call each saved, per op
+            out = [self._arg(x) if isinstance(x, torch.Tensor)
+                   else x if x is None or isinstance(x, _PLAIN) else self._map(x) for x in a]
             return tuple(out) if type(a) is tuple else out if type(a) is list else type(a)(out)
         if isinstance(a, dict):
             return {k: self._map(v) for k, v in a.items()}
@@ -169,7 +174,7 @@ class StepGraphBuilder:
     def _arg(self, t: torch.Tensor) -> fx.Node:
         made = self._node_of.get(id(t))
         if made is not None and made[0]() is t:
-            return self._part(made[1], made[2], t)
+            return made[1] if made[2] is None else self._part(made[1], made[2], t)
         serial = self.tracker.serial(t)
         known = self._storage_node.get(serial) if serial is not None else None
         if known is None:
