@@ -15,7 +15,7 @@ from .replay import LOSS, OPTIMIZER, Replay, replay
 from .opaque import is_data_dependent, reason_of
 from .report import ROOT, TRACER, TRACER_OPAQUE, FlowNode, Layer, Report, Totals
 from .timeline import kernels, step_timeline  # noqa: F401 (step_timeline: its old home)
-from .graphpasses import graph_flops, graph_memory, layer_flow
+from .graphpasses import graph_flops, graph_memory, graph_outputs, layer_flow
 
 
 def _name(path: str) -> str:
@@ -132,7 +132,9 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
     if on_replay is not None:
         on_replay(rp)
     # FLOPs per layer from the step graph's nodes (graphcalc.graphpasses), not the tallies
+    # and their calls, outputs and saved bytes
     layers, unknown = graph_flops(_layers(model, rp), rp.step_graph)
+    layers, saved_bytes = graph_outputs(layers, rp.step_graph)
     recomputed = dict(recompute.flops)  # the first replay's; another (routing) counts again
     routing_peaks: tuple[tuple[str, int], ...] = ()
     if rp.recorder.values.routers:
@@ -144,9 +146,6 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
                              opaque=opaque)
                 peaks[other] = alt.recorder.tracker.peak
         routing_peaks = tuple(sorted(peaks.items()))
-    distinct_saved = {}
-    for t in rp.recorder.layers.values():
-        distinct_saved.update(t.saved)
     params = sum(layer.params for layer in layers)
     trainable = sum(layer.trainable_params for layer in layers)
     totals = Totals(
@@ -156,7 +155,7 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
         flops_backward=sum(layer.flops_backward for layer in layers),
         macs_forward=sum(layer.macs_forward for layer in layers),
         mult_adds_with_bias=sum(layer.macs_forward + layer.bias_adds_forward for layer in layers),
-        saved_bytes=sum(distinct_saved.values()))
+        saved_bytes=saved_bytes)
     memory = graph_memory(
         rp.step_graph, device=options.device, inference_peak_bytes=rp.inference_peak,
         optimizer_state_bytes=rp.state_bytes, **kernels(rp, options))

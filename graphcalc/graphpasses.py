@@ -12,6 +12,7 @@ needs raises `GraphError` naming the node (`node.format_node()`) and its layer.
   each step's peak, the timeline of stretches and the stacked timeline (the report's Memory);
 - `layer_graph`: the op graph contracted by module (networkx): a node per layer, an edge where a
   tensor one layer made is read by another;
+- `layer_outputs`: calls, what they returned and what autograd saved, per layer;
 - `layer_flow`: the picture's layer graph (networkx): the first forward contracted by stretch
   (a layer's call, or a run of a container's own ops), with the tensors layers pass through.
 """
@@ -305,9 +306,9 @@ def layer_flow(sg: StepGraph):
         return (layer_name(key[0]), key[1], key[2])
 
     g = nx.DiGraph()
-    for key, (context, shapes, out_bytes) in sg.calls.items():
-        g.add_node(name(key), context=tuple((layer_name(p), c) for p, c in context),
-                   order=len(g), shapes=shapes, out_bytes=out_bytes, ops=[])
+    for key, c in sg.calls.items():
+        g.add_node(name(key), context=tuple((layer_name(p), n) for p, n in c.context),
+                   order=len(g), shapes=c.shapes, out_bytes=c.out_bytes, ops=[])
     made_by: dict[tuple[fx.Node, int | None], tuple] = {}  # (op node, part) -> its stretch
 
     def edge(src, dst, shape):
@@ -346,7 +347,55 @@ def layer_flow(sg: StepGraph):
     return g
 
 
+@dataclass
+class LayerOutputs:
+    calls: int = 0  # forward calls of the first step that returned
+    shapes: tuple[tuple[int, ...], ...] = ()  # what the first call returned
+    dtype: str | None = None  # of its first tensor
+    out_bytes: int = 0  # what every call returned, summed
+    saved_bytes: int = 0  # storages saved for backward while it ran, each at its first save
+
+
+def layer_outputs(sg: StepGraph) -> dict[str, LayerOutputs]:
+    """Per layer: its calls, what they returned (`StepGraph.calls`) and what autograd saved
+    for backward while it ran (meta `saves`)."""
+    from .stepgraph import layer_name
+
+    out: dict[str, LayerOutputs] = {}
+    first: dict[str, int] = {}
+    for (path, call, part), c in sg.calls.items():
+        if part or not c.returned:
+            continue
+        name = layer_name(path)
+        row = out.setdefault(name, LayerOutputs())
+        if call < first.get(name, call + 1):
+            first[name] = call
+            row.shapes, row.dtype = c.shapes, c.dtype
+        row.calls += 1
+        row.out_bytes += c.out_bytes
+    for node in sg.graph.nodes:
+        for path, _, nbytes in node.meta.get("saves", ()):
+            out.setdefault(layer_name(path), LayerOutputs()).saved_bytes += nbytes
+    return out
+
+
 # --- the report's figures from the graph ----------------------------------------------------------
+
+def graph_outputs(layers, sg: StepGraph):
+    """The report's layer rows with their calls, output shapes, dtype and bytes and their saved
+    bytes from `layer_outputs`; and the step's saved bytes (every row's, with those of layers
+    the report has no row for, were there any)."""
+    from dataclasses import replace
+
+    per_layer = layer_outputs(sg)
+    out = []
+    for layer in layers:
+        row = per_layer.get(layer.name, LayerOutputs())
+        out.append(replace(layer, calls=row.calls, output_shapes=row.shapes,
+                           output_dtype=row.dtype, activation_bytes=row.out_bytes,
+                           saved_bytes=row.saved_bytes))
+    return tuple(out), sum(row.saved_bytes for row in per_layer.values())
+
 
 def graph_flops(layers, sg: StepGraph):
     """The report's layer rows with their FLOPs, MACs, bias adds and unknown ops from

@@ -316,6 +316,8 @@ class StepRecorder(TorchDispatchMode):
                     path = self.frames[-1][0]
                     self.saved_by[serial] = path
                     self.layers[path].saved[serial] = self.tracker._bytes_of.get(serial, 0)
+                    if self.step_graph is not None:
+                        self.step_graph.saved(path, serial, self.layers[path].saved[serial])
             # Detached, or an output saved by its own node would hold itself in a cycle and
             # outlive the step, which autograd's own saving avoids.
             self._packing = True
@@ -354,7 +356,7 @@ class KnownValues:
     where the step read a value of the example inputs (op -> the layers that read it)."""
 
     def __init__(self):
-        self.stale: set[int] = set()  # storages (_cdata) of real tensors written with fake values
+        self.stale = StaleStorages()  # storages of real tensors written with fake values
         self.reads: dict[str, dict[str, None]] = {}
         self.owner = ""
         self.routing: str | None = None  # the routing assumed for MoE routers (None: fake)
@@ -410,7 +412,7 @@ def _run(func, args, kwargs, phase: str, known: "KnownValues"):
             # are unknown, so nothing computed from it runs for real any more.
             for t in _written(func, args, kwargs):
                 if not _is_fake(t):
-                    known.stale.add(t.untyped_storage()._cdata)
+                    known.stale.add(t)
         if known.tracker is not None:
             # FakeTensorMode ran the op on fake conversions of its real arguments: a view or an
             # in-place result of a real tensor is its memory, not a new allocation.
@@ -533,19 +535,42 @@ def _written(func, args, kwargs):
                 yield t
 
 
-def _known(tree, stale: set[int]) -> bool:
+class StaleStorages:
+    """The storages of real tensors written with fake values, for as long as they live. Kept by
+    weak reference to the storage's Python object (preserved as long as the storage lives):
+    keyed by address alone, a new real tensor (step 2's packed batch sizes) that the allocator
+    placed where a stale one died was taken for stale, its values for unknown, and the replay
+    failed or went around the layer, as the processes' allocation patterns fell."""
+
+    def __init__(self):
+        self._refs: dict[int, weakref.ref] = {}
+
+    def add(self, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        self._refs[storage._cdata] = weakref.ref(storage)
+
+    def __contains__(self, t: torch.Tensor) -> bool:
+        storage = t.untyped_storage()
+        ref = self._refs.get(storage._cdata)
+        return ref is not None and ref() is storage
+
+    def __len__(self) -> int:
+        return sum(ref() is not None for ref in self._refs.values())
+
+
+def _known(tree, stale: StaleStorages) -> bool:
     """No tensor in `tree` is fake or stale: their values are known (vacuously for none)."""
-    return not any(_is_fake(t) or t.untyped_storage()._cdata in stale
+    return not any(_is_fake(t) or t in stale
                    for t in tree_leaves(tree) if isinstance(t, torch.Tensor))
 
 
-def _all_real(args, kwargs, stale: set[int]) -> bool:
+def _all_real(args, kwargs, stale: StaleStorages) -> bool:
     """Some tensor among the arguments, and every one of them real and not stale."""
     has_tensor = any(isinstance(t, torch.Tensor) for t in tree_leaves((args, kwargs)))
     return has_tensor and _known((args, kwargs), stale)
 
 
-def _concrete(func, args, kwargs, out, phase: str, stale: set[int]) -> bool:
+def _concrete(func, args, kwargs, out, phase: str, stale: StaleStorages) -> bool:
     """Whether an op runs for real rather than on fake tensors: the batch's tensors (ids, masks,
     lengths, labels, a float attention mask), tensors made in the step from sizes alone
     (`torch.ones(batch, seq)`, positions), and what is computed from those alone, up to

@@ -28,6 +28,8 @@ Each node's `meta`:
   ((path, call, 0), ((node, part, shape), ...)): the call, and the node (and part) that made
   each tensor it returned: how `graphpasses.layer_flow` sees a tensor pass through a layer that
   runs no op on it (Identity, Dropout(0.0));
+- `saves` (forward and loss of the first step only): ((path, serial, bytes), ...): the storages
+  autograd saved for backward at this node, each at its first save, and the layer that ran;
 - `phase_marks` (only where the step changed phase after the node and before the next op, as
   zero_grad's frees run in no op): (i, step, phase, module): from `freed[i]` on, the step ran
   `phase` of `step` inside `module`.
@@ -84,6 +86,19 @@ def _identifier(name: str) -> str:
 _PLAIN = (int, float, bool, str)
 
 
+class Call(NamedTuple):
+    """One stretch of the first forward (`StepGraph.calls`): the (path, call) of the forwards
+    running round it, outermost first; and, for a layer's call that returned (part 0; not the
+    loss, not a container's own runs), the shapes of the tensors it returned, their bytes and
+    the dtype of the first."""
+
+    context: tuple[tuple[str, int], ...]
+    shapes: tuple[tuple[int, ...], ...] = ()
+    out_bytes: int = 0
+    dtype: str | None = None
+    returned: bool = False
+
+
 class StepGraphBuilder:
     """Appends one node per op the recorder sees; `finish()` closes the graph."""
 
@@ -107,8 +122,8 @@ class StepGraphBuilder:
         self.first_event = 0
         self.start_storages: tuple[tuple[int, int], ...] = ()
         # The first forward's stretches (`replay.FlowKey`: a layer's call, or a run of a
-        # container's own ops), first seen first: key -> [context, shapes, bytes it returned]
-        self.calls: dict[tuple[str, int, int], list] = {}
+        # container's own ops), first seen first
+        self.calls: dict[tuple[str, int, int], Call] = {}
 
     # --- inputs ----------------------------------------------------------------------------------
     def placeholders(self, named: dict[str, torch.Tensor], batch: Any) -> None:
@@ -265,7 +280,7 @@ class StepGraphBuilder:
         """A stretch of the first forward seen for the first time, inside `context` (the
         (path, call) of the running forwards, outermost first)."""
         if key not in self.calls:
-            self.calls[key] = [context, (), 0]
+            self.calls[key] = Call(context)
 
     def returned(self, path: str, call: int, context: tuple[tuple[str, int], ...],
                  tensors: list) -> None:
@@ -275,9 +290,11 @@ class StepGraphBuilder:
         branch returning its input): it runs no op, yet the tensor flows through it."""
         key = (path, call, 0)
         self.stretch(key, context)
-        entry = self.calls[key]
-        entry[1] = tuple(tuple(t.shape) for t in tensors)
-        entry[2] = sum(t.numel() * t.element_size() for t in tensors)
+        self.calls[key] = self.calls[key]._replace(
+            shapes=tuple(tuple(t.shape) for t in tensors),
+            out_bytes=sum(t.numel() * t.element_size() for t in tensors),
+            dtype=str(tensors[0].dtype).replace("torch.", "") if tensors else None,
+            returned=True)
         made = []
         for t in tensors:
             source = self._source(t)
@@ -285,6 +302,13 @@ class StepGraphBuilder:
                 made.append((source[0], source[1], tuple(t.shape)))
         if self._last is not None:
             self._last.meta["returns"] = self._last.meta.get("returns", ()) + ((key, tuple(made)),)
+
+    def saved(self, path: str, serial: int, nbytes: int) -> None:
+        """Autograd saved storage `serial` (`nbytes`) for backward while layer `path` ran the
+        last node, the first save of that storage: the node's meta `saves`."""
+        if self._last is not None:
+            self._last.meta["saves"] = self._last.meta.get("saves", ()) + ((path, serial,
+                                                                            nbytes),)
 
     def _source(self, t: torch.Tensor) -> tuple[fx.Node, int | None] | None:
         """The (node, part) that made `t`, as `_arg` finds it (no constant made)."""
@@ -332,7 +356,7 @@ class StepGraphBuilder:
             self._storage_node.clear()
         return StepGraph(self.graph, dict(self.constants), self.live_before, self.device,
                          self.first_event, self.start_storages,
-                         calls={k: (c, sh, b) for k, (c, sh, b) in self.calls.items()})
+                         calls=dict(self.calls))
 
 
 @dataclass
@@ -349,8 +373,8 @@ class StepGraph:
     first_event: int = 0
     start_storages: tuple[tuple[int, int], ...] = ()
     categories: dict[int, str] = field(default_factory=dict)
-    # the first forward's stretches, first seen first: key -> (context, shapes, bytes returned)
-    calls: dict[tuple[str, int, int], tuple] = field(default_factory=dict)
+    # the first forward's stretches, first seen first (key: `replay.FlowKey`)
+    calls: dict[tuple[str, int, int], Call] = field(default_factory=dict)
 
     def nodes(self, *ops: str) -> list[fx.Node]:
         return [n for n in self.graph.nodes if not ops or n.op in ops]

@@ -156,6 +156,8 @@ def to_dict(sg: StepGraph, title: str = "", config: dict | None = None) -> dict:
                         if m.get("phase_marks") else {})
                      | ({"input": m["input"]} if "input" in m else {})
                      | ({"call": [layer_name(m["call"][0]), *m["call"][1:]]} if "call" in m else {})
+                     | ({"saves": [[layer_name(p), serial, b] for p, serial, b in m["saves"]]}
+                        if m.get("saves") else {})
                      | ({"returns": [{"call": [layer_name(k[0]), k[1], k[2]],
                                       "tensors": [{"node": src.name, "part": part,
                                                    "shape": list(shape)}

@@ -72,6 +72,14 @@ def test_passes_give_the_tallied_figures_exactly(spec, config):
             layer.flops_forward, layer.flops_backward, layer.bias_adds_forward), layer.name
         assert tuple(sorted(row.unknown.items())) == layer.unknown_ops, layer.name
     assert set(per_layer) <= {layer.name for layer in tallied}
+    outputs = gp.layer_outputs(rp.step_graph)  # StepGraph.calls and meta `saves`
+    for layer in tallied:
+        row = outputs.get(layer.name, gp.LayerOutputs())
+        assert (row.calls, row.shapes, row.dtype, row.out_bytes, row.saved_bytes) == (
+            layer.calls, layer.output_shapes, layer.output_dtype, layer.activation_bytes,
+            layer.saved_bytes), layer.name
+    assert sum(r.saved_bytes for r in outputs.values()) == sum(
+        sum(t.saved.values()) for t in rp.recorder.layers.values()) > 0
     totals = gp.flop_totals(per_layer)
     assert totals.flops_forward == sum(layer.flops_forward for layer in tallied) > 0
     assert totals.flops_backward == sum(layer.flops_backward for layer in tallied)
@@ -138,6 +146,23 @@ def test_nodes_by_hand_on_a_linear_layer():
     bias, x, wt = first.args
     assert bias is placeholders[1] and x is placeholders[2]
     assert wt.target is torch.ops.aten.t.default and wt.args[0] is placeholders[0]
+
+
+def test_saves_and_outputs_by_hand():
+    """Linear -> ReLU -> Linear at batch 2: the ReLU's (2, 3) fp32 output, 24 bytes, is saved
+    at the relu node (for its own backward and the second Linear's: counted once, at the first
+    save); the Linears' inputs are the batch and that output, weights are no activation."""
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    sg = replay(model, lambda b: torch.randn(b, 4), None, Options(batch=2), graph=True).step_graph
+    saving = [n for n in sg.nodes() if n.meta.get("saves")]
+    assert [n.target for n in saving] == [torch.ops.aten.relu.default]
+    ((path, _, nbytes),) = saving[0].meta["saves"]
+    assert (path, nbytes) == ("1", 2 * 3 * 4)
+    rows = gp.layer_outputs(sg)
+    assert rows["1"] == gp.LayerOutputs(calls=1, shapes=((2, 3),), dtype="float32",
+                                        out_bytes=24, saved_bytes=24)
+    assert rows["2"].saved_bytes == 0 and rows["2"].shapes == ((2, 2),)
+    assert rows["(root)"].out_bytes == 2 * 2 * 4 and "[loss]" not in rows
 
 
 def test_meta_holds_no_tensor_and_every_node_has_its_fields():
