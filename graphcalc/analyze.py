@@ -131,8 +131,8 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
             opaque[owner] = reason_of(e)
     if on_replay is not None:
         on_replay(rp)
-    # FLOPs per layer from the step graph's nodes (graphcalc.graphpasses), not the tallies
-    # and their calls, outputs and saved bytes
+    # The rows' FLOPs, calls, outputs and saved bytes from the step graph's nodes
+    # (graphcalc.graphpasses), not the recorder's tallies
     layers, unknown = graph_flops(_layers(model, rp), rp.step_graph)
     layers, saved_bytes = graph_outputs(layers, rp.step_graph)
     recomputed = dict(recompute.flops)  # the first replay's; another (routing) counts again

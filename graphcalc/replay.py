@@ -94,9 +94,6 @@ class StepRecorder(TorchDispatchMode):
         self.unknown: Counter = Counter()
         self.serial_phase: dict[int, str] = {}
         self.containers: set[str] = set()  # modules with children: own ops between them are parts
-        # The first forward's stretches (`FlowKey`) seen so far; the graph records them, and
-        # its pass `graphpasses.layer_flow` the data flow between them.
-        self.stretches: set[FlowKey] = set()
         self._calls: Counter = Counter()
         self._call_stack: list[tuple[str, int]] = []  # (path, call) of the running forwards
         self._part: dict[tuple[str, int], int] = {}  # a container call's current own-op run
@@ -255,8 +252,7 @@ class StepRecorder(TorchDispatchMode):
                 self._part[here] = part
                 self._child_returned.discard(here)
         key = (path, call, part)
-        if key not in self.stretches:
-            self.stretches.add(key)
+        if key not in self.step_graph.calls:  # the graph keeps the stretches seen so far
             context = tuple(self._call_stack) if path != LOSS else ((LOSS, 1),)
             self.step_graph.stretch(key, context)
         return key
@@ -337,7 +333,6 @@ class StepRecorder(TorchDispatchMode):
             layer.output_shapes = [tuple(t.shape) for t in tensors]
             layer.output_dtype = str(tensors[0].dtype).replace("torch.", "") if tensors else None
         if self.step_graph is not None:  # the call as a stretch of the graph's first forward
-            self.stretches.add((path, call, 0))
             self.step_graph.returned(path, call, tuple(self._call_stack) + ((path, call),),
                                      tensors)
 

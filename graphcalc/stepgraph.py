@@ -187,16 +187,12 @@ class StepGraphBuilder:
         return a
 
     def _arg(self, t: torch.Tensor) -> fx.Node:
-        made = self._node_of.get(id(t))
-        if made is not None and made[0]() is t:
-            return made[1] if made[2] is None else self._part(made[1], made[2], t)
-        serial = self.tracker.serial(t)
-        known = self._storage_node.get(serial) if serial is not None else None
-        if known is None:
+        source = self._source(t)
+        if source is None:
             return self._constant(t)
-        return self._part(known[0], known[1], None)
+        return self._part(*source)
 
-    def _part(self, op: fx.Node, index: int | None, t: torch.Tensor | None) -> fx.Node:
+    def _part(self, op: fx.Node, index: int | None) -> fx.Node:
         """`op`, or the `operator.getitem` node of its part `index`, made on its first use."""
         if index is None:
             return op
@@ -311,7 +307,8 @@ class StepGraphBuilder:
                                                                             nbytes),)
 
     def _source(self, t: torch.Tensor) -> tuple[fx.Node, int | None] | None:
-        """The (node, part) that made `t`, as `_arg` finds it (no constant made)."""
+        """The (node, part) that made `t`: by the tensor itself, else by its storage (where it
+        was made or last written in place); None for a tensor the step never made."""
         made = self._node_of.get(id(t))
         if made is not None and made[0]() is t:
             return made[1], made[2]
