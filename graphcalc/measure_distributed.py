@@ -134,6 +134,9 @@ def _rank_main(job_file: str, rank: int) -> None:
                                 loss_fn=source.loss, rank=rank)
         with open(f"{job_file}.{rank}", "w") as f:
             json.dump(asdict(measured), f)
+        # No rank lets go of its connections while the other may still be in gloo: a rank that
+        # tore down first once aborted its peer ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -175,3 +178,9 @@ def measure_distributed(spec: str, options: Options, *, inputs: list[str] | None
 
 if __name__ == "__main__":
     _rank_main(sys.argv[1], int(sys.argv[2]))
+    # The measurement is on disk and the group is down. Leave without the interpreter's
+    # finalization, where gloo's worker threads letting go of their last work (tensors with Python
+    # references) can abort the process (pytorch/pytorch#179291 describes the crash).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
