@@ -13,13 +13,10 @@ from .options import Options
 from .routing import ROUTINGS
 from .replay import LOSS, OPTIMIZER, Replay, replay
 from .opaque import is_data_dependent, reason_of
-from .report import ROOT, TRACER, TRACER_OPAQUE, FlowNode, Layer, Report, Totals
+from .report import TRACER, TRACER_OPAQUE, FlowNode, Layer, Report, Totals
 from .timeline import kernels, step_timeline  # noqa: F401 (step_timeline: its old home)
 from .graphpasses import graph_flops, graph_memory, graph_outputs, layer_flow
-
-
-def _name(path: str) -> str:
-    return ROOT if path == "" else path
+from .stepgraph import layer_name
 
 
 def _flow(g) -> tuple[FlowNode, ...]:
@@ -70,7 +67,7 @@ def _layers(model: nn.Module, rp: Replay) -> tuple[Layer, ...]:
         macs_f = t.macs_forward if t else 0
         macs_b = t.macs_backward if t else 0
         out.append(Layer(
-            name=_name(path), type=types[path],
+            name=layer_name(path), type=types[path],
             depth=0 if path == "" or path == LOSS else path.count(".") + 1,
             output_shapes=tuple(tuple(int(d) for d in s) for s in (t.output_shapes or ())) if t else (),
             output_dtype=t.output_dtype if t else None,
@@ -85,7 +82,7 @@ def _layers(model: nn.Module, rp: Replay) -> tuple[Layer, ...]:
     known = set(names)
     for path, t in rec.layers.items():
         if path not in known and (t.macs_forward or t.macs_backward or t.unknown):
-            out.append(Layer(_name(path), "other", 0, (), None, 0, 0, 0, 0, 2 * t.macs_forward,
+            out.append(Layer(layer_name(path), "other", 0, (), None, 0, 0, 0, 0, 2 * t.macs_forward,
                              2 * t.macs_backward, t.macs_forward, t.bias_adds_forward, 0,
                              sum(t.saved.values()), t.calls, (),
                              tuple(sorted(t.unknown.items()))))
@@ -171,15 +168,15 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
     return Report(model=name or type(model).__name__, config=options.as_dict(), totals=totals,
                   memory=memory, layers=layers, unknown_ops=unknown, distributed=dist,
                   tracer=TRACER_OPAQUE if opaque else TRACER,
-                  opaque=tuple((_name(p), why) for p, why in opaque.items()),
+                  opaque=tuple((layer_name(p), why) for p, why in opaque.items()),
                   memory_gaps=tuple(rp.recorder.memory_gaps.items()),
                   edges=tuple((a, b, d["shape"]) for a, b, d in sorted(
                       flow.edges(data=True), key=lambda e: e[2]["order"])),
                   flow=_flow(flow),
-                  run_order=tuple(_name(p) for p in rp.recorder.first_run),
-                  value_reads=tuple((op, tuple(_name(p) for p in where))
+                  run_order=tuple(layer_name(p) for p in rp.recorder.first_run),
+                  value_reads=tuple((op, tuple(layer_name(p) for p in where))
                                     for op, where in rp.recorder.values.reads.items()),
-                  routers=tuple((_name(p), e, k)
+                  routers=tuple((layer_name(p), e, k)
                                 for p, (e, k) in rp.recorder.values.routers.items()),
                   routing=options.routing, routing_peaks=routing_peaks, gpu=gpu)
 
@@ -192,16 +189,17 @@ def _gpu(rp: Replay, options: Options, memory: Memory):
     if options.distributed:
         return gpu_fit_unsimulated(memory.peak_bytes, options)
     return gpu_fit(rp.recorder.tracker.events, rp.recorder.marks, options,
-                   name_of=lambda owner: OPTIMIZER if owner == OPTIMIZER else _name(owner))
+                   name_of=lambda owner: OPTIMIZER if owner == OPTIMIZER else layer_name(owner))
 
 
 def _explain(e: Exception, model: nn.Module) -> GraphcalcError:
     owner = getattr(e, "_graphcalc_owner", None)
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    where = layer_name(owner or "")
     if is_data_dependent(e):
-        return TraceError(f"layer '{_name(owner or '')}' reads tensor values (.item(), .tolist() or "
+        return TraceError(f"layer '{where}' reads tensor values (.item(), .tolist() or "
                           f"a branch on a tensor), which a static analysis cannot see: {msg}")
-    return ShapeError(f"the model failed on the given inputs in layer '{_name(owner or '')}': {msg}")
+    return ShapeError(f"the model failed on the given inputs in layer '{where}': {msg}")
 
 
 def resolve_inputs(source: loader.ModelSource, inputs: list[str] | None):

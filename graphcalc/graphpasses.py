@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch.fx as fx
 from torch.utils._pytree import tree_leaves
 
 from .errors import GraphcalcError
-from .stepgraph import StepGraph, TensorValue
+from .stepgraph import StepGraph, TensorValue, layer_name
 
 FORWARD_PHASES = ("forward", "loss")
 
@@ -300,7 +300,6 @@ def layer_flow(sg: StepGraph):
     import networkx as nx
 
     from .flops import op_name
-    from .stepgraph import layer_name
 
     def name(key):
         return (layer_name(key[0]), key[1], key[2])
@@ -359,7 +358,6 @@ class LayerOutputs:
 def layer_outputs(sg: StepGraph) -> dict[str, LayerOutputs]:
     """Per layer: its calls, what they returned (`StepGraph.calls`) and what autograd saved
     for backward while it ran (meta `saves`)."""
-    from .stepgraph import layer_name
 
     out: dict[str, LayerOutputs] = {}
     first: dict[str, int] = {}
@@ -385,8 +383,6 @@ def graph_outputs(layers, sg: StepGraph):
     """The report's layer rows with their calls, output shapes, dtype and bytes and their saved
     bytes from `layer_outputs`; and the step's saved bytes (every row's, with those of layers
     the report has no row for, were there any)."""
-    from dataclasses import replace
-
     per_layer = layer_outputs(sg)
     out = []
     for layer in layers:
@@ -400,8 +396,6 @@ def graph_outputs(layers, sg: StepGraph):
 def graph_flops(layers, sg: StepGraph):
     """The report's layer rows with their FLOPs, MACs, bias adds and unknown ops from
     `layer_flops`; and the unknown ops of the step (op, calls)."""
-    from dataclasses import replace
-
     per_layer = layer_flops(sg)
     out = []
     for layer in layers:

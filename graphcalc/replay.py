@@ -38,6 +38,7 @@ from .opaque import OpaqueLayers
 from .options import Options, make_optimizer
 from .torchlogs import quietly
 from .tracking import LiveCounter, LiveStorages
+from .units import dtype_name
 
 LOSS = "[loss]"
 OPTIMIZER = "[optimizer]"
@@ -331,7 +332,7 @@ class StepRecorder(TorchDispatchMode):
         layer.output_bytes += sum(t.numel() * t.element_size() for t in tensors)
         if layer.output_shapes is None:
             layer.output_shapes = [tuple(t.shape) for t in tensors]
-            layer.output_dtype = str(tensors[0].dtype).replace("torch.", "") if tensors else None
+            layer.output_dtype = dtype_name(tensors[0].dtype) if tensors else None
         if self.step_graph is not None:  # the call as a stretch of the graph's first forward
             self.step_graph.returned(path, call, tuple(self._call_stack) + ((path, call),),
                                      tensors)

@@ -54,6 +54,7 @@ from torch.utils._pytree import tree_leaves
 
 from .report import ROOT
 from .tracking import LiveStorages
+from .units import dtype_name
 
 
 class TensorValue(NamedTuple):
@@ -289,7 +290,7 @@ class StepGraphBuilder:
         self.calls[key] = self.calls[key]._replace(
             shapes=tuple(tuple(t.shape) for t in tensors),
             out_bytes=sum(t.numel() * t.element_size() for t in tensors),
-            dtype=str(tensors[0].dtype).replace("torch.", "") if tensors else None,
+            dtype=dtype_name(tensors[0].dtype) if tensors else None,
             returned=True)
         made = []
         for t in tensors:

@@ -21,7 +21,7 @@ from .graphpasses import memory_walk
 from .options import Options
 from .replay import replay
 from .stepgraph import StepGraph, TensorValue, layer_name
-from .units import format_bytes, format_count
+from .units import dtype_name, format_bytes, format_count
 
 FORMATS = ("code", "json")
 
@@ -65,7 +65,7 @@ _DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16",
 def value_text(val) -> str:
     """`f32[2, 3]`, or `(f32[2, 3], i64[2])` for several: torch's own shorthand."""
     if isinstance(val, TensorValue):
-        dtype = _DTYPES.get(val.dtype, str(val.dtype).replace("torch.", ""))
+        dtype = _DTYPES.get(val.dtype, dtype_name(val.dtype))
         return f"{dtype}[{', '.join(str(d) for d in val.shape)}]"
     return "(" + ", ".join(value_text(v) for v in val) + ")"
 
@@ -127,7 +127,7 @@ def _arg_json(a):
 
 def _val_json(val):
     if isinstance(val, TensorValue):
-        return {"shape": list(val.shape), "dtype": str(val.dtype).replace("torch.", ""),
+        return {"shape": list(val.shape), "dtype": dtype_name(val.dtype),
                 "device": val.device, "stride": list(val.stride)}
     return [_val_json(v) for v in val]
 

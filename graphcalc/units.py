@@ -52,6 +52,11 @@ def parse_percent(text) -> float:
     return float(m.group(1)) / 100
 
 
+def dtype_name(dtype) -> str:
+    """`torch.bfloat16` -> `bfloat16`."""
+    return str(dtype).replace("torch.", "")
+
+
 def format_count(n: int | float, digits: int = 3) -> str:
     """26926 -> '26.9K', 11963392 -> '12.0M'; exact below 1000."""
     n = float(n)
