@@ -368,7 +368,8 @@ def verify(
     per_rank = f", {shard.value} x {world_size}, per rank" if options.distributed else ""
     table = Table(title=f"{source.name}: batch {batch}{per_rank}, {options.dtype}"
                         f"{', autocast ' + options.amp if options.amp else ''}, "
-                        f"{options.optimizer}, {device.value}, {steps} steps")
+                        f"{options.optimizer}, {device.value}{_predicted_for(result)}, "
+                        f"{steps} steps")
     for col in ("figure", "predicted", "measured", "error"):
         table.add_column(col, justify="left" if col == "figure" else "right")
     for c in result.checks:
@@ -383,6 +384,17 @@ def verify(
         names = ", ".join(f"{c.figure} ({c.error_percent:+.2f}%)" for c in result.failed)
         typer.echo(f"graphcalc: over the {tolerance}% tolerance: {names}", err=True)
         raise typer.Exit(1)
+
+
+def _predicted_for(result) -> str:
+    """', predicted for the H200 141GB (the GPU this runs on, NVIDIA H200)' on a CUDA verify."""
+    from graphcalc.units import format_bytes
+
+    g = result.report.gpu
+    if g is None:
+        return ""
+    card = g.gpu or f"a GPU of {format_bytes(g.capacity_bytes)}"
+    return f", predicted for the {card}" + (f" ({g.note})" if g.note else "")
 
 
 @_command
@@ -488,10 +500,10 @@ def fit(
     typer.echo(f"Recommended (80%): {result.recommended_batch} "
                f"({figure} {format_bytes(result.recommended_peak_bytes)})")
     if gpu is not None:
-        from graphcalc.gpus import CUDA_CONTEXT_BYTES
+        from graphcalc.gpus import cuda_context
 
         typer.echo(f"Device total: the caching allocator's reserved peak (simulated) + "
-                   f"{format_bytes(CUDA_CONTEXT_BYTES)} CUDA context"
+                   f"{format_bytes(cuda_context(options.gpu_spec)[0])} CUDA context"
                    + (f"; {options.gpu_note}" if options.gpu_note else ""))
     typer.echo(f"{result.evaluations} analyses, {options.optimizer}, {options.dtype}"
                f"{', autocast ' + options.amp if options.amp else ''}, for {options.device}"

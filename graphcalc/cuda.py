@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.overrides import TorchFunctionMode
 
 # ---- the GPU the step is for ------------------------------------------------------------------
@@ -222,6 +223,10 @@ class SdpaAsOnCuda(TorchFunctionMode):
     def sdpa(self, *args, **kwargs):
         given = dict(zip(_SDPA_ARGS, args), **kwargs)
         q, k, v = given["query"], given["key"], given["value"]
+        if not isinstance(q, FakeTensor):
+            # Real tensors: an opaque layer's shape probes (graphcalc.opaque) run a real copy
+            # on the CPU, where CUDA's kernels do not exist; its shapes are the same.
+            return self._original(*args, **kwargs)
         mask = given.get("attn_mask")
         dropout_p = float(given.get("dropout_p", 0.0))
         is_causal = bool(given.get("is_causal", False))
@@ -268,7 +273,7 @@ CUDA_FP32_SET_OPT_DTYPE = (
     "prod", "prod.dim_int", "softmax.int", "log_softmax.int", "cumprod", "cumsum",
     "linalg_vector_norm", "linalg_matrix_norm", "linalg_matrix_norm.str_ord", "sum",
     "sum.dim_IntList")
-CUDA_PROMOTE = ("addcdiv", "addcmul", "atan2", "bilinear", "cross", "dot", "grid_sampler",
+CUDA_PROMOTE = ("addcdiv", "addcmul", "atan2", "bilinear", "cross", "dot", "vdot", "grid_sampler",
                 "index_put", "tensordot", "scatter_add")
 # AutocastCPU entries (autocast_mode.cpp) CUDA does not have: they fall through under CUDA.
 CPU_ONLY = (
@@ -324,13 +329,22 @@ def _fp32(op):
 
 
 def _set_opt_dtype(op):
-    """fp32_set_opt_dtype: when the first tensor argument is eligible and no dtype is given, the
-    op runs with dtype=float32 (the inputs are not cast)."""
+    """fp32_set_opt_dtype (autocast_mode.h): when the first argument is an eligible tensor, the
+    op runs with its optional `dtype` set to float32 unless the caller gave one (set_opt_dtype
+    keeps a given dtype); the inputs are not cast. The dtype may come positionally
+    (`log_softmax(x, 1, None)` is how F.cross_entropy calls it) or as a keyword: the op's schema
+    says where it sits."""
+    names = [a.name for a in op._schema.arguments]
+    at = names.index("dtype")
+
     def kernel(*args, **kwargs):
-        first = next((a for a in args if isinstance(a, torch.Tensor)), None)
         with _excluded():
-            if _eligible(first) and kwargs.get("dtype") is None:
-                kwargs = dict(kwargs, dtype=torch.float32)
+            if args and _eligible(args[0]):
+                if len(args) > at:
+                    if args[at] is None:
+                        args = args[:at] + (torch.float32,) + args[at + 1:]
+                elif kwargs.get("dtype") is None:
+                    kwargs = dict(kwargs, dtype=torch.float32)
             return op(*args, **kwargs)
     return kernel
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from bisect import bisect_right
 
 from .allocator import simulate
-from .gpus import CUDA_CONTEXT_BYTES, CUDA_CONTEXT_RANGE
+from .gpus import cuda_context
 from .options import Options
 from .report import GpuFit
 
@@ -33,7 +33,7 @@ def gpu_fit(events, marks, options: Options, *, name_of=lambda owner: owner) -> 
     """The GPU section of a report from the replay's `events` (LiveStorages.events) and its
     `marks` (StepRecorder.marks: where each stretch of events ran)."""
     spec, capacity, source = _capacity(options)
-    context = CUDA_CONTEXT_BYTES
+    context, context_range = cuda_context(spec)
     unlimited = simulate(events, expandable_segments=options.expandable_segments)
     shown, fits, short, released = unlimited, None, None, False
     if capacity is not None:
@@ -57,7 +57,7 @@ def gpu_fit(events, marks, options: Options, *, name_of=lambda owner: owner) -> 
         reserved_peak_step=step + 1, reserved_peak_phase=phase, reserved_peak_layer=name_of(layer),
         expandable_segments=options.expandable_segments,
         cublas_workspace_bytes=spec.cublas_workspace_bytes if spec else None,
-        cuda_context_bytes=context, cuda_context_range=CUDA_CONTEXT_RANGE,
+        cuda_context_bytes=context, cuda_context_range=context_range,
         device_total_bytes=total, headroom_bytes=None if capacity is None else capacity - total,
         fits=fits, short_by_bytes=short, released_cache=released,
         caveats=caveats(spec, options))
@@ -68,7 +68,8 @@ def gpu_fit_unsimulated(peak_allocated: int, options: Options) -> GpuFit:
     is no stream of allocations to simulate: the device total is the per-rank peak allocated
     plus the context, a lower bound of what the rank reserves."""
     spec, capacity, source = _capacity(options)
-    total = peak_allocated + CUDA_CONTEXT_BYTES
+    context, context_range = cuda_context(spec)
+    total = peak_allocated + context
     fits = None if capacity is None else total <= capacity
     return GpuFit(
         gpu=spec.name if spec else None, gpu_key=spec.key if spec else None,
@@ -78,7 +79,7 @@ def gpu_fit_unsimulated(peak_allocated: int, options: Options) -> GpuFit:
         reserved_peak_phase="", reserved_peak_layer="",
         expandable_segments=options.expandable_segments,
         cublas_workspace_bytes=spec.cublas_workspace_bytes if spec else None,
-        cuda_context_bytes=CUDA_CONTEXT_BYTES, cuda_context_range=CUDA_CONTEXT_RANGE,
+        cuda_context_bytes=context, cuda_context_range=context_range,
         device_total_bytes=total, headroom_bytes=None if capacity is None else capacity - total,
         fits=fits, short_by_bytes=None if fits in (None, True) else total - capacity,
         released_cache=False, reserved_simulated=False, caveats=caveats(spec, options))

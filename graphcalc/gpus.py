@@ -25,9 +25,13 @@ default since 1.13, CUDA_MODULE_LOADING=LAZY) a process that made one tensor hel
 against 666,632,192 B loading every kernel eagerly (pytorch PR #86509); PyTorch's maintainers
 quote "around 300 MB" and "around 400 MB" (pytorch issues #107667, #109888), more as a training
 step loads cuBLAS/cuDNN kernels; nvidia-smi showed "from 200+mb to 700+mb" by machine (pytorch
-issue #28113). The range is CUDA_CONTEXT_RANGE; the verdict assumes
-CUDA_CONTEXT_BYTES, 512 MiB: above every quoted lazy-loading figure (a training step loads more
-kernels than one tensor), below the eager-loading one.
+issue #28113). Measured here (CONTEXT_SEEN): an H200 under driver 580 and CUDA 13.0 held
+648,871,936 B right after CUDA started and 718,077,952 B after the first matmul (what the
+driver reports used, less the caching allocator's reserved bytes; tests/data/h200/env.txt).
+
+`cuda_context(spec)` gives the range for a card (its measurements where there are some, else
+every figure above) and what the verdict assumes: the range's upper end, the conservative one.
+Not measured yet: how much more a step that loads cuDNN's convolution kernels holds.
 """
 
 from __future__ import annotations
@@ -39,10 +43,49 @@ from dataclasses import dataclass
 from .errors import UsageError
 
 MiB = 2**20
+
+
+@dataclass(frozen=True)
+class ContextSeen:
+    """A CUDA context measured on a real card: the driver's used bytes less the caching
+    allocator's reserved ones, right after CUDA started and after the first matmul (which loads
+    cuBLAS)."""
+
+    gpu: str  # the GPUS key
+    driver: str
+    cuda: str
+    torch: str
+    after_start: int
+    after_matmul: int
+    source: str
+
+
+CONTEXT_SEEN: tuple[ContextSeen, ...] = (
+    ContextSeen("h200", "580.159.04", "13.0", "2.11.0+cu130",
+                650_969_088 - 2_097_152, 753_729_536 - 35_651_584,
+                "tests/data/h200/env.txt: 650,969,088 B used after CUDA started (2,097,152 of it "
+                "reserved by the allocator), 753,729,536 B after a matmul (35,651,584 reserved)"),
+)
 # bytes, by GPU, driver and the kernels loaded: 287,047,680 B with lazy loading and one tensor
-# (pytorch PR #86509) to "200+mb to 700+mb" across machines (pytorch issue #28113)
-CUDA_CONTEXT_RANGE = (287_047_680, 700_000_000)
-CUDA_CONTEXT_BYTES = 512 * MiB  # what the verdict assumes (see the module docstring)
+# (pytorch PR #86509) to "200+mb to 700+mb" across machines (pytorch issue #28113) and the
+# measurements above
+CUDA_CONTEXT_RANGE = (287_047_680,
+                      max([700_000_000] + [c.after_matmul for c in CONTEXT_SEEN]))
+CUDA_CONTEXT_BYTES = CUDA_CONTEXT_RANGE[1]  # what the verdict assumes for a card not measured
+
+
+def cuda_context(spec: "GPU | None") -> tuple[int, tuple[int, int]]:
+    """(bytes the verdict assumes, the range seen) of the CUDA context on `spec`: its own
+    measurements where CONTEXT_SEEN has some, else every figure known; the assumption is the
+    range's upper end."""
+    seen = [c for c in CONTEXT_SEEN if spec is not None and c.gpu == spec.key]
+    if not seen:
+        return CUDA_CONTEXT_BYTES, CUDA_CONTEXT_RANGE
+    low = min(c.after_start for c in seen)
+    high = max(c.after_matmul for c in seen)
+    return high, (low, high)
+
+
 CUBLAS_WORKSPACE_DEFAULT = 4096 * 1024 * 2 + 16 * 1024 * 8  # ":4096:2:16:8" = 8,519,680 B
 CUBLAS_WORKSPACE_SM90 = 4096 * 1024 * 8  # 32 MiB
 CUBLASLT_WORKSPACE = 1024 * 1024  # CUBLASLT_WORKSPACE_SIZE default, 1024 KiB

@@ -46,6 +46,9 @@ class Options:
     gpu_memory: int | None = None
     expandable_segments: bool = False  # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     gpu_note: str | None = field(default=None, compare=False)  # how an ambiguous name was read
+    # the compute capability of a card graphcalc's table lacks (verify on such a GPU reads it
+    # off the device); a named card's comes from the table
+    gpu_capability: tuple[int, int] | None = None
     # module path patterns run under torch.utils.checkpoint (graphcalc.checkpointing)
     checkpoint: tuple[str, ...] = ()
 
@@ -118,6 +121,9 @@ class Options:
 
         spec = self.gpu_spec
         if spec is None:
+            if self.gpu_capability is not None:
+                cap = tuple(self.gpu_capability)
+                return CudaTarget(cap, f"an sm{cap[0]}{cap[1]} GPU")
             return DEFAULT_TARGET
         return CudaTarget(spec.compute_capability, spec.name, spec.cublas_workspace_bytes)
 

@@ -51,6 +51,8 @@ def verify(source: loader.ModelSource, options: Options, make_inputs, *,
            on_step: Callable[[int], None] | None = None) -> Verification:
     if options.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here (use --device cpu)")
+    if options.device == "cuda":
+        options = on_this_gpu(options)
     report = analyze_module(loader.build_model(source, device="meta"), make_inputs, options,
                             loss_fn=source.loss, name=source.name)
     # A model with mixture-of-experts routers runs its real steps routed as the prediction
@@ -86,6 +88,27 @@ def verify(source: loader.ModelSource, options: Options, make_inputs, *,
         checks += (Check("CUDA reserved", predicted, measured.reserved_bytes, "B",
                          judged=False),)
     return Verification(report, measured, checks, tolerance_percent)
+
+
+def on_this_gpu(options: Options, device: int = 0) -> Options:
+    """The options of a prediction for the GPU the real steps run on: its table entry when
+    graphcalc knows its name (`torch.cuda.get_device_name`), else its memory and compute
+    capability as the device reports them. A card the options name already is kept."""
+    if options.gpu is not None or options.gpu_memory is not None:
+        return options
+    from .errors import GraphcalcError
+    from .gpus import find_gpu
+
+    name = torch.cuda.get_device_name(device)
+    try:
+        found = find_gpu(name)
+    except GraphcalcError:
+        props = torch.cuda.get_device_properties(device)
+        return replace(options, gpu_memory=int(props.total_memory),
+                       gpu_capability=tuple(torch.cuda.get_device_capability(device)),
+                       gpu_note=f"the GPU this runs on, {name} (not in graphcalc's table: its "
+                                "memory and compute capability as the device reports them)")
+    return replace(options, gpu=found.gpu.key, gpu_note=f"the GPU this runs on, {name}")
 
 
 @dataclass(frozen=True)

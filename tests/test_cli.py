@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from graphcalc.analyze import analyze_file
+from graphcalc.gpus import CUDA_CONTEXT_BYTES
 from graphcalc.options import Options
 from graphcalc_cli.app import app
 
@@ -434,15 +435,15 @@ def test_device_cuda_alone_reports_reserved_without_a_verdict():
 
 
 def test_memory_for_a_card_not_in_the_list_that_it_does_not_fit():
-    # --memory 100MB is less than the 512 MiB CUDA context: the allocator's 2 MiB small segment
+    # --memory 100MB is less than the CUDA context assumed: the allocator's 2 MiB small segment
     # and the 20 MiB one of the two cuBLAS workspaces (8,519,680 B each, 1-10 MiB requests:
-    # kLargeBuffer) are short by 22 MiB + 512 MiB - 100 MB
+    # kLargeBuffer) are short by 22 MiB + the context - 100 MB
     result = run("analyze", CNN, "--batch", "16", "--memory", "100MB", "-f", "json")
     assert result.exit_code == 0, result.output
     g = json.loads(result.stdout)["gpu"]
     assert (g["gpu"], g["capacity_bytes"], g["fits"]) == (None, 100 * 10**6, False)
     assert g["segments_at_peak"] == 2 and g["peak_reserved_bytes"] == 22 << 20
-    assert g["short_by_bytes"] == (22 << 20) + (512 << 20) - 100 * 10**6
+    assert g["short_by_bytes"] == (22 << 20) + CUDA_CONTEXT_BYTES - 100 * 10**6
     table = run("analyze", CNN, "--batch", "16", "--memory", "100MB").stdout
     assert "GPU with 95.4 MiB (--memory)" in table and "DOES NOT FIT" in table
 
@@ -492,5 +493,5 @@ def test_plan_on_a_gpu_judges_the_device_total():
                 shards=["ddp"])
     one = analyze_file(spec, Options(batch=8, gpu="l4")).gpu
     assert rows[0].device_total_bytes == one.device_total_bytes
-    # 1 GiB is more than the 512 MiB context and a few MiB of segments: both fit
+    # 1 GiB is more than the context and a few MiB of segments: both fit
     assert all(r.fits for r in rows) and rows[1].device_total_bytes > (512 << 20)
