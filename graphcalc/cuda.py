@@ -259,7 +259,8 @@ CUDA_LOWER = (
 CUDA_FP32 = (
     "acos", "asin", "cosh", "erfinv", "exp", "expm1", "log", "log10", "log2", "log1p",
     "reciprocal", "rsqrt", "sinh", "tan", "pow.Tensor_Scalar", "pow.Tensor_Tensor", "pow.Scalar",
-    "softplus", "layer_norm", "native_layer_norm", "group_norm", "frobenius_norm.dim",
+    "softplus", "layer_norm", "native_layer_norm", "group_norm", "rms_norm",
+    "frobenius_norm.dim",
     "nuclear_norm", "nuclear_norm.dim", "cosine_similarity", "poisson_nll_loss",
     "cosine_embedding_loss", "nll_loss", "nll_loss2d", "hinge_embedding_loss", "kl_div",
     "l1_loss", "smooth_l1_loss", "huber_loss", "mse_loss", "margin_ranking_loss",

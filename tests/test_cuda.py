@@ -193,3 +193,28 @@ def test_adam_step_counters_are_cpu_tensors_on_cuda():
     assert cpu_steps == moments
     fused = _peak(Options(batch=4, optimizer="adam", device="cuda", fused=True))
     assert fused.optimizer_state_bytes == moments + 4 * 512
+
+
+def test_autocast_lists_are_the_installed_torch_s():
+    """graphcalc.cuda's CUDA autocast lists equal aten/src/ATen/autocast_mode.h's macros as the
+    installed torch ships them (a `vdot` missing from the promote list broke spectral norm)."""
+    import re
+    from pathlib import Path
+
+    header = Path(torch.__file__).parent / "include" / "ATen" / "autocast_mode.h"
+    if not header.exists():
+        pytest.skip("this torch ships no ATen headers")
+    text = header.read_text()
+
+    def macro(name):
+        body = re.search(r"#define " + name + r"\(_\)(.*?)\n\n", text, re.S).group(1)
+        names = set()
+        for item in re.findall(r"_\(([^)]*)\)", body):
+            parts = [p.strip() for p in item.split(",")]
+            names.add(parts[0] if len(parts) == 1 or not parts[1] else f"{parts[0]}.{parts[1]}")
+        return names
+
+    assert macro("AT_FORALL_LOWER_PRECISION_FP") == set(cuda.CUDA_LOWER)
+    assert macro("AT_FORALL_FP32") == set(cuda.CUDA_FP32)
+    assert macro("AT_FORALL_FP32_SET_OPT_DTYPE") == set(cuda.CUDA_FP32_SET_OPT_DTYPE)
+    assert macro("AT_FORALL_PROMOTE") == set(cuda.CUDA_PROMOTE)
