@@ -229,6 +229,48 @@ def analyze(
                               "incomplete")
 
 
+@_command
+def compare(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    real: Path = typer.Argument(..., help="A real run's memory snapshot: the pickle "
+                                          "torch.cuda.memory._dump_snapshot wrote after "
+                                          "_record_memory_history(context='alloc', "
+                                          "stacks='python') and the training steps."),
+    batch: int = typer.Option(1, "--batch", "-b", help="Batch size of the real run."),
+    dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
+    optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
+    amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="The GPU the real run was on "
+                                                          "(default: an sm80 card)."),
+    steps: int = typer.Option(2, help="Training steps the real run recorded."),
+    input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
+    fused: bool = typer.Option(False, "--fused", help=FUSED_HELP),
+    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help=SEQ_HELP),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_HELP),
+    audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
+    attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
+    offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
+    top: int = typer.Option(5, "--top", help="Allocation sizes listed per phase."),
+    debug: bool = typer.Option(False, help="Show tracebacks."),
+):
+    """Line a real CUDA memory snapshot up with the predicted allocation stream, phase by
+    phase: where they part, by how much, and what the real run allocates that the prediction
+    does not."""
+    from graphcalc.analyze import analyze_file
+    from graphcalc.snapshot import snapshot as predicted_snapshot
+    from graphcalc.snapshot_compare import compare as line_up, load, render
+
+    recorded = load(real)  # a bad file is refused before the model runs
+    options = _options(batch, dtype, optim, amp, Device("cuda"), steps=steps, fused=fused,
+                       gpu=gpu)
+    kept = []
+    analyze_file(model, options, inputs=input,
+                 hf=_hf(task, seq_len, image_size, audio_samples, attn, offline),
+                 on_replay=kept.append)
+    typer.echo(render(line_up(recorded, predicted_snapshot(kept[-1])), top=top))
+
+
 def _budget(memory: Optional[str]) -> Optional[int]:
     from graphcalc.units import parse_bytes
 

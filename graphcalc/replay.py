@@ -84,6 +84,11 @@ class StepRecorder(TorchDispatchMode):
         # cuBLAS workspaces (graphcalc.cuda): bytes of each, and thread -> the one it holds
         self.cublas_bytes = 0
         self.workspaces: dict[str, torch.Tensor] = {}
+        # cuBLASLt's workspace (thread -> the one it holds) and cuDNN's convolution workspaces
+        # (estimated: graphcalc.cuda.conv_workspace), on a CUDA target
+        self.lt_workspaces: dict[str, torch.Tensor] = {}
+        self.conv_workspaces = False
+        self.largest_conv_workspace = 0
         self.phase = "setup"
         self.step = 0
         self.count_flops = False
@@ -180,6 +185,11 @@ class StepRecorder(TorchDispatchMode):
                 ws = torch.empty(self.cublas_bytes, dtype=torch.uint8)
                 self.workspaces[thread] = ws
                 self.serial_phase[self.tracker.track(ws)] = "workspace"
+            if thread not in self.lt_workspaces and cuda.uses_cublaslt(func, args, kwargs):
+                # after the cuBLAS one: cuBLASLt's handle is the thread's cuBLAS handle
+                ws = torch.empty(cuda.CUBLASLT_WORKSPACE_BYTES, dtype=torch.uint8)
+                self.lt_workspaces[thread] = ws
+                self.serial_phase[self.tracker.track(ws)] = "workspace"
         try:
             out = _run(func, args, kwargs, self.phase, self.values)
         except Exception:
@@ -214,6 +224,11 @@ class StepRecorder(TorchDispatchMode):
                     continue
                 if serial >= first_new:
                     self.serial_phase[serial] = self.phase
+        if self.conv_workspaces and self.phase in ("forward", "loss", "backward"):
+            scratch = cuda.conv_workspace(func, args, out)
+            if scratch:  # taken after the op's outputs and freed before it returns
+                self.serial_phase[tracker.transient(scratch)] = "workspace"
+                self.largest_conv_workspace = max(self.largest_conv_workspace, scratch)
         if self.step_graph is not None and not self._packing:
             self.step_graph.record(func, args, kwargs, out, module=owner, phase=self.phase,
                                    step=self.step, cost=cost, counted=counted,
@@ -776,6 +791,7 @@ def _as_on_cuda(options: Options, rec: "StepRecorder | None" = None):
     autocast = cuda.cuda_autocast(options.amp_dtype) if options.amp else contextlib.nullcontext()
     if rec is not None:
         rec.cublas_bytes = target.cublas_workspace_bytes
+        rec.conv_workspaces = True
     try:
         with autocast, sdpa:
             yield

@@ -66,6 +66,16 @@ class LiveStorages:
         self._change(serial, nbytes)
         return serial
 
+    def transient(self, nbytes: int) -> int:
+        """A buffer a kernel allocates and frees while it runs (a cuDNN workspace): counted, then
+        freed at once; returns its serial."""
+        serial = self._next
+        self._next += 1
+        nbytes = storage_bytes(nbytes, self.round_to)
+        self._change(serial, nbytes)
+        self._change(serial, -nbytes)
+        return serial
+
     def alias(self, t: torch.Tensor, like: torch.Tensor) -> None:
         """t's storage holds the same memory as like's: one allocation seen as two storage
         objects (a real tensor written with fake values goes on as its fake conversion, while

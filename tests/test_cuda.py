@@ -132,7 +132,8 @@ def test_cublas_workspaces_are_in_a_cuda_peak(optim):
     take a workspace of getChosenWorkspaceSize() bytes (CublasHandlePool.cpp): 8,519,680 B on an
     sm80 GPU; both are held at a peak in backward or the optimizer step."""
     m = _peak(Options(batch=4, optimizer=optim, device="cuda"))
-    assert m.breakdown.workspace == 2 * 8_519_680
+    # plus the cuBLASLt workspace (1 MiB) of the forward thread's first biased Linear
+    assert m.breakdown.workspace == 2 * 8_519_680 + 2**20
     assert m.breakdown.total == m.peak_bytes
     assert m.attention_kernels == ()
     assert _peak(Options(batch=4, optimizer=optim)).breakdown.workspace == 0
