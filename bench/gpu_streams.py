@@ -9,7 +9,7 @@ max_memory_allocated and max_memory_reserved. This script predicts each with
 Usage:
   .venv/bin/python bench/gpu_streams.py               # every row
   .venv/bin/python bench/gpu_streams.py --only resnet # rows whose model contains 'resnet'
-  .venv/bin/python bench/gpu_streams.py --out bench/results/gpu-streams.md
+  .venv/bin/python bench/gpu_streams.py --fit --out bench/results/gpu-h200.md   # and `fit`
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", action="append", default=[])
     ap.add_argument("--out")
+    ap.add_argument("--fit", action="store_true",
+                    help="also graphcalc's fit against the real largest batch under 8 GiB")
     args = ap.parse_args(argv)
     lines = ["| model | batch | optim | precision | predicted allocated | real allocated | "
              "error % | predicted reserved | real reserved | error % | s |",
@@ -93,9 +95,43 @@ def main(argv=None) -> int:
              f"{max(errs_a):+.2f}%; reserved: median |error| {medr:.2f}%, worst under "
              f"{min(errs_r):+.2f}%, worst over {max(errs_r):+.2f}%")
         print(s), lines.append(s)
+    if args.fit:
+        head = ["", "| model | optim | precision | allocator limit | real largest batch | "
+                "graphcalc fit | ratio |", "|---|---|---|---|---|---|---|"]
+        print("\n".join(head)), lines.extend(head)
+        for row in fit_rows():
+            if args.only and not any(o in row["model"] for o in args.only):
+                continue
+            got = fit_for(row)
+            line = (f"| {row['model']} | {row['optim']} | {row['precision']} | "
+                    f"{row['limit_bytes']:,} | {row['max_batch']} | {got} | "
+                    f"{got / row['max_batch']:.3f} |")
+            print(line, flush=True), lines.append(line)
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")
     return 0
+
+
+
+def fit_rows() -> list[dict]:
+    return json.loads((DATA / "fit_samples.json").read_text())["rows"]
+
+
+def fit_for(row: dict) -> int:
+    """graphcalc's largest batch for a fit_samples.json row: the real runs capped the caching
+    allocator at `limit_bytes` reserved (set_per_process_memory_fraction), so the card given to
+    `fit` is that limit plus the CUDA context graphcalc assumes on the H200: the allocator gets
+    exactly the real limit."""
+    from graphcalc import loader
+    from graphcalc.gpus import cuda_context, find_gpu
+    from graphcalc.verify import fit_source
+
+    context, _ = cuda_context(find_gpu("h200").gpu)
+    memory = row["limit_bytes"] + context
+    src = loader.load(str(ROOT / "samples" / f"{row['model']}.py"))
+    options = Options(batch=1, optimizer=row["optim"], amp=PRECISION[row["precision"]],
+                      device="cuda", gpu="h200", gpu_memory=memory)
+    return fit_source(src, src.example_inputs, options, memory).batch
 
 
 if __name__ == "__main__":

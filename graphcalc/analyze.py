@@ -189,7 +189,8 @@ def _gpu(rp: Replay, options: Options, memory: Memory):
     if options.distributed:
         return gpu_fit_unsimulated(memory.peak_bytes, options)
     return gpu_fit(rp.recorder.tracker.events, rp.recorder.marks, options,
-                   name_of=lambda owner: OPTIMIZER if owner == OPTIMIZER else layer_name(owner))
+                   name_of=lambda owner: OPTIMIZER if owner == OPTIMIZER else layer_name(owner),
+                   estimated=rp.recorder.estimated)
 
 
 def _explain(e: Exception, model: nn.Module) -> GraphcalcError:

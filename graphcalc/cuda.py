@@ -109,6 +109,10 @@ def select_sdpa(q, k, v, attn_mask=None, dropout_p: float = 0.0, is_causal: bool
         requires_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     nonzero = all(t.shape[-2] > 0 for t in (q, k, v))
     last_stride = all(t.stride(-1) == 1 or t.shape[-1] == 1 for t in (q, k, v))
+    # check_last_dim_stride_equals_1_dense: on CUDA the mask's last stride must be 1 as well, or
+    # no fused kernel runs (T5's permuted position bias, as transformers 5.17 passes it: math)
+    if isinstance(attn_mask, torch.Tensor) and attn_mask.dim() > 0 and attn_mask.stride(-1) != 1:
+        last_stride = False
     dq, dk, dv = q.shape[-1], k.shape[-1], v.shape[-1]
     backends = torch.backends.cuda
     # flash: can_use_flash_attention
@@ -128,7 +132,7 @@ def select_sdpa(q, k, v, attn_mask=None, dropout_p: float = 0.0, is_causal: bool
     if (backends.mem_efficient_sdp_enabled() and _sm(cap, (5, 0), (12, 1)) and dq == dk
             and dq % align == 0 and dv % align == 0 and dq > 0 and dv > 0
             and q.dtype in dtypes and _heads_ok(q, k, v, enable_gqa) and nonzero
-            and all(t.stride(-1) == 1 for t in (q, k, v))):
+            and last_stride):
         return EFFICIENT
     return MATH
 
@@ -244,6 +248,35 @@ class SdpaAsOnCuda(TorchFunctionMode):
         with torch.autocast("cpu", enabled=False):
             return run_sdpa(backend, q, k, v, mask, dropout_p, is_causal, given.get("scale"),
                             gqa)
+
+
+# ---- dropout ----------------------------------------------------------------------------------
+
+
+def _cuda_dropout(input, p, train):
+    """aten/src/ATen/native/Dropout.cpp `dropout`: on CUDA (is_fused_kernel_acceptable: training,
+    0 < p < 1, a non-empty input) it runs native_dropout, which saves a bool mask for backward;
+    the CPU's _dropout_impl saves a noise tensor of the input's dtype (3 bytes an element more in
+    fp32). Not training or p == 0: the input itself."""
+    if train and 0 < p < 1 and input.numel() > 0:
+        return torch.ops.aten.native_dropout(input, p, train)[0]
+    if not train or p == 0 or input.numel() == 0:
+        return input
+    return input * torch.zeros((), dtype=input.dtype)  # p == 1
+
+
+@contextlib.contextmanager
+def cuda_dropout():
+    """aten::dropout as CUDA runs it while the replay runs, also where C++ calls it (the math
+    attention kernel); in-place, feature and alpha dropout take _dropout_impl on CUDA too."""
+    lib = torch.library.Library("aten", "IMPL")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Overriding a previously registered kernel"
+            lib.impl("dropout", _cuda_dropout, "CompositeImplicitAutograd")
+        yield
+    finally:
+        lib._destroy()
 
 
 # ---- autocast ---------------------------------------------------------------------------------

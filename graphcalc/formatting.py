@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
+from .gpus import CUDA_CONTEXT_RANGE
 from .report import Report, register_renderer
 from .units import format_bytes, format_count
 
@@ -89,10 +90,12 @@ def summary_lines(report: Report) -> list[str]:
                      "optimizer kernels, CUDA's autocast lists"
                      + (f", attention by {', '.join(m.attention_kernels)}"
                         if m.attention_kernels else "")
-                     + (f", cuBLAS workspaces {format_bytes(m.breakdown.workspace)} in the peak"
+                     + (f", workspaces (cuBLAS, cuBLASLt, cuDNN) "
+                        f"{format_bytes(m.breakdown.workspace)} in the peak"
                         if m.breakdown.workspace else "")
-                     + "; not in the peak: the CUDA context (about 300-700 MB, by driver and "
-                       "GPU)")
+                     + "; not in the peak: the CUDA context (see the GPU lines; "
+                       f"{CUDA_CONTEXT_RANGE[0] // 10**6}-{CUDA_CONTEXT_RANGE[1] // 10**6} MB "
+                       "seen by driver and GPU)")
     if report.gpu is not None:
         lines.extend(gpu_lines(report.gpu))
     if report.checkpointed or report.recompute:
@@ -151,6 +154,15 @@ def gpu_lines(g) -> list[str]:
     if g.cublas_workspace_bytes is not None:
         lines.append(f"  cuBLAS workspace on this card: {format_bytes(g.cublas_workspace_bytes)} "
                      "(informational: the replay allocates it in the step, not added again)")
+    if g.estimated_bytes:
+        lines.append(f"  ESTIMATE: cuDNN's convolution workspaces (largest "
+                     f"{format_bytes(g.estimated_bytes)}) are estimated from measurements on an "
+                     f"H200 with cuDNN 9.19, not derived")
+    if g.estimate_margin_bytes and g.capacity_bytes is not None:
+        lines.append(f"  margin: the verdict keeps {format_bytes(g.estimate_margin_bytes)} free "
+                     "beyond the device total (2% of the allocated peak, the replay's largest "
+                     "error against real GPU runs, or a third of an estimated cuDNN workspace "
+                     "live at the peak, whichever is more)")
     if g.fits is True:
         lines.append(f"  Verdict: fits, headroom {format_bytes(g.headroom_bytes)}"
                      + (" (only after the allocator returns its cached segments to the driver)"

@@ -88,7 +88,7 @@ class StepRecorder(TorchDispatchMode):
         # (estimated: graphcalc.cuda.conv_workspace), on a CUDA target
         self.lt_workspaces: dict[str, torch.Tensor] = {}
         self.conv_workspaces = False
-        self.largest_conv_workspace = 0
+        self.estimated: set[int] = set()  # serials whose bytes are estimates (cuDNN's)
         self.phase = "setup"
         self.step = 0
         self.count_flops = False
@@ -209,6 +209,9 @@ class StepRecorder(TorchDispatchMode):
             # torch.optim's `torch.tensor(0.0)` step counters (and the constants it adds to
             # them) are CPU tensors on a CUDA run unless fused or capturable: not GPU memory.
             sizes = {0: 0}
+        if self.device == "cuda" and flops.op_name(func) == \
+                "aten::_scaled_dot_product_efficient_attention":
+            sizes = {2: 0, 3: 0}  # its philox seed and offset: host scalars (attention.cu)
         gap = kernels.unmodelled(func, args, self.device)
         if gap is not None:
             self.memory_gaps.setdefault(flops.op_name(func), gap)
@@ -227,8 +230,9 @@ class StepRecorder(TorchDispatchMode):
         if self.conv_workspaces and self.phase in ("forward", "loss", "backward"):
             scratch = cuda.conv_workspace(func, args, out)
             if scratch:  # taken after the op's outputs and freed before it returns
-                self.serial_phase[tracker.transient(scratch)] = "workspace"
-                self.largest_conv_workspace = max(self.largest_conv_workspace, scratch)
+                serial = tracker.transient(scratch)
+                self.serial_phase[serial] = "workspace"
+                self.estimated.add(serial)
         if self.step_graph is not None and not self._packing:
             self.step_graph.record(func, args, kwargs, out, module=owner, phase=self.phase,
                                    step=self.step, cost=cost, counted=counted,
@@ -691,12 +695,18 @@ def example_batch(make_inputs: Callable[[int], Any], batch: int):
 def prepare_inputs(inputs, options: Options, device) -> Any:
     """The batch on `device`; floating inputs follow the model's dtype, as users of
     `model.to(dtype)` cast their batch (under autocast they stay fp32)."""
+    seen = set()
+
     def prepare(t):
         if not isinstance(t, torch.Tensor):
             return t
         if options.amp is None and t.is_floating_point():
             t = t.to(options.torch_dtype)
-        return t.to(device)
+        # one CPU tensor twice in the batch ({"input_ids": ids, "labels": ids}): each .to('cuda')
+        # makes its own copy on the GPU
+        again = id(t) in seen
+        seen.add(id(t))
+        return t.to(device, copy=again and options.device == "cuda")
 
     return tree_map(prepare, inputs)
 
@@ -793,7 +803,7 @@ def _as_on_cuda(options: Options, rec: "StepRecorder | None" = None):
         rec.cublas_bytes = target.cublas_workspace_bytes
         rec.conv_workspaces = True
     try:
-        with autocast, sdpa:
+        with autocast, sdpa, cuda.cuda_dropout():
             yield
     finally:
         if rec is not None:

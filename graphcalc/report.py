@@ -190,6 +190,11 @@ class GpuFit:
     # replay, not a stream of allocations, so the device total is peak allocated + context
     reserved_simulated: bool = True
     caveats: tuple[str, ...] = ()  # what the card cannot do of the step asked for (bf16 on sm75)
+    # cuDNN's convolution workspaces are estimated (graphcalc.cuda.conv_workspace): the largest
+    # one; and what the verdict keeps free beyond the device total (graphcalc.gpu_fit: 2% of the
+    # allocated peak, or a third of an estimated workspace live at the peak)
+    estimated_bytes: int = 0
+    estimate_margin_bytes: int = 0
 
     @property
     def required_bytes(self) -> int:

@@ -11,6 +11,9 @@ M = 1 << 20
 # 12 MiB (a 12 MiB segment), freed and cached; then 16 MiB: no cached block fits, a new 16 MiB
 # segment (CUDACachingAllocator.cpp get_allocation_size: >= 10 MiB rounds to 2 MiB).
 EVENTS = [(0, 12 * M), (0, -12 * M), (1, 16 * M)]
+# what the verdict keeps free for the replay's error: 2% of the allocated peak (16 MiB), in
+# 512-byte blocks
+MARGIN = -(-int(16 * M * 0.02) // 512) * 512
 
 
 def verdict(card_bytes):
@@ -21,22 +24,31 @@ def test_fits_with_the_headroom():
     g = verdict(CUDA_CONTEXT_BYTES + 40 * M)  # 12 + 16 = 28 MiB reserved, no limit reached
     assert (g.fits, g.peak_reserved_bytes, g.released_cache) == (True, 28 * M, False)
     assert g.device_total_bytes == 28 * M + CUDA_CONTEXT_BYTES
-    assert g.headroom_bytes == 12 * M and g.required_bytes == g.device_total_bytes
+    assert g.headroom_bytes == 12 * M - MARGIN and g.required_bytes == g.device_total_bytes
+    assert g.estimate_margin_bytes == MARGIN
 
 
 def test_fits_only_after_the_cache_is_returned():
-    # 24 MiB for the allocator: the 16 MiB cudaMalloc would make 28 MiB, so the cached 12 MiB
-    # segment is freed first (release_cached_blocks): 16 MiB reserved, 8 MiB to spare
+    # 24 MiB for the allocator (less the margin): the 16 MiB cudaMalloc would make 28 MiB, so
+    # the cached 12 MiB segment is freed first (release_cached_blocks): 16 MiB reserved, 8 MiB
+    # less the margin to spare
     g = verdict(CUDA_CONTEXT_BYTES + 24 * M)
     assert (g.fits, g.released_cache, g.peak_reserved_bytes) == (True, True, 16 * M)
-    assert g.headroom_bytes == 8 * M
+    assert g.headroom_bytes == 8 * M - MARGIN
+
+
+def test_the_margin_is_judged():
+    # 16 MiB and a little for the allocator: enough for the step, not for the margin
+    assert verdict(CUDA_CONTEXT_BYTES + 16 * M + MARGIN).fits
+    assert not verdict(CUDA_CONTEXT_BYTES + 16 * M + MARGIN - 512).fits
 
 
 def test_does_not_fit_short_by_what_the_failing_allocation_lacked():
-    # 12 MiB for the allocator: after the cache is returned the 16 MiB segment lacks 4 MiB
+    # 12 MiB for the allocator, less the margin: after the cache is returned the 16 MiB segment
+    # lacks 4 MiB and the margin
     g = verdict(CUDA_CONTEXT_BYTES + 12 * M)
-    assert (g.fits, g.short_by_bytes) == (False, 4 * M)
-    assert g.required_bytes == g.capacity_bytes + 4 * M
+    assert (g.fits, g.short_by_bytes) == (False, 4 * M + MARGIN)
+    assert g.required_bytes == g.capacity_bytes + 4 * M + MARGIN
     assert g.device_total_bytes == 28 * M + CUDA_CONTEXT_BYTES  # what it takes with no limit
 
 

@@ -48,14 +48,77 @@ def _predicted(key: str):
     return report, snapshot.snapshot(kept[-1])
 
 
+def _real_events(path):
+    trace = max(snapshot_compare.load(path)["device_traces"], key=len)
+    events, live, n = [], {}, 0
+    for e in trace:
+        if e["action"] == "alloc":
+            n += 1
+            live[e["addr"]] = (n, e["size"])
+            events.append((n, e["size"]))
+        elif e["action"] == "free_completed" and e["addr"] in live:
+            serial, size = live.pop(e["addr"])
+            events.append((serial, -size))
+    return events
+
+
 @pytest.mark.parametrize("key", sorted(ROWS))
-def test_a_snapshot_s_stream_peak_is_the_run_s_max_memory_allocated(key, streams):
-    """The comparison reads the real stream as the allocator counted it: its peak (each request
-    rounded to 512 B) is what max_memory_allocated reported, up to the blocks the allocator gave
-    whole (a large block's remainder under 1 MiB is not split off)."""
-    s = snapshot_compare._stream(snapshot_compare.load(streams / f"{key}.pickle"), False)
-    real = ROWS[key]["max_memory_allocated"]
-    assert real - 2 * 2**20 <= s.peak <= real
+def test_the_simulated_allocator_on_a_real_stream_gives_the_real_peaks(key, streams):
+    """graphcalc's caching allocator (graphcalc.allocator) fed the real run's own allocations
+    gives the max_memory_allocated it reported (blocks handed out whole, unsplit remainders
+    included) within 2 MiB, and its max_memory_reserved within 4% (exact on 12 of 15; the
+    ResNets' large cuDNN workspaces part it by -3.4% and +2.9%: a gap of the allocator model)."""
+    from graphcalc.allocator import simulate
+
+    r = simulate(_real_events(streams / f"{key}.pickle"))
+    row = ROWS[key]
+    assert abs(r.peak_allocated_bytes - row["max_memory_allocated"]) <= 2 * 2**20
+    assert abs(r.peak_reserved_bytes - row["max_memory_reserved"]) \
+        <= 0.04 * row["max_memory_reserved"]
+
+
+import transformers  # noqa: E402
+
+# The real runs used transformers 5.17: T5 there passes a permuted position bias to SDPA (no
+# fused kernel on CUDA); newer releases make it contiguous (the memory-efficient kernel).
+SAME_CODE = {k for k in ROWS if not (k.startswith("hf_t5")
+                                     and transformers.__version__ != "5.17.0")}
+
+
+def _percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+@pytest.mark.slow
+def test_cuda_predictions_meet_the_targets_against_the_real_h200():
+    """Allocated: median |error| <= 1%, p90 <= 3%, never under by more than 2% (or by more than
+    the margin the verdict keeps for an estimated cuDNN workspace); reserved: median <= 5%, never
+    under by more than 10% (the issue's target is 5%: BERT's reduction scratch and the ResNets'
+    cuDNN segments are not modelled yet)."""
+    alloc, reserved = [], []
+    for key in sorted(SAME_CODE):
+        report, _ = _predicted(key)
+        row, g = ROWS[key], report.gpu
+        a = (g.peak_allocated_bytes - row["max_memory_allocated"]) / row["max_memory_allocated"]
+        r = (g.peak_reserved_bytes - row["max_memory_reserved"]) / row["max_memory_reserved"]
+        alloc.append(a), reserved.append(r)
+        allowed = max(0.02 * row["max_memory_allocated"], g.estimate_margin_bytes)
+        assert g.peak_allocated_bytes >= row["max_memory_allocated"] - allowed, (key, a)
+        assert r >= -0.10, (key, r)
+    assert _percentile([abs(a) for a in alloc], 0.5) <= 0.01
+    assert _percentile([abs(a) for a in alloc], 0.9) <= 0.03
+    assert _percentile([abs(r) for r in reserved], 0.5) <= 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", gpu_streams.fit_rows(), ids=lambda r: r["model"])
+def test_fit_never_gives_a_batch_that_runs_out_and_is_within_95_percent(row):
+    """fit_samples.json: the largest batch whose real 2-step training fitted an 8 GiB allocator
+    limit on the H200 (bisection with real out-of-memory errors; every batch tried above it ran
+    out). graphcalc's fit for the same limit is at most that and at least 95% of it."""
+    got = gpu_streams.fit_for(row)
+    assert 0.95 * row["max_batch"] <= got <= row["max_batch"]
 
 
 def test_compare_finds_the_cublaslt_workspace_and_cudnn_scratch(streams):
