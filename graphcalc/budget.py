@@ -49,7 +49,8 @@ else:  # pragma: no cover - Python 3.10
 CONFIG_NAMES = ("graphcalc.toml", "pyproject.toml")
 DEFAULT_BASELINE = "graphcalc-baseline.json"
 BASELINE_SCHEMA = 1
-OPTION_KEYS = ("model", "name", "batch", "optim", "dtype", "amp", "device", "input", "gpu")
+OPTION_KEYS = ("model", "name", "batch", "optim", "dtype", "amp", "device", "input", "gpu",
+               "allow_incomplete")
 LIMIT_KEYS = ("max_params", "max_flops", "max_peak_memory", "max_growth")
 FIGURES = ("params", "flops", "peak_memory_bytes")  # the figures limits and growth apply to
 
@@ -68,6 +69,9 @@ class Budget:
     max_flops: int | None
     max_peak_memory: int | None
     max_growth: float | None       # a fraction: 0.05 for "5%"
+    allow_incomplete: bool = False  # judge figures graphcalc marks incomplete as if complete
+    config_path: Path | None = None  # where it was read, and its place there (from 1; the worker's
+    index: int = 0                   # way back to it)
 
     @property
     def spec(self) -> str:
@@ -102,6 +106,7 @@ class Figures:
     opaque_layers: tuple[str, ...] = ()  # layers that read tensor values, analysed around
     gpu_required_bytes: int | None = None  # with a `gpu`: what the card must hold (GpuFit)
     gpu_capacity_bytes: int | None = None  # and what it has
+    incomplete: tuple[str, ...] = ()  # why graphcalc cannot stand behind the figures (Report)
 
     @property
     def flops(self) -> int:
@@ -114,7 +119,8 @@ class Figures:
         return {"params": self.params, "flops": self.flops, "flops_forward": self.flops_forward,
                 "flops_backward": self.flops_backward,
                 "peak_memory_bytes": self.peak_memory_bytes, "unknown_ops": list(self.unknown_ops),
-                "opaque_layers": list(self.opaque_layers)} \
+                "opaque_layers": list(self.opaque_layers),
+                "incomplete": list(self.incomplete)} \
             | ({"gpu_required_bytes": self.gpu_required_bytes,
                 "gpu_capacity_bytes": self.gpu_capacity_bytes}
                if self.gpu_capacity_bytes is not None else {})
@@ -127,7 +133,8 @@ class Figures:
                    unknown_ops=tuple(d.get("unknown_ops", ())),
                    opaque_layers=tuple(d.get("opaque_layers", ())),
                    gpu_required_bytes=d.get("gpu_required_bytes"),
-                   gpu_capacity_bytes=d.get("gpu_capacity_bytes"))
+                   gpu_capacity_bytes=d.get("gpu_capacity_bytes"),
+                   incomplete=tuple(d.get("incomplete", ())))
 
 
 @dataclass(frozen=True)
@@ -317,11 +324,15 @@ def _budget(entry: dict, index: int, path: Path) -> Budget:
     if not limits and options.gpu is None:  # a gpu is a limit of its own: it must fit
         raise ConfigError(f"{label} of {_shown(path)} sets no limit: give at least one of "
                           f"{', '.join(LIMIT_KEYS)}, or a gpu it must fit")
+    allow = entry.get("allow_incomplete", False)
+    if not isinstance(allow, bool):
+        raise bad("allow_incomplete", f"write true or false, got {allow!r}")
     return Budget(name=name.strip(), model=model, model_path=model_path, model_name=model_name,
                   options=options, inputs=tuple(inputs), max_params=limits.get("max_params"),
                   max_flops=limits.get("max_flops"),
                   max_peak_memory=limits.get("max_peak_memory"),
-                  max_growth=limits.get("max_growth"))
+                  max_growth=limits.get("max_growth"), allow_incomplete=allow,
+                  config_path=path, index=index)
 
 
 # --- local imports --------------------------------------------------------------------------------
@@ -398,14 +409,26 @@ def local_files(model_path: Path, project: Path) -> tuple[Path, ...]:
     return tuple(sorted(seen))
 
 
-def select(config: Config, changed: Iterable[str | Path]) -> tuple[Budget, ...]:
-    """The budgets a change touches: those whose model file or local imports are among `changed`;
-    all of them when the config or the baseline file changed."""
+def select(config: Config, changed: Iterable[str | Path],
+           cache: "Cache | None" = None) -> tuple[Budget, ...]:
+    """The budgets a change touches: those whose model file or local imports are among `changed`
+    (the imports its source names, and the files its last analysis really imported, as the cache
+    recorded them); all of them when the config or the baseline file changed. A budget never
+    analysed with a cache is touched by any changed Python file: what it imports is not known."""
     changed = {Path(p).resolve() for p in changed}
     if config.path in changed or config.baseline_path in changed:
         return config.budgets
-    return tuple(b for b in config.budgets
-                 if changed.intersection(local_files(b.model_path, config.folder)))
+    python = {p for p in changed if p.suffix == ".py"}
+
+    def touched(b: Budget) -> bool:
+        if changed.intersection(local_files(b.model_path, config.folder)):
+            return True
+        recorded = cache.imports(b) if cache is not None else set()
+        if recorded:
+            return bool(changed & recorded)
+        return bool(python)
+
+    return tuple(b for b in config.budgets if touched(b))
 
 
 # --- the cache ------------------------------------------------------------------------------------
@@ -433,11 +456,25 @@ def _tool_digest() -> str:
     return h.hexdigest()
 
 
-def cache_key(budget: Budget, project: Path) -> str:
-    """sha256 over the model file and its local imports, the budget's options and graphcalc."""
+def _base_key(budget: Budget) -> str:
+    """sha256 over the budget's model, options and graphcalc: what the figures depend on besides
+    the files' contents."""
     h = hashlib.sha256(_tool_digest().encode())
-    h.update(json.dumps({"model_name": budget.model_name, **budget.settings()},
-                        sort_keys=True).encode())
+    h.update(json.dumps({"model": str(budget.model_path), "model_name": budget.model_name,
+                         **budget.settings()}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def cache_key(budget: Budget, project: Path) -> str:
+    """The base key and the contents of the model file and the local files its imports name."""
+    h = hashlib.sha256(_base_key(budget).encode())
     for f in local_files(budget.model_path, project):
         h.update(b"\0" + os.path.relpath(f, budget.model_path.parent).encode() + b"\0")
         h.update(hashlib.sha256(f.read_bytes()).digest())
@@ -445,25 +482,56 @@ def cache_key(budget: Budget, project: Path) -> str:
 
 
 class Cache:
-    """Figures by cache key, one small JSON file each."""
+    """Figures by cache key, one small JSON file each, with the files the analysis imported and
+    their digests: an entry serves only while every one of them is unchanged."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder) / "budget"
 
     def get(self, key: str) -> Figures | None:
         try:
-            return Figures.from_dict(json.loads((self.folder / f"{key}.json").read_text()))
-        except (OSError, ValueError, KeyError, TypeError):
+            d = json.loads((self.folder / f"{key}.json").read_text())
+            files = d.get("files", {})
+            if not isinstance(files, dict) or any(_digest(Path(f)) != h
+                                                  for f, h in files.items()):
+                return None  # a file the model imported changed (or the entry is damaged)
+            figures = Figures.from_dict(d["figures"] if "figures" in d else d)
+            for value in (figures.params, figures.flops_forward, figures.flops_backward,
+                          figures.peak_memory_bytes):
+                if value < 0:
+                    return None
+            return figures
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
             return None  # absent or damaged: analyse again
 
-    def put(self, key: str, figures: Figures) -> None:
+    def put(self, key: str, figures: Figures, imported: Iterable[Path] = ()) -> None:
+        files = {str(f): _digest(Path(f)) for f in imported}
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             tmp = self.folder / f"{key}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(figures.to_dict()))
+            tmp.write_text(json.dumps({"figures": figures.to_dict(), "files": files}))
             os.replace(tmp, self.folder / f"{key}.json")
         except OSError:
             pass  # a read-only cache costs time, never a wrong answer
+
+    def record_imports(self, budget: Budget, imported: Iterable[Path]) -> None:
+        """The files the budget's model imported, by budget (not by content): what `select`
+        adds to the imports it finds by parsing."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = self.folder / f"imports-{_base_key(budget)}.json"
+            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(sorted(str(f) for f in imported)))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+    def imports(self, budget: Budget) -> set[Path]:
+        try:
+            data = json.loads((self.folder / f"imports-{_base_key(budget)}.json").read_text())
+            return {Path(f).resolve() for f in data if isinstance(f, str)}
+        except (OSError, ValueError, TypeError):
+            return set()
 
 
 # --- the baseline ---------------------------------------------------------------------------------
@@ -502,41 +570,77 @@ def write_baseline(path: Path, outcomes: Iterable[Outcome], *, keep: dict[str, d
 
 # --- checking -------------------------------------------------------------------------------------
 
+def analyse(budget: Budget) -> Figures:
+    """The budget's figures from one analysis in this process (graphcalc.budget_worker runs it in
+    a process of its own)."""
+    report = analyze_file(budget.spec, budget.options, inputs=list(budget.inputs) or None)
+    g = report.gpu if budget.options.gpu is not None else None
+    return Figures(params=report.totals.params, flops_forward=report.totals.flops_forward,
+                   flops_backward=report.totals.flops_backward,
+                   peak_memory_bytes=g.device_total_bytes if g else report.memory.peak_bytes,
+                   unknown_ops=tuple(op for op, _ in report.unknown_ops),
+                   opaque_layers=tuple(path for path, _ in report.opaque),
+                   gpu_required_bytes=g.required_bytes if g else None,
+                   gpu_capacity_bytes=g.capacity_bytes if g else None,
+                   incomplete=tuple(report.incomplete_reasons))
+
+
+def _isolated(budget: Budget) -> tuple[Figures, tuple[Path, ...]]:
+    """analyse() in a fresh interpreter (graphcalc.budget_worker): the figures and the project
+    files the analysis imported. Whatever the model does to its process, this one goes on: no
+    result, or an error result, is an error here."""
+    import subprocess
+    import tempfile
+
+    from . import errors
+
+    if budget.config_path is None:
+        raise ConfigError(f"budget '{budget.name}' was not read from a config file")
+    with tempfile.TemporaryDirectory(prefix="graphcalc-budget-") as tmp:
+        result = Path(tmp) / "result.json"
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"]
+                                            if env.get("PYTHONPATH") else "")
+        proc = subprocess.run([sys.executable, "-m", "graphcalc.budget_worker",
+                               str(budget.config_path), str(budget.index), str(result)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env, cwd=os.getcwd())
+        # the model's prints: never on stdout, where --format json is
+        sys.stderr.write(proc.stdout.decode(errors="replace"))
+        if proc.returncode != 0 or not result.exists():
+            how = (f"was killed by signal {-proc.returncode}" if proc.returncode < 0
+                   else f"ended with exit code {proc.returncode}")
+            tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            raise errors.ModelBuildError(
+                f"the analysis of {budget.model} {how} before it gave figures (the model's code "
+                f"ended the process: os._exit, a signal or a crash){': ' + tail[0] if tail[0] else ''}")
+        try:
+            data = json.loads(result.read_text())
+        except (OSError, ValueError) as e:
+            raise errors.ModelBuildError(f"the analysis of {budget.model} left a damaged result: "
+                                         f"{e}") from None
+    if not data.get("ok"):
+        kind = getattr(errors, str(data.get("error_type")), None)
+        kind = kind if isinstance(kind, type) and issubclass(kind, GraphcalcError) \
+            else errors.ModelBuildError
+        raise kind(str(data.get("error")))
+    return Figures.from_dict(data["figures"]), tuple(Path(f) for f in data.get("files", ()))
+
+
 def measure(budget: Budget, project: Path, cache: Cache | None = None) -> tuple[Figures, bool]:
-    """The budget's figures, from the cache when its files and options are unchanged."""
+    """The budget's figures, from the cache when its files and options are unchanged: the files
+    the analysis really imported, as recorded with the figures, and those its imports name."""
     key = cache_key(budget, project) if cache else None
     if cache:
         hit = cache.get(key)
         if hit is not None:
             return hit, True
-    with _forgetting(local_files(budget.model_path, project)):
-        report = analyze_file(budget.spec, budget.options, inputs=list(budget.inputs) or None)
-    g = report.gpu if budget.options.gpu is not None else None
-    figures = Figures(params=report.totals.params, flops_forward=report.totals.flops_forward,
-                      flops_backward=report.totals.flops_backward,
-                      peak_memory_bytes=g.device_total_bytes if g else report.memory.peak_bytes,
-                      unknown_ops=tuple(op for op, _ in report.unknown_ops),
-                      opaque_layers=tuple(path for path, _ in report.opaque),
-                      gpu_required_bytes=g.required_bytes if g else None,
-                      gpu_capacity_bytes=g.capacity_bytes if g else None)
+    figures, imported = _isolated(budget)
     if cache:
-        cache.put(key, figures)
+        cache.put(key, figures, imported)
+        cache.record_imports(budget, imported)
     return figures, False
-
-
-@contextmanager
-def _forgetting(files: tuple[Path, ...]):
-    """Drop the local modules a model imported from sys.modules afterwards: the next budget, a model
-    in another folder with a `layers.py` of its own or the same file edited, imports its own."""
-    before = set(sys.modules)
-    local = {str(f) for f in files}
-    try:
-        yield
-    finally:
-        for name in set(sys.modules) - before:
-            file = getattr(sys.modules.get(name), "__file__", None)
-            if file and str(Path(file).resolve()) in local:
-                del sys.modules[name]
 
 
 def evaluate(budget: Budget, figures: Figures, baseline: dict | None) -> tuple[Check, ...]:
@@ -548,6 +652,12 @@ def evaluate(budget: Budget, figures: Figures, baseline: dict | None) -> tuple[C
     if budget.options.gpu is not None and figures.gpu_capacity_bytes is not None:
         checks.append(Check("gpu_fit", "limit", figures.gpu_required_bytes,
                             figures.gpu_capacity_bytes))
+    if figures.incomplete and not budget.allow_incomplete:
+        # a figure graphcalc cannot stand behind is never judged within a limit
+        checks.append(Check("complete", "complete", None, 0,
+                            problem=f"incomplete figures ({'; '.join(figures.incomplete)}); "
+                                    "set allow_incomplete = true in the budget to judge them "
+                                    "anyway"))
     if budget.max_growth is None:
         return tuple(checks)
     problem = None
@@ -603,7 +713,7 @@ def check(config: Config, *, changed: Iterable[str | Path] | None = None,
     With update_baseline the figures are written to the baseline first, so growth is judged
     against them (zero) and only the absolute limits can fail.
     """
-    budgets = config.budgets if changed is None else select(config, changed)
+    budgets = config.budgets if changed is None else select(config, changed, cache)
     baseline = read_baseline(config.baseline_path)
     measured = []
     for budget in budgets:
@@ -627,7 +737,7 @@ def check(config: Config, *, changed: Iterable[str | Path] | None = None,
 # --- text, in the units of graphcalc.units -----------------------------------------------------
 
 LABELS = {"params": "params", "flops": "FLOPs", "peak_memory_bytes": "peak memory",
-          "gpu_fit": "GPU memory"}
+          "gpu_fit": "GPU memory", "complete": "figures"}
 
 
 def amount(figure: str, value: float) -> str:
@@ -637,6 +747,8 @@ def amount(figure: str, value: float) -> str:
 
 def value_text(check: Check) -> str:
     """'26.9M'; growth: '+7.2% params'."""
+    if check.kind == "complete":
+        return "incomplete"
     if check.kind == "limit":
         return amount(check.figure, check.value)
     if check.value is None:
@@ -645,6 +757,8 @@ def value_text(check: Check) -> str:
 
 
 def limit_text(check: Check) -> str:
+    if check.kind == "complete":
+        return "complete"
     if check.kind == "growth":
         return format_percent(check.limit, signed=True)
     return amount(check.figure, check.limit)
@@ -673,7 +787,9 @@ def failures_text(outcome: Outcome) -> str:
     for check in outcome.checks:
         if check.ok:
             continue
-        if check.problem:
+        if check.kind == "complete":
+            item = check.problem
+        elif check.problem:
             item = f"{check.problem} (run `graphcalc check --update-baseline` and commit it)"
         elif check.kind == "growth":
             item = value_text(check)

@@ -1,0 +1,203 @@
+"""The budget gate against a hostile model (issue 27): a gate passes only when every budget was
+evaluated on figures graphcalc stands behind and all are within; anything else fails, visibly.
+
+Each budget is analysed in a process of its own (graphcalc.budget_worker): what its model does to
+that process (sys.exit, os._exit, a signal, torch's global state) cannot decide `check`'s exit code
+nor the next budget's figures.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from graphcalc import budget
+from graphcalc_cli.app import app
+
+runner = CliRunner()
+
+SMALL = """
+from torch import nn
+def build_model():
+    return nn.Linear(8, 2)
+"""
+# 8*4096 + 4096 + 4096*2 + 2 = 40,962 params: over a 10K limit
+BIG = """
+import torch
+from torch import nn
+def build_model():
+    return nn.Sequential(nn.Linear(8, 4096), nn.Linear(4096, 2))
+"""
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHCALC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+def project(tmp_path, **models):
+    """models/NAME.py for each model; one budget each, max_params 10K, batch 4, input 8."""
+    (tmp_path / "models").mkdir(exist_ok=True)
+    text = "[project]\nname = 'demo'\n"
+    for name, source in models.items():
+        (tmp_path / "models" / f"{name}.py").write_text(textwrap.dedent(source))
+        text += (f"\n[[tool.graphcalc.budget]]\nmodel = 'models/{name}.py'\nbatch = 4\n"
+                 "input = '8'\nmax_params = '10K'\n")
+    (tmp_path / "pyproject.toml").write_text(text)
+
+
+def check(*args):
+    return runner.invoke(app, ["check", *args])
+
+
+EXITS = {
+    "sys.exit in forward": """
+        import sys
+        from torch import nn
+        class Net(nn.Linear):
+            def forward(self, x):
+                sys.exit(0)
+        def build_model():
+            return Net(8, 2)
+        """,
+    "sys.exit at import": """
+        import sys
+        sys.exit(0)
+        """,
+    "os._exit in forward": """
+        import os
+        from torch import nn
+        class Net(nn.Linear):
+            def forward(self, x):
+                os._exit(0)
+        def build_model():
+            return Net(8, 2)
+        """,
+    "os._exit at import": """
+        import os
+        os._exit(0)
+        """,
+    "a signal": """
+        import os, signal
+        os.kill(os.getpid(), signal.SIGKILL)
+        """,
+    "a BaseException": """
+        class Stop(BaseException):
+            pass
+        raise Stop("no")
+        """,
+}
+
+
+@pytest.mark.parametrize("how", list(EXITS))
+def test_model_code_never_decides_the_exit_code(how, tmp_path):
+    project(tmp_path, a_exits=EXITS[how], b_big=BIG)
+    result = check()
+    assert result.exit_code != 0, result.output
+    assert "a_exits" in result.output
+    js = check("--format", "json")
+    assert js.exit_code != 0
+
+
+def test_an_incomplete_figure_fails_the_gate_unless_the_budget_accepts_it(tmp_path):
+    reads = """
+        import torch
+        from torch import nn
+        class Reader(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = nn.Linear(8, 8)
+            def forward(self, h):
+                h = self.lin(h)
+                for _ in range(int(h.abs().sum().item()) % 7 + 50):  # loops over a value
+                    h = torch.tanh(h @ h.new_ones(8, 8))
+                return h
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a, self.b = Reader(), nn.Linear(8, 2)
+            def forward(self, x):
+                return self.b(self.a(x))
+        def build_model():
+            return Net()
+        """
+    project(tmp_path, reads=reads)
+    result = check()
+    assert result.exit_code == 1, result.output
+    assert "incomplete" in result.output
+    d = json.loads(check("--format", "json").stdout)
+    assert not d["ok"] and d["budgets"][0]["figures"]["incomplete"]
+    text = (tmp_path / "pyproject.toml").read_text()
+    (tmp_path / "pyproject.toml").write_text(text + "allow_incomplete = true\n")
+    assert check().exit_code == 0
+
+
+def test_budgets_do_not_leak_into_each_other_through_torch_s_global_state(tmp_path):
+    # the first model sets fp16 as torch's default dtype at import: in one process the next
+    # budget's parameters would be made in fp16, its figures read low, and the gate pass
+    fp16 = """
+        import torch
+        from torch import nn
+        torch.set_default_dtype(torch.float16)
+        def build_model():
+            return nn.Linear(8, 2)
+        """
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "a.py").write_text(textwrap.dedent(fp16))
+    (tmp_path / "models" / "b.py").write_text(textwrap.dedent(BIG))
+    (tmp_path / "pyproject.toml").write_text(
+        "[project]\nname = 'demo'\n"
+        "\n[[tool.graphcalc.budget]]\nmodel = 'models/a.py'\ninput = '8'\nmax_params = '1M'\n"
+        "\n[[tool.graphcalc.budget]]\nmodel = 'models/b.py'\ninput = '8'\n"
+        "max_peak_memory = '400KiB'\n")
+    alone = runner.invoke(app, ["analyze", "models/b.py", "--input", "8", "-f", "json"])
+    peak = json.loads(alone.stdout)["memory"]["peak_bytes"]
+    assert peak > 400 * 1024  # fp32 parameters, gradients and Adam's state
+    d = json.loads(check("--format", "json").stdout)
+    assert d["budgets"][1]["figures"]["peak_memory_bytes"] == peak
+    assert not d["ok"]
+
+
+def test_an_edit_in_a_src_layout_import_is_seen_by_the_cache_and_by_pre_commit(tmp_path,
+                                                                                monkeypatch):
+    (tmp_path / "src" / "mylib").mkdir(parents=True)
+    (tmp_path / "src" / "mylib" / "__init__.py").write_text("")
+    (tmp_path / "src" / "mylib" / "blocks.py").write_text("WIDTH = 8\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "src"))  # as an installed src/ package
+    net = """
+        import importlib
+        from torch import nn
+        blocks = importlib.import_module("mylib.blocks")  # no import statement to parse
+        def build_model():
+            return nn.Linear(8, blocks.WIDTH)
+        """
+    project(tmp_path, net=net)
+    assert check().exit_code == 0
+    (tmp_path / "src" / "mylib" / "blocks.py").write_text("WIDTH = 8000\n")  # 72,000 params
+    result = check()
+    assert result.exit_code == 1 and "cached" not in result.output, result.output
+    # pre-commit's selection: the changed file is one the model imported
+    config = budget.load_config(tmp_path / "pyproject.toml")
+    cache = budget.Cache(budget.default_cache_dir())
+    assert budget.select(config, [tmp_path / "src" / "mylib" / "blocks.py"], cache)
+    assert not budget.select(config, [tmp_path / "other.txt"], cache)
+
+
+def test_model_prints_never_reach_stdout_under_json(tmp_path):
+    noisy = """
+        from torch import nn
+        print("hello from the model file")
+        class Net(nn.Linear):
+            def forward(self, x):
+                print("hello from forward")
+                return super().forward(x)
+        def build_model():
+            return Net(8, 2)
+        """
+    project(tmp_path, noisy=noisy)
+    result = runner.invoke(app, ["check", "--format", "json"])
+    assert json.loads(result.stdout)["ok"]
