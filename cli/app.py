@@ -610,6 +610,12 @@ def check(
     if not run.outcomes:
         typer.echo(f"graphcalc: no budgeted model among the {len(files or [])} changed files",
                    err=True)
+    errors = [budgets.failures_text(o) for o in run.outcomes if o.error is not None]
+    if errors:  # a budget not evaluated fails the gate: exit 2, as a bad input does
+        from graphcalc.errors import ModelBuildError
+
+        raise ModelBuildError(f"{len(errors)} budget{'s' if len(errors) != 1 else ''} could "
+                              f"not be checked: {'; '.join(errors)}")
     failures = [budgets.failures_text(o) for o in run.outcomes if not o.ok]
     if failures:
         raise BudgetError(f"budget exceeded: {'; '.join(failures)}")
@@ -715,6 +721,11 @@ def _print_budgets(run, budgets) -> None:
         setup = (f"batch {opts.batch}, {opts.dtype}{', autocast ' + opts.amp if opts.amp else ''},"
                  f" {opts.optimizer}" + (f", on {opts.gpu_spec.name}" if opts.gpu else "")
                  + (", cached" if o.cached else ""))
+        if o.error is not None:
+            table.add_row(o.budget.name, "analysis", "", "", f"FAIL: {o.error}")
+            table.add_row(setup, "", "", "", "")
+            table.add_section()
+            continue
         for i, c in enumerate(o.checks):
             figure = budgets.LABELS[c.figure] + (" growth" if c.kind == "growth" else "")
             table.add_row(o.budget.name if i == 0 else (setup if i == 1 else ""), figure,

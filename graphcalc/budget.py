@@ -170,18 +170,21 @@ class Check:
 @dataclass(frozen=True)
 class Outcome:
     budget: Budget
-    figures: Figures
+    figures: Figures | None  # None: the analysis failed (`error` says why)
     checks: tuple[Check, ...]
     cached: bool
+    error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
+        return self.error is None and all(c.ok for c in self.checks)
 
     def to_dict(self) -> dict:
         return {"name": self.budget.name, "model": self.budget.model,
                 "config": self.budget.settings(), "cached": self.cached, "ok": self.ok,
-                "figures": self.figures.to_dict(), "checks": [c.to_dict() for c in self.checks]}
+                "error": self.error,
+                "figures": self.figures.to_dict() if self.figures is not None else None,
+                "checks": [c.to_dict() for c in self.checks]}
 
 
 # --- the config -----------------------------------------------------------------------------------
@@ -715,21 +718,25 @@ def check(config: Config, *, changed: Iterable[str | Path] | None = None,
     """
     budgets = config.budgets if changed is None else select(config, changed, cache)
     baseline = read_baseline(config.baseline_path)
-    measured = []
+    measured, failed = [], {}
     for budget in budgets:
         if on_budget:
             on_budget(budget)
         try:
             measured.append((budget, *measure(budget, config.folder, cache)))
-        except GraphcalcError as e:
-            raise type(e)(f"budget '{budget.name}' of {_shown(config.path)}: {e}") from e
+        except GraphcalcError as e:  # that budget fails; the others are still checked
+            failed[budget.name] = str(e)
     if update_baseline:
         provisional = [Outcome(b, f, (), cached) for b, f, cached in measured]
         write_baseline(config.baseline_path, provisional, keep=baseline,
                        names=[b.name for b in config.budgets])
         baseline = read_baseline(config.baseline_path)
-    outcomes = tuple(Outcome(b, f, evaluate(b, f, baseline.get(b.name)), cached)
-                     for b, f, cached in measured)
+    figures = {b.name: (f, cached) for b, f, cached in measured}
+    outcomes = tuple(
+        Outcome(b, None, (), False, error=failed[b.name]) if b.name in failed
+        else Outcome(b, figures[b.name][0], evaluate(b, figures[b.name][0], baseline.get(b.name)),
+                     figures[b.name][1])
+        for b in budgets)
     return CheckRun(config, outcomes, skipped=len(config.budgets) - len(budgets),
                     baseline_written=update_baseline)
 
@@ -783,6 +790,8 @@ def _excess_text(check: Check) -> str:
 def failures_text(outcome: Outcome) -> str:
     """The budget's part of the closing sentence: "net: params over by 1.93M (+7.7%), +7.2%
     params"; "" when it holds."""
+    if outcome.error is not None:
+        return f"{outcome.budget.name}: not analysed: {outcome.error}"
     items: list[str] = []
     for check in outcome.checks:
         if check.ok:

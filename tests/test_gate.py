@@ -24,7 +24,7 @@ from torch import nn
 def build_model():
     return nn.Linear(8, 2)
 """
-# 8*4096 + 4096 + 4096*2 + 2 = 40,962 params: over a 10K limit
+# 8*4096 + 4096 + 4096*2 + 2 = 45,058 params: over a 10K limit
 BIG = """
 import torch
 from torch import nn
@@ -100,7 +100,11 @@ def test_model_code_never_decides_the_exit_code(how, tmp_path):
     assert result.exit_code != 0, result.output
     assert "a_exits" in result.output
     js = check("--format", "json")
-    assert js.exit_code != 0
+    assert js.exit_code == 2
+    d = json.loads(js.stdout)  # the table is still written, the other budget still checked
+    a, b = d["budgets"]
+    assert not d["ok"] and a["error"] and a["figures"] is None
+    assert b["error"] is None and not b["ok"] and b["figures"]["params"] == 45_058
 
 
 def test_an_incomplete_figure_fails_the_gate_unless_the_budget_accepts_it(tmp_path):
