@@ -83,23 +83,75 @@ def _fail(e: BaseException, debug: bool) -> None:
     raise typer.Exit(3)
 
 
+class _ModelExit(BaseException):
+    """os._exit called by model code in graphcalc's own process (see _model_cannot_exit)."""
+
+
+def _model_cannot_exit():
+    """While a command runs, os._exit in this process (model code: graphcalc's own calls are in
+    child processes) raises instead of ending it, so that the model never decides the exit code;
+    returns the function that puts os._exit back."""
+    import os
+
+    real, pid = os._exit, os.getpid()
+
+    def guarded(code=0):
+        if os.getpid() != pid:  # a forked child: its own business
+            real(code)
+        raise _ModelExit(code)
+
+    os._exit = guarded
+
+    def restore():
+        os._exit = real
+
+    return restore
+
+
 def _command(fn):
-    """A command whose every error becomes one sentence and an exit code (`_fail`)."""
+    """A command whose every error becomes one sentence and an exit code (`_fail`); model code
+    that ends the process (sys.exit, os._exit, a BaseException) is an error of the model's,
+    never a silent exit 0."""
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        if kwargs.get("debug", False):
+        from graphcalc.errors import ModelBuildError
+
+        debug = kwargs.get("debug", False)
+        if debug:
             from graphcalc import torchlogs
 
             torchlogs.show(True)  # torch's own error logs too, tracebacks included
+        restore = _model_cannot_exit()
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
+        except _ModelExit as e:
+            _fail(ModelBuildError(f"the model called os._exit({e.args[0] if e.args else 0}) "
+                                  "while graphcalc ran it: no figures"), debug)
+        except SystemExit as e:
+            _fail(ModelBuildError(f"the model called sys.exit({e.code!r}) while graphcalc ran "
+                                  "it: no figures"), debug)
         except Exception as e:  # noqa: BLE001 - the one place errors become exit codes
-            _fail(e, kwargs.get("debug", False))
+            _fail(e, debug)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # noqa: BLE001 - a model's own BaseException subclass
+            _fail(ModelBuildError(f"the model raised {type(e).__name__}: {e}; no figures"),
+                  debug)
+        finally:
+            restore()
 
     return app.command()(run)
+
+
+def _model_prints_to_stderr():
+    """While the model's code runs (its file imported, its step replayed), what it prints goes
+    to stderr: stdout holds the output alone (`--format json` stays parseable)."""
+    import contextlib
+
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def _write(text: str, output: Optional[Path]) -> None:
@@ -197,12 +249,13 @@ def analyze(
     kept = []
     hf = _hf(task, seq_len, image_size, audio_samples, attn, offline)
     planned = None
-    if auto:
-        planned = _auto_plan(model, options, input, memory, hf)
-        report = planned.report
-    else:
-        report = analyze_file(model, options, inputs=input, hf=hf,
-                              on_replay=kept.append if snapshot is not None else None)
+    with _model_prints_to_stderr():
+        if auto:
+            planned = _auto_plan(model, options, input, memory, hf)
+            report = planned.report
+        else:
+            report = analyze_file(model, options, inputs=input, hf=hf,
+                                  on_replay=kept.append if snapshot is not None else None)
     width = terminal_width() if output is None else None  # a file: the natural width
     _write(render(report.at_depth(depth), fmt.value, width), output)
     if planned is not None:
@@ -891,7 +944,8 @@ def trace(
     from graphcalc.trace import to_code, to_json, trace_file
 
     options = _options(batch, dtype, optim, amp, device)
-    step = trace_file(model, options, inputs=input)
+    with _model_prints_to_stderr():
+        step = trace_file(model, options, inputs=input)
     if fmt.value == "json":
         text = to_json(step, model, options.as_dict())
     else:

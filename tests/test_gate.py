@@ -205,3 +205,38 @@ def test_model_prints_never_reach_stdout_under_json(tmp_path):
     project(tmp_path, noisy=noisy)
     result = runner.invoke(app, ["check", "--format", "json"])
     assert json.loads(result.stdout)["ok"]
+
+
+@pytest.mark.parametrize("how", ["sys.exit in forward", "os._exit in forward",
+                                 "a BaseException"])
+@pytest.mark.parametrize("command", ["analyze", "fit", "verify"])
+def test_model_code_never_ends_a_command_with_exit_0(command, how, tmp_path):
+    (tmp_path / "m.py").write_text(textwrap.dedent(EXITS[how]))
+    args = [command, str(tmp_path / "m.py"), "--input", "8"]
+    if command == "fit":
+        args += ["--memory", "1GiB"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    line = [ln for ln in result.output.splitlines() if ln.startswith("graphcalc:")][-1]
+    assert "the model" in line and "no figures" in line
+    import os
+    assert os._exit.__name__ == "_exit"  # put back after the command
+
+
+@pytest.mark.parametrize("command", [["analyze", "-f", "json"], ["trace", "-f", "json"]])
+def test_model_prints_never_reach_stdout(command, tmp_path):
+    (tmp_path / "m.py").write_text(textwrap.dedent("""
+        from torch import nn
+        print("hello from the model file")
+        class Net(nn.Linear):
+            def forward(self, x):
+                print("hello from forward")
+                return super().forward(x)
+        def build_model():
+            return Net(8, 2)
+        """))
+    result = runner.invoke(app, [command[0], str(tmp_path / "m.py"), "--input", "8",
+                                 *command[1:]])
+    assert result.exit_code == 0, result.output
+    json.loads(result.stdout)
