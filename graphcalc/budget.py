@@ -317,8 +317,10 @@ def _budget(entry: dict, index: int, path: Path) -> Budget:
         except GraphcalcError as e:
             raise bad("input", str(e)) from None
     limits = {}
-    for key, parse in (("max_params", parse_count), ("max_flops", parse_count),
-                       ("max_peak_memory", parse_bytes), ("max_growth", parse_percent)):
+    exact_count = lambda v: parse_count(v, exact=True)  # noqa: E731 - a limit as written
+    exact_bytes = lambda v: parse_bytes(v, exact=True)  # noqa: E731
+    for key, parse in (("max_params", exact_count), ("max_flops", exact_count),
+                       ("max_peak_memory", exact_bytes), ("max_growth", parse_percent)):
         if key in entry:
             try:
                 limits[key] = parse(entry[key])
@@ -550,8 +552,9 @@ def read_baseline(path: Path) -> dict[str, dict]:
             raise ValueError
         for entry in entries.values():
             for figure in FIGURES:
-                int(entry[figure])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                if int(entry[figure]) < 0:
+                    raise ValueError
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
         raise ConfigError(f"the baseline {_shown(path)} is not a graphcalc baseline (schema "
                           f"{BASELINE_SCHEMA}): rewrite it with `graphcalc check "
                           "--update-baseline`") from None
@@ -717,7 +720,12 @@ def check(config: Config, *, changed: Iterable[str | Path] | None = None,
     against them (zero) and only the absolute limits can fail.
     """
     budgets = config.budgets if changed is None else select(config, changed, cache)
-    baseline = read_baseline(config.baseline_path)
+    try:
+        baseline = read_baseline(config.baseline_path)
+    except ConfigError:
+        if not update_baseline:
+            raise
+        baseline = {}  # damaged: --update-baseline, the advice given for it, writes it anew
     measured, failed = [], {}
     for budget in budgets:
         if on_budget:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from .errors import UsageError
 
@@ -18,7 +19,9 @@ _BYTES = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
 _NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
 
 
-def _parse(text, table: dict, what: str) -> int:
+def _parse(text, table: dict, what: str, exact: bool = False) -> int | float:
+    """The number `text` says. `exact`: as written, a fraction kept (a limit of 1.5 or 1500.5
+    is that, not 2 or 1500); else rounded to a whole number."""
     if isinstance(text, bool):
         raise UsageError(f"{what} '{text}' is not a number")
     if isinstance(text, (int, float)):
@@ -26,22 +29,26 @@ def _parse(text, table: dict, what: str) -> int:
             raise UsageError(f"{what} '{text}' is not a finite number")
         if text < 0:
             raise UsageError(f"{what} '{text}' is negative")
-        return int(text)
-    m = _NUMBER.match(str(text))
-    if not m or m.group(2).upper() not in table:
-        raise UsageError(f"{what} '{text}' does not parse: write e.g. "
-                         + ("25M, 4.5G" if table is _COUNT else "16GiB, 512MB"))
-    return int(round(float(m.group(1)) * table[m.group(2).upper()]))
+        value = Decimal(repr(text)) if isinstance(text, float) else Decimal(text)
+    else:
+        m = _NUMBER.match(str(text))
+        if not m or m.group(2).upper() not in table:
+            raise UsageError(f"{what} '{text}' does not parse: write e.g. "
+                             + ("25M, 4.5G" if table is _COUNT else "16GiB, 512MB"))
+        value = Decimal(m.group(1)) * table[m.group(2).upper()]
+    if value == value.to_integral_value():
+        return int(value)
+    return float(value) if exact else int(value.to_integral_value(ROUND_HALF_EVEN))
 
 
-def parse_count(text) -> int:
-    """'25M' -> 25_000_000, '4.5G' -> 4_500_000_000."""
-    return _parse(text, _COUNT, "count")
+def parse_count(text, exact: bool = False) -> int | float:
+    """'25M' -> 25_000_000, '4.5G' -> 4_500_000_000; with `exact`, '1500.5' -> 1500.5."""
+    return _parse(text, _COUNT, "count", exact)
 
 
-def parse_bytes(text) -> int:
+def parse_bytes(text, exact: bool = False) -> int | float:
     """'16GiB' -> 17_179_869_184, '1.5 TB' -> 1_500_000_000_000, '512MB' -> 512_000_000."""
-    return _parse(text, _BYTES, "size")
+    return _parse(text, _BYTES, "size", exact)
 
 
 def parse_percent(text) -> float:

@@ -240,3 +240,34 @@ def test_model_prints_never_reach_stdout(command, tmp_path):
                                  *command[1:]])
     assert result.exit_code == 0, result.output
     json.loads(result.stdout)
+
+
+def test_fractional_limits_are_compared_as_written(tmp_path):
+    # 19 x (78 + 1) = 1,501 parameters against 1,500.6: over (rounded, the limit read 1,501)
+    (tmp_path / "m.py").write_text("from torch import nn\ndef build_model():\n"
+                                   "    return nn.Linear(78, 19)\n")
+    (tmp_path / "graphcalc.toml").write_text(
+        "[[budget]]\nmodel = 'm.py'\ninput = '78'\nmax_params = '1.5006K'\n")
+    result = check("--format", "json")
+    assert result.exit_code == 1, result.output
+    c = json.loads(result.stdout)["budgets"][0]["checks"][0]
+    assert (c["value"], c["limit"], c["ok"]) == (1501, 1500.6, False)
+    (tmp_path / "graphcalc.toml").write_text(
+        "[[budget]]\nmodel = 'm.py'\ninput = '78'\nmax_params = 1501.4\n"
+        "max_peak_memory = '1.5GiB'\n")
+    assert check().exit_code == 0
+
+
+@pytest.mark.parametrize("damage", ["{not json", '{"schema_version": 1, "budgets": '
+                                                 '{"models/m.py": {"params": 1e999, '
+                                                 '"flops": 1, "peak_memory_bytes": 1}}}'])
+def test_a_damaged_baseline_is_mended_by_the_command_its_message_advises(damage, tmp_path):
+    project(tmp_path, m=SMALL)
+    text = (tmp_path / "pyproject.toml").read_text()
+    (tmp_path / "pyproject.toml").write_text(text + "max_growth = '5%'\n")
+    (tmp_path / "graphcalc-baseline.json").write_text(damage)
+    result = check()
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "graphcalc check --update-baseline" in result.output
+    assert check("--update-baseline").exit_code == 0
+    assert check().exit_code == 0
