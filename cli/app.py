@@ -146,6 +146,16 @@ def _command(fn):
     return app.command()(run)
 
 
+def _outputs(model: str, writes: dict) -> None:
+    """Refuse, before the model runs, an output path that is the model file or another
+    output's (graphcalc.outputs)."""
+    from graphcalc.loader import split_spec
+    from graphcalc.outputs import check_outputs
+
+    reads = [] if model.startswith("hf:") else [Path(split_spec(model)[0])]
+    check_outputs(reads, writes)
+
+
 def _model_prints_to_stderr():
     """While the model's code runs (its file imported, its step replayed), what it prints goes
     to stderr: stdout holds the output alone (`--format json` stays parseable)."""
@@ -158,7 +168,9 @@ def _write(text: str, output: Optional[Path]) -> None:
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text)
+        from graphcalc.outputs import write_atomic
+
+        write_atomic(output, text)
         typer.echo(f"wrote {output}", err=True)
 
 
@@ -237,6 +249,9 @@ def analyze(
     from graphcalc.analyze import analyze_file
     from graphcalc.errors import IncompleteError, UsageError
     from graphcalc.formatting import render, terminal_width
+
+    _outputs(model, {"-o": output, "--svg": svg, "--timeline-svg": timeline_svg,
+                     "--snapshot": snapshot})
 
     if depth is not None and depth < 0:
         raise UsageError(f"depth must be 0 or more, got {depth}")
@@ -539,6 +554,7 @@ def fit(
                          "to plan for)")
     if memory is None and gpu is None:
         raise UsageError("give the memory budget with --memory SIZE, or a GPU with --gpu NAME")
+    _outputs(model, {"--plot": plot})
     if gpu is None:  # a plain budget: the predicted peak against it, on the device chosen
         budget = parse_bytes(memory)
         options = _options(1, dtype, optim, amp, device, world_size=world_size, shard=shard,
@@ -867,6 +883,8 @@ def render(
     op-level graph of the step."""
     from graphcalc.analyze import analyze_file
     from graphcalc.errors import RenderError, UsageError
+
+    _outputs(model, {"-o": output})
     from graphcalc.render import format_for
 
     budget = _budget(memory)
@@ -914,7 +932,9 @@ def _op_picture(model, options, inputs, output, fmt, layer, engine) -> None:
     if output is None:
         sys.stdout.write(picture.decode())
         return
-    output.write_bytes(picture)
+    from graphcalc.outputs import write_atomic
+
+    write_atomic(output, picture)
     typer.echo(f"wrote {output}", err=True)
 
 
@@ -943,6 +963,7 @@ def trace(
 
     from graphcalc.trace import to_code, to_json, trace_file
 
+    _outputs(model, {"-o": output})
     options = _options(batch, dtype, optim, amp, device)
     with _model_prints_to_stderr():
         step = trace_file(model, options, inputs=input)

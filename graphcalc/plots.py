@@ -350,9 +350,6 @@ def fit_svg(fit, model: str, subtitle: str = "", width: int = 900,
 
 def write_svg(path, svg: str) -> None:
     """Write a chart; a path that cannot be written is one sentence (RenderError)."""
-    from pathlib import Path
+    from .outputs import write_atomic
 
-    try:
-        Path(path).write_text(svg)
-    except OSError as e:
-        raise RenderError(f"cannot write {path}: {e.strerror or e}") from None
+    write_atomic(path, svg)

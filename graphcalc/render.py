@@ -684,8 +684,7 @@ def write_picture(report: Report, path: Path, fmt: str | None = None, **options)
     """Render to `path`; the format from `fmt` or the suffix. Returns the format written."""
     fmt = format_for(path, fmt)
     data = render(report, fmt, **options)
-    try:
-        Path(path).write_bytes(data)
-    except OSError as e:
-        raise RenderError(f"cannot write {path}: {e.strerror or e}") from None
+    from .outputs import write_atomic
+
+    write_atomic(path, data)
     return fmt

@@ -23,9 +23,7 @@ misspelt list): the closing `snapshot` entry carries it.
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 
-from .errors import RenderError
 from .timeline import Where
 
 # graphcalc's categories -> torch.profiler._memory_profiler.Category names, lowercased as
@@ -97,7 +95,6 @@ def snapshot(rp) -> dict:
 def write_snapshot(rp, path) -> None:
     """Pickle the snapshot to `path`, in protocol 4: the viewer's own unpickler reads 2 to 4."""
     data = pickle.dumps(snapshot(rp), protocol=4)
-    try:
-        Path(path).write_bytes(data)
-    except OSError as e:
-        raise RenderError(f"cannot write {path}: {e.strerror or e}") from None
+    from .outputs import write_atomic
+
+    write_atomic(path, data)
