@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import weakref
+
 from dataclasses import replace
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from . import checkpointing, loader
@@ -95,6 +98,7 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
     """Analyse a model: every figure of the report, from one replay of the step on fake tensors,
     with the modules `options.checkpoint` names under torch.utils.checkpoint. `on_replay` is
     handed the replay itself (its every event: graphcalc.snapshot)."""
+    check_batch_responds(make_inputs, options.batch)
     paths = checkpointing.resolve(model, options.checkpoint) if options.checkpoint else ()
     recompute = checkpointing.RecomputeFlops()
     with checkpointing.checkpointed(model, paths), recompute.watching():
@@ -104,6 +108,40 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
         return report
     return replace(report, checkpointed=paths, recompute=flops,
                    totals=replace(report.totals, flops_recompute=sum(recompute.flops.values())))
+
+
+_RESPONDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+PROBE_BATCHES = (7, 11)  # above the floors inputs set (max(batch, 3)), and small
+
+
+def check_batch_responds(make_inputs, batch: int) -> None:
+    """Refuse inputs that ignore the batch asked for: when `make_inputs` gives the same shapes at
+    two small batches, the step analysed is not one of `batch` samples, and every figure (and
+    `fit`'s answer) would be for a batch nobody asked for."""
+    try:
+        known = _RESPONDS.get(make_inputs)
+    except TypeError:  # not weak-referenceable: check each time
+        known = None
+    if known is None:
+        from torch.utils._pytree import tree_leaves
+
+        from .replay import example_batch
+
+        try:
+            a, b = ([tuple(t.shape) for t in tree_leaves(example_batch(make_inputs, n))
+                     if isinstance(t, torch.Tensor)] for n in PROBE_BATCHES)
+        except Exception:  # noqa: BLE001 - the analysis itself reports a failing input
+            return
+        known = (not a) or a != b
+        try:
+            _RESPONDS[make_inputs] = known
+        except TypeError:
+            pass
+    if not known:
+        raise UsageError(f"the inputs ignore the batch size: example_inputs gives the same shapes "
+                         f"at batch {PROBE_BATCHES[0]} and {PROBE_BATCHES[1]}, so a step of "
+                         f"batch {batch} cannot be analysed; make example_inputs(batch_size) "
+                         "build batch_size samples")
 
 
 def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,

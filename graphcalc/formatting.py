@@ -66,7 +66,9 @@ def summary_lines(report: Report) -> list[str]:
         f"{t.mult_adds_with_bias:,}",
         f"Peak training memory: {format_bytes(m.peak_bytes)} ({m.peak_bytes:,} B), step "
         f"{m.peak_step} {m.peak_phase} at {m.peak_layer}; first step {format_bytes(m.first_step_peak_bytes)}"
-        f", steady {format_bytes(m.steady_step_peak_bytes)}",
+        + (f", steady {format_bytes(m.steady_step_peak_bytes)}" if not m.step_growth_bytes
+           else f", last step {format_bytes(m.steady_step_peak_bytes)}, NOT STEADY: "
+                f"{format_bytes(m.step_growth_bytes)} more held after every step"),
         f"  parameters {format_bytes(b.parameters)} | gradients {format_bytes(b.gradients)} | "
         f"optimizer state {format_bytes(b.optimizer_state)} | batch {format_bytes(b.batch)} | "
         f"activations {format_bytes(b.activations)}",

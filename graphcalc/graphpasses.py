@@ -172,6 +172,7 @@ class StepMemory:
     timeline: tuple  # report.TimelinePoint: the highest point of each (step, phase, layer) run
     stack: tuple  # report.StackPoint
     phases: tuple  # report.PhaseSpan
+    step_ends: tuple[int, ...] = ()  # live bytes after each step's last event
 
 
 def step_memory(sg: StepGraph) -> StepMemory:
@@ -210,11 +211,13 @@ def step_memory(sg: StepGraph) -> StepMemory:
         return StepMemory(peak, peak_where, at_peak, (), (), (), ())
     first, last = in_steps[0], in_steps[-1]
     step_peaks: dict[int, int] = {}
+    step_ends: dict[int, int] = {}
     timeline, spans = [], []
     run_label, run_peak = None, 0
     for i in range(first, last + 1):
         lb = labels[i]
         step_peaks[lb[0]] = max(step_peaks.get(lb[0], 0), levels[i])
+        step_ends[lb[0]] = levels[i]
         if lb != run_label:
             if run_label is not None and run_label[1] != "end":
                 timeline.append(TimelinePoint(*run_label, run_peak))
@@ -240,7 +243,7 @@ def step_memory(sg: StepGraph) -> StepMemory:
     points = stack(start_changes + changes, keep, where)
     return StepMemory(peak, peak_where, at_peak,
                       tuple(step_peaks[s] for s in sorted(step_peaks)), tuple(timeline),
-                      points, tuple(spans))
+                      points, tuple(spans), tuple(step_ends[s] for s in sorted(step_ends)))
 
 
 def layer_graph(sg: StepGraph, step: int = 1, phases: tuple[str, ...] = FORWARD_PHASES):
@@ -432,4 +435,6 @@ def graph_memory(sg: StepGraph, *, device: str, inference_peak_bytes: int,
         optimizer_state_bytes=optimizer_state_bytes,
         optimizer_temporary_bytes=c["optimizer_temporaries"],
         timeline=sm.timeline, timeline_stack=sm.stack, timeline_phases=sm.phases,
-        attention_kernels=attention_kernels, cuda_target=cuda_target)
+        attention_kernels=attention_kernels, cuda_target=cuda_target,
+        step_growth_bytes=max(0, sm.step_ends[-1] - sm.step_ends[-2])
+        if len(sm.step_ends) > 1 else 0)

@@ -386,8 +386,29 @@ class KnownValues:
             self.reads.setdefault(op, {})[self.owner] = None
 
 
+# Matrix products whose real kernels (CPU and CUDA) refuse operands of different dtypes ("mat1
+# and mat2 must have the same dtype", "expected m1 and m2 to have the same dtype") where their
+# fake kernels do not check: an int64 batch into nn.Linear, a bf16 activation times an fp32
+# buffer. A step the real run cannot take is refused, not analysed.
+SAME_DTYPE_OPS = frozenset({
+    "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm", "aten::mv",
+    "aten::addmv", "aten::dot", "aten::vdot", "aten::addr", "aten::_addmm_activation"})
+
+
+def _same_dtype(func, args) -> None:
+    name = flops.op_name(func)
+    if name not in SAME_DTYPE_OPS:
+        return
+    dtypes = [t.dtype for t in args if isinstance(t, torch.Tensor)]
+    if len(set(dtypes)) > 1:
+        raise RuntimeError(f"{name.replace('aten::', '')}: expected the operands to have the "
+                           f"same dtype, but got {', '.join(dtype_name(d) for d in dtypes)}"
+                           " (the real kernel refuses them)")
+
+
 def _run(func, args, kwargs, phase: str, known: "KnownValues"):
     """The op on fake tensors, or for real where `_concrete` says so."""
+    _same_dtype(func, args)
     strict = _DTYPE_STRICT_FAKES.get(flops.op_name(func))
     if strict is not None and strict[1](args):
         # Not tried first: a failing fake kernel logs its traceback, and a log handler that keeps

@@ -152,6 +152,9 @@ class Memory:
     # a CUDA step: the attention kernels chosen as CUDA would (graphcalc.cuda), and the GPU
     attention_kernels: tuple[str, ...] = ()
     cuda_target: str = ""
+    # how much more is held after the last step than after the one before (0 in a steady
+    # state): a model that keeps something from every step grows without bound
+    step_growth_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -273,15 +276,20 @@ class Report:
         """False when some op had no FLOP formula or some layer was opaque (it reads tensor
         values): the FLOP totals are then a lower bound; or when a kernel that ran allocates
         memory the replay does not model (`memory_gaps`): the peak is then a lower bound."""
-        return not self.unknown_ops and not self.opaque and not self.memory_gaps
+        return (not self.unknown_ops and not self.opaque and not self.memory_gaps
+                and not self.memory.step_growth_bytes)
 
     @property
     def incomplete_reasons(self) -> tuple[str, ...]:
         """Why the figures are incomplete, a short clause each (empty when complete)."""
         ops = (f"no FLOP formula for {', '.join(op for op, _ in self.unknown_ops)}",) \
             if self.unknown_ops else ()
+        grows = (f"the memory held after each step grows by {self.memory.step_growth_bytes:,} B "
+                 "a step (the model keeps something from every step: the peak has no bound)",) \
+            if self.memory.step_growth_bytes else ()
         return (ops + tuple(f"layer '{path}' {why}" for path, why in self.opaque)
-                + tuple(f"peak memory of {where}: {why}" for where, why in self.memory_gaps))
+                + tuple(f"peak memory of {where}: {why}" for where, why in self.memory_gaps)
+                + grows)
 
     def to_dict(self) -> dict:
         mem = asdict(self.memory)
