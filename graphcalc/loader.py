@@ -12,6 +12,7 @@ Loading a file executes it, as importing it would.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import inspect
 import itertools
@@ -58,17 +59,24 @@ def import_file(path: Path):
     if not path.is_file():
         raise ModelFileError(f"not a file: {path}")
     try:
-        source = path.read_text()
-    except UnicodeDecodeError:
-        raise ModelFileError(f"{path} is not a Python file (it is not text)") from None
+        raw = path.read_bytes()
+        # as Python reads a source file: a UTF-8 BOM or a coding line (PEP 263) says the encoding
+        importlib.util.decode_source(raw)
+    except OSError as e:
+        raise ModelFileError(f"cannot read {path}: {e.strerror or e}") from None
+    except (UnicodeDecodeError, LookupError, SyntaxError):
+        raise ModelFileError(f"{path} is not a Python file (it is not text in the encoding "
+                             "it declares, UTF-8 by default)") from None
     try:
-        compile(source, str(path), "exec")
+        compile(raw, str(path), "exec")
     except SyntaxError as e:
         raise ModelFileError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
     except ValueError as e:  # null bytes
         raise ModelFileError(f"{path} is not a Python file ({e})") from None
     module_name = f"_graphcalc_model_{next(_counter)}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    # a source loader of its own: a model file need not end in .py
+    spec = importlib.util.spec_from_file_location(
+        module_name, path, loader=importlib.machinery.SourceFileLoader(module_name, str(path)))
     module = importlib.util.module_from_spec(spec)
     folder = str(path.parent)
     sys.path.insert(0, folder)

@@ -113,3 +113,43 @@ def test_a_per_step_leak_is_not_steady(tmp_path):
     assert "NOT STEADY" in text and "steady 1" not in text
     strict = runner.invoke(app, ["analyze", str(path), "--batch", "32", "--strict"])
     assert strict.exit_code == 1 and "grows by 8,192 B a step" in strict.output
+
+
+LINEAR = """import torch
+from torch import nn
+# {comment}
+def build_model():
+    return nn.Linear(8, 2)
+def example_inputs(batch_size):
+    return torch.randn(batch_size, 8)
+"""
+
+
+@pytest.mark.parametrize("name, data", [
+    ("bom.py", b"\xef\xbb\xbf" + LINEAR.format(comment="a UTF-8 BOM").encode()),
+    ("latin1.py", b"# -*- coding: latin-1 -*-\n"
+     + LINEAR.format(comment="caf\xe9").encode("latin-1")),
+    ("model.txt", LINEAR.format(comment="no .py extension").encode()),
+])
+def test_a_file_python_would_run_is_loaded(name, data, tmp_path):
+    """As Python itself reads a source file: a BOM or a coding line gives the encoding, and the
+    file's extension does not matter (`python model.txt` runs it)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / name
+    path.write_bytes(data)
+    assert subprocess.run([sys.executable, str(path)], capture_output=True).returncode == 0
+    result = runner.invoke(app, ["analyze", str(path), "--batch", "4", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    assert json.loads(result.stdout)["totals"]["params"] == 18
+
+
+def test_a_file_that_is_not_text_is_one_sentence(tmp_path):
+    path = tmp_path / "model.py"
+    path.write_bytes(b"\xff\xfe\x00binary\x00")
+    result = runner.invoke(app, ["analyze", str(path)])
+    assert result.exit_code == 2 and "is not a Python file" in result.output
+    assert "Traceback" not in result.output

@@ -221,8 +221,17 @@ def test_a_budget_on_a_model_with_an_opaque_layer_says_so(tmp_path, monkeypatch)
         '[[budget]]\nmodel = "model.py"\nbatch = 8\nmax_params = "1M"\n')
     monkeypatch.setenv("GRAPHCALC_CACHE_DIR", str(tmp_path / "cache"))
     args = ["check", "--config", str(tmp_path / "graphcalc.toml")]
+    # Incomplete figures fail the gate unless the budget accepts them (issue 27).
+    result = CliRunner().invoke(app, args + ["--format", "json"])
+    assert result.exit_code == 1, result.output
+    budget = json.loads(result.stdout)["budgets"][0]
+    assert budget["figures"]["opaque_layers"] == ["mid"]
+    assert [c["figure"] for c in budget["checks"] if not c["ok"]] == ["complete"]
+    table = CliRunner().invoke(app, args).output
+    assert "layer 'mid' reads tensor values" in table
+    (tmp_path / "graphcalc.toml").write_text(
+        '[[budget]]\nmodel = "model.py"\nbatch = 8\nmax_params = "1M"\n'
+        'allow_incomplete = true\n')
     result = CliRunner().invoke(app, args + ["--format", "json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["budgets"][0]["figures"]["opaque_layers"] == ["mid"]
-    table = CliRunner().invoke(app, args).output
-    assert "layer 'mid' reads tensor values" in table
