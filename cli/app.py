@@ -83,6 +83,15 @@ def _fail(e: BaseException, debug: bool) -> None:
     raise typer.Exit(3)
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that every `finally` runs: child processes
+    (verify's ranks, check's budget workers) are ended and temporary folders removed."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 class _ModelExit(BaseException):
     """os._exit called by model code in graphcalc's own process (see _model_cannot_exit)."""
 
@@ -127,6 +136,11 @@ def _command(fn):
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
+        except _Terminated:
+            if debug:
+                raise
+            typer.echo("graphcalc: stopped by SIGTERM; no figures", err=True)
+            raise typer.Exit(143) from None  # 128 + SIGTERM, as a shell reports it
         except _ModelExit as e:
             _fail(ModelBuildError(f"the model called os._exit({e.args[0] if e.args else 0}) "
                                   "while graphcalc ran it: no figures"), debug)
@@ -174,7 +188,9 @@ def _write(text: str, output: Optional[Path]) -> None:
         typer.echo(f"wrote {output}", err=True)
 
 
-MEMORY_LINE_HELP = "A memory budget, e.g. 80GiB, drawn as a line on the memory timeline."
+MEMORY_LINE_HELP = ("The memory of the device, e.g. 24GiB, drawn as a line on the memory "
+                    "timeline: a GPU's, as on every command (the CUDA step is drawn), unless "
+                    "--device cpu.")
 MODEL_HELP = ("FILE[:NAME]: a Python file defining build_model(), a `model`, or one nn.Module "
               "subclass; NAME picks an instance, class or factory. The file is executed. Or a "
               "Hugging Face model by its config: hf:NAME (read from the local Hugging Face cache, "
@@ -242,14 +258,19 @@ def analyze(
     attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
     offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
     checkpoint: Optional[List[str]] = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP),
+    columns: Optional[str] = typer.Option(
+        None, "--columns", help="The table's columns, comma-separated, from: layer, type, shape, "
+        "calls, params, flops_fwd, flops_bwd, output, saved (default: all that fit the "
+        "terminal)."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Parameters, FLOPs, activations and peak training memory, per layer and in total.
     With --world-size/--shard: per rank, --batch being each rank's batch."""
     from graphcalc.analyze import analyze_file
     from graphcalc.errors import IncompleteError, UsageError
-    from graphcalc.formatting import render, terminal_width
+    from graphcalc.formatting import parse_columns, render, terminal_width
 
+    chosen = parse_columns(columns) if columns is not None else None
     _outputs(model, {"-o": output, "--svg": svg, "--timeline-svg": timeline_svg,
                      "--snapshot": snapshot})
 
@@ -272,7 +293,7 @@ def analyze(
             report = analyze_file(model, options, inputs=input, hf=hf,
                                   on_replay=kept.append if snapshot is not None else None)
     width = terminal_width() if output is None else None  # a file: the natural width
-    _write(render(report.at_depth(depth), fmt.value, width), output)
+    _write(render(report.at_depth(depth), fmt.value, width, chosen), output)
     if planned is not None:
         from graphcalc.recompute import plan_text
 
@@ -456,7 +477,7 @@ def verify(
 
     from graphcalc import loader
     from graphcalc.analyze import resolve_inputs
-    from graphcalc.units import format_bytes, format_count
+    from graphcalc.units import format_bytes, format_count, format_seconds
     from graphcalc.verify import verify as run_verify
 
     options = _options(batch, dtype, optim, amp, device, steps, world_size, shard, routing,
@@ -483,7 +504,7 @@ def verify(
     for col in ("figure", "predicted", "measured", "error"):
         table.add_column(col, justify="left" if col == "figure" else "right")
     for c in result.checks:
-        fmt = (format_bytes if c.unit == "B" else (lambda v: f"{v * 1000:.1f} ms")
+        fmt = (format_bytes if c.unit == "B" else format_seconds
                if c.unit == "s" else format_count if c.unit == "FLOP" else (lambda v: f"{v:,}"))
         err = c.error_percent
         table.add_row(c.figure, "--" if c.predicted is None else fmt(c.predicted),
@@ -510,8 +531,11 @@ def _predicted_for(result) -> str:
 @_command
 def fit(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    memory: Optional[str] = typer.Option(None, help="Memory budget, e.g. 80GiB or 24GB (with "
-                                                    "--gpu: the card's memory)."),
+    memory: Optional[str] = typer.Option(None, help="The memory of the device to fit, e.g. 24GiB: "
+                                                    "a GPU's, as on every command (the device "
+                                                    "total: reserved + CUDA context), unless "
+                                                    "--device cpu makes it a CPU budget (the "
+                                                    "peak). With --gpu: that card's memory."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="Fit the card: what the caching "
                                       "allocator reserves plus the CUDA context, as analyze "
                                       "--gpu. Implies --device cuda."),
@@ -521,7 +545,8 @@ def fit(
     optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
     amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
     device: Optional[Device] = typer.Option(None, help="Device the memory prediction is for "
-                                                       "(default cpu; cuda with --gpu)."),
+                                                       "(default cuda: --memory and --gpu are a "
+                                                       "GPU's; cpu: --memory is a CPU budget)."),
     input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
     check: bool = typer.Option(False, "--verify", help="Run the batch found for real."),
     world_size: int = typer.Option(1, "--world-size", help=WORLD_HELP),
@@ -555,7 +580,10 @@ def fit(
     if memory is None and gpu is None:
         raise UsageError("give the memory budget with --memory SIZE, or a GPU with --gpu NAME")
     _outputs(model, {"--plot": plot})
-    if gpu is None:  # a plain budget: the predicted peak against it, on the device chosen
+    # --memory is the memory of the device fitted, a GPU's as on every command; only an explicit
+    # --device cpu makes it a CPU budget (the predicted peak against it)
+    on_cpu = gpu is None and device is not None and device.value == "cpu"
+    if on_cpu:
         budget = parse_bytes(memory)
         options = _options(1, dtype, optim, amp, device, world_size=world_size, shard=shard,
                            expandable_segments=expandable_segments, checkpoint=patterns)
@@ -564,8 +592,16 @@ def fit(
                            gpu=gpu, memory=memory, expandable_segments=expandable_segments,
                            checkpoint=patterns)
         budget = options.gpu_memory or options.gpu_spec.memory_bytes
-    card = f" on the {options.gpu_spec.name}" if gpu is not None else ""
-    figure = "device total" if gpu is not None else "peak"
+    card = "" if on_cpu else (f" on the {options.gpu_spec.name}" if gpu is not None
+                              else " on a GPU of that memory")
+    figure = "peak" if on_cpu else "device total"
+    typer.echo("Fitting " + (f"the CPU: the predicted peak against {format_bytes(budget)}"
+                             if on_cpu else
+                             f"{'the ' + options.gpu_spec.name if gpu is not None else 'a GPU'} "
+                             f"of {format_bytes(budget)}: the device total (the caching "
+                             "allocator's reserved peak + the CUDA context)")
+               + f", {options.optimizer}, {options.dtype}"
+               + (f", autocast {options.amp}" if options.amp else ""))
     if check and options.distributed:
         raise UsageError("fit --verify runs one device: check a per-rank batch with "
                          "graphcalc verify --world-size N --shard ddp|fsdp")
@@ -600,9 +636,12 @@ def fit(
                                 f"{' · autocast ' + options.amp if options.amp else ''} · "
                                 f"memory for {options.device}{rank}", budget_label="--memory"))
         typer.echo(f"wrote {plot}", err=True)
+    if result.note:
+        typer.echo(f"Note: {result.note}")
     if result.batch == 0:
-        typer.echo(f"graphcalc: batch 1 needs {format_bytes(result.peak_bytes)}, more than "
-                   f"{format_bytes(budget)}{card}", err=True)
+        typer.echo(f"graphcalc: batch {result.smallest_batch} needs "
+                   f"{format_bytes(result.peak_bytes)}, more than {format_bytes(budget)}{card}",
+                   err=True)
         raise typer.Exit(1)
     rank = (f" per rank ({options.shard} x {options.world_size}, global batch "
             f"{result.batch * options.world_size})") if options.distributed else ""
@@ -610,7 +649,7 @@ def fit(
                f"({figure} {format_bytes(result.peak_bytes)})")
     typer.echo(f"Recommended (80%): {result.recommended_batch} "
                f"({figure} {format_bytes(result.recommended_peak_bytes)})")
-    if gpu is not None:
+    if not on_cpu:
         from graphcalc.gpus import cuda_context
 
         typer.echo(f"Device total: the caching allocator's reserved peak (simulated) + "
@@ -841,7 +880,8 @@ def render(
     dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
     optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
     amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
-    device: Device = typer.Option("cpu", help="Device the memory prediction is for."),
+    device: Optional[Device] = typer.Option(None, help="Device the memory prediction is for "
+                                                       "(default cpu; cuda with --memory)."),
     input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Write here; the suffix picks the format."),
@@ -896,7 +936,11 @@ def render(
         if memory is not None:
             raise UsageError("--memory draws a line on the timeline: use it with --timeline")
         chosen = format_for(output, fmt.value if fmt else None)  # bad suffix: fail early
-    options = _options(batch, dtype, optim, amp, device)
+    # --memory is a GPU's memory here as on every command (the timeline of the CUDA step, the
+    # line at the card's memory); with --device cpu a line at that budget on the CPU step
+    on_cpu = device is not None and device.value == "cpu"
+    options = _options(batch, dtype, optim, amp, device,
+                       memory=memory if timeline and not on_cpu else None)
     if layer is not None and not ops:
         from graphcalc.errors import UsageError
 
@@ -910,10 +954,14 @@ def render(
     if timeline:
         from graphcalc.plots import timeline_svg
 
-        if output is None:
-            sys.stdout.write(timeline_svg(report, budget, "--memory"))
+        if memory is not None and not on_cpu:
+            budget, label = _card_line(report)
         else:
-            _timeline(report, output, budget)
+            label = "--memory"
+        if output is None:
+            sys.stdout.write(timeline_svg(report, budget, label))
+        else:
+            _timeline(report, output, budget, label)
         return
     _picture(report, output, chosen, depth=depth, color_by=color_by.value,
              max_nodes=max_nodes, engine=engine.value if engine else None,
@@ -975,6 +1023,9 @@ def trace(
 
 
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     app()
 
 

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from . import checkpointing, loader
-from .errors import GraphcalcError, ShapeError, TraceError, UsageError
+from .errors import GraphcalcError, ModelFileError, ShapeError, TraceError, UsageError
 from .options import Options
 from .routing import ROUTINGS
-from .replay import LOSS, OPTIMIZER, Replay, replay
+from .replay import LOSS, OPTIMIZER, LossCallError, Replay, replay
 from .opaque import is_data_dependent, reason_of
 from .report import TRACER, TRACER_OPAQUE, FlowNode, Layer, Report, Totals
 from .timeline import kernels, step_timeline  # noqa: F401 (step_timeline: its old home)
@@ -99,6 +99,7 @@ def analyze_module(model: nn.Module, make_inputs: Callable[[int], Any], options:
     with the modules `options.checkpoint` names under torch.utils.checkpoint. `on_replay` is
     handed the replay itself (its every event: graphcalc.snapshot)."""
     check_batch_responds(make_inputs, options.batch)
+    loader.materialize_lazy(model, make_inputs)
     paths = checkpointing.resolve(model, options.checkpoint) if options.checkpoint else ()
     recompute = checkpointing.RecomputeFlops()
     with checkpointing.checkpointed(model, paths), recompute.watching():
@@ -194,6 +195,8 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
     memory = graph_memory(
         rp.step_graph, device=options.device, inference_peak_bytes=rp.inference_peak,
         optimizer_state_bytes=rp.state_bytes, **kernels(rp, options))
+    if rp.inference_error:
+        memory = replace(memory, inference_error=rp.inference_error)
     dist = None
     if options.distributed:
         from .distributed import rank_memory
@@ -205,6 +208,7 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
     recompute.flops.update(recomputed)
     return Report(model=name or type(model).__name__, config=options.as_dict(), totals=totals,
                   memory=memory, layers=layers, unknown_ops=unknown, distributed=dist,
+                  loss=rp.loss_kind,
                   tracer=TRACER_OPAQUE if opaque else TRACER,
                   opaque=tuple((layer_name(p), why) for p, why in opaque.items()),
                   memory_gaps=tuple(rp.recorder.memory_gaps.items()),
@@ -234,6 +238,9 @@ def _gpu(rp: Replay, options: Options, memory: Memory):
 def _explain(e: Exception, model: nn.Module) -> GraphcalcError:
     owner = getattr(e, "_graphcalc_owner", None)
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, LossCallError):  # the model file's loss() and the batch disagree
+        return ModelFileError(f"{msg}; loss is called as loss(output, *inputs), with the "
+                              "batch's keywords when example_inputs returns a dict")
     where = layer_name(owner or "")
     if is_data_dependent(e):
         return TraceError(f"layer '{where}' reads tensor values (.item(), .tolist() or "
@@ -258,6 +265,11 @@ def analyze_file(spec: str, options: Options, *, inputs: list[str] | None = None
                  on_replay: Callable[[Replay], None] | None = None, hf=None) -> Report:
     """`graphcalc analyze FILE[:NAME]`: load the file, build the model on meta, analyse. `hf`:
     the graphcalc.hf.HFOptions of a model by its Hugging Face name or config."""
+    with loader.torch_state_kept():
+        return _analyze_file(spec, options, inputs, on_replay, hf)
+
+
+def _analyze_file(spec: str, options: Options, inputs, on_replay, hf) -> Report:
     source = loader.load(spec, hf)
     make_inputs = resolve_inputs(source, inputs)
     try:
@@ -265,6 +277,13 @@ def analyze_file(spec: str, options: Options, *, inputs: list[str] | None = None
         return analyze_module(model, make_inputs, options, loss_fn=source.loss, name=source.name,
                               on_replay=on_replay)
     except (ShapeError, TraceError) as first:
+        plan = source.hf_plan
+        if plan is not None and plan.seq_len and plan.max_positions \
+                and plan.seq_len > plan.max_positions[1] and "index out of range" in str(first):
+            attr, most = plan.max_positions
+            raise UsageError(f"--seq-len {plan.seq_len} is past the config's {attr} ({most}), "
+                             f"and this model's position table has no row for it: {first}") \
+                from None
         if source.meta_only:
             raise
         # Some models compute real values at build time (a constant table, not a buffer) that do

@@ -15,6 +15,7 @@ from torch.utils._pytree import tree_map
 
 from .analyze import analyze_module
 from .errors import UsageError
+from .loader import seeded, torch_state_kept
 from .options import Options
 from .report import Report
 
@@ -35,15 +36,33 @@ def _shapes(input_size) -> list[tuple[int, ...]]:
     return shapes
 
 
-def _from_sizes(input_size, dtypes) -> Any:
+def _batch_dim(batch_dim) -> int:
+    if not isinstance(batch_dim, int) or isinstance(batch_dim, bool) or batch_dim < 0:
+        raise UsageError(f"batch_dim must be a dimension index, 0 or more, got {batch_dim!r}")
+    return batch_dim
+
+
+def _from_sizes(input_size, dtypes, batch_dim: int = 0) -> Any:
     shapes = _shapes(input_size)
+    if isinstance(dtypes, torch.dtype):
+        dtypes = [dtypes]
     dtypes = list(dtypes) if dtypes is not None else [torch.float32] * len(shapes)
     if len(dtypes) != len(shapes):
         raise UsageError(f"{len(dtypes)} dtypes given for {len(shapes)} input shapes")
+    for d in dtypes:
+        if not isinstance(d, torch.dtype):
+            raise UsageError(f"dtypes must hold torch dtypes (torch.long...), got {d!r}")
+    for s in shapes:
+        if batch_dim > len(s):
+            raise UsageError(f"batch_dim {batch_dim} is past the end of input_size {s} (the "
+                             f"batch goes at position 0 to {len(s)} of the shape)")
 
     def make(batch: int):
-        tensors = tuple(torch.randn(batch, *s, dtype=d) if d.is_floating_point
-                        else torch.zeros(batch, *s, dtype=d) for s, d in zip(shapes, dtypes))
+        # the batch dimension inserted at batch_dim: (seq, features) with batch_dim=1 is
+        # (seq, batch, features), for sequence-first models
+        full = [(*s[:batch_dim], batch, *s[batch_dim:]) for s in shapes]
+        tensors = tuple(torch.randn(f, dtype=d) if d.is_floating_point
+                        else torch.zeros(f, dtype=d) for f, d in zip(full, dtypes))
         return tensors[0] if len(tensors) == 1 else tensors
 
     return make
@@ -56,7 +75,10 @@ def _from_data(input_data, batch_size: int | None, batch_dim: int = 0) -> tuple[
     if not tensors:
         raise UsageError("input_data holds no tensor")
     first = tensors[0]
-    data_batch = first.shape[batch_dim] if first.dim() > batch_dim else 1
+    if first.dim() <= batch_dim:
+        raise UsageError(f"batch_dim {batch_dim}: the first tensor of input_data has "
+                         f"{first.dim()} dimension(s), shape {tuple(first.shape)}")
+    data_batch = first.shape[batch_dim]
     data = input_data if not isinstance(input_data, list) else tuple(input_data)
 
     def make(batch: int):
@@ -99,8 +121,9 @@ def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: i
         token ids), as torchsummary takes it. Or input_data: a tensor, a tuple of tensors or a dict
         of keyword tensors, analysed as given (values included: a padding mask the model reads)
         at its own batch; `batch_size` resizes dimension `batch_dim` (0, or 1 for sequence-first
-        inputs) of the tensors that have the data's batch there, with random values. With neither,
-        the `example_inputs(batch_size)` of the model's module is used.
+        inputs) of the tensors that have the data's batch there, with random values. With
+        input_size the batch is inserted at `batch_dim` of each shape. With neither, the
+        `example_inputs(batch_size)` of the model's module is used.
     dtype, optim, amp, device, depth: as on the command line. Bad values raise a GraphcalcError
         subclass whose message is the sentence the command line prints.
     gpu, memory: as --gpu and --memory ("a100-80gb", "24GiB" or bytes): the step on that card,
@@ -113,10 +136,23 @@ def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: i
         raise UsageError(f"model must be an nn.Module, got {type(model).__name__}")
     if input_size is not None and input_data is not None:
         raise UsageError("give input_size or input_data, not both")
+    batch_dim = _batch_dim(batch_dim)
+    if batch_dim and input_size is None and input_data is None:
+        raise UsageError("batch_dim applies to input_size or input_data; the module's "
+                         "example_inputs(batch_size) places its batch itself")
+    if dtypes is not None and input_size is None:
+        raise UsageError("dtypes applies to input_size (input_data carries its own dtypes)")
+    if loss is not None and not callable(loss):
+        raise UsageError(f"loss must be a function loss(output, *inputs), got {loss!r}")
+    if name is not None and not isinstance(name, str):
+        raise UsageError(f"name must be a string, got {name!r}")
+    if isinstance(checkpoint, str):  # one pattern, not its letters
+        checkpoint = (checkpoint,)
     if input_data is not None:
         make_inputs, batch = _from_data(input_data, batch_size, batch_dim)
     elif input_size is not None:
-        make_inputs, batch = _from_sizes(input_size, dtypes), 1 if batch_size is None else batch_size
+        make_inputs = _from_sizes(input_size, dtypes, batch_dim)
+        batch = 1 if batch_size is None else batch_size
     else:
         make_inputs = _from_module_file(model, "example_inputs")
         batch = 1 if batch_size is None else batch_size
@@ -133,8 +169,10 @@ def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: i
     loss_fn = loss if loss is not None else _from_module_file(model, "loss")
     if loss_fn is not None and not callable(loss_fn):
         loss_fn = None
-    report = analyze_module(model, make_inputs, options, loss_fn=loss_fn,
-                            name=name or type(model).__name__).at_depth(depth)
+    # the caller's torch, Python and NumPy generators, and torch's global state, left as they were
+    with seeded(), torch_state_kept():
+        report = analyze_module(model, make_inputs, options, loss_fn=loss_fn,
+                                name=name or type(model).__name__).at_depth(depth)
     if verbose:
         print(report)
     return report

@@ -766,8 +766,8 @@ def value_text(check: Check) -> str:
         return "incomplete"
     if check.kind == "limit":
         return amount(check.figure, check.value)
-    if check.value is None:
-        return f"? {LABELS[check.figure]}"
+    if check.value is None:  # a growth with no baseline to compare (the verdict says why)
+        return "--"
     return f"{format_percent(check.value, signed=True)} {LABELS[check.figure]}"
 
 

@@ -4,10 +4,36 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from .gpus import CUDA_CONTEXT_RANGE
 from .report import Report, register_renderer
 from .units import format_bytes, format_count
+
+
+LOSS_MEAN_NOTE = ("Loss: the mean of the model's output (the model file defines no "
+                  "loss(output, *inputs) and the output has no .loss): the backward is that "
+                  "loss's; define loss() for your own")
+
+
+def breakdown_parts(b) -> list[tuple[str, int]]:
+    """The parts of the peak, each once, adding up to it: the optimizer's step() temporaries and
+    a CUDA step's workspaces only where there are some."""
+    parts = [("parameters", b.parameters), ("gradients", b.gradients),
+             ("optimizer state", b.optimizer_state)]
+    if b.optimizer_temporaries:
+        parts.append(("step() temporaries", b.optimizer_temporaries))
+    parts += [("batch", b.batch), ("activations", b.activations)]
+    if b.workspace:
+        parts.append(("workspaces", b.workspace))
+    return parts
+
+
+def inference_text(m) -> str:
+    """The inference peak, or why there is none (the forward fails under no_grad)."""
+    if m.inference_peak_bytes is None:
+        return f"none: the forward fails under no_grad ({m.inference_error})"
+    return format_bytes(m.inference_peak_bytes)
 
 COLUMNS = ("Layer", "Type", "Output shape", "Params", "FLOPs fwd", "FLOPs bwd", "Output", "Saved")
 
@@ -58,6 +84,7 @@ def summary_lines(report: Report) -> list[str]:
         f"Model {report.model}: batch {cfg['batch']}, {cfg['dtype']}{amp}, optimizer "
         f"{cfg['optimizer']}, memory for {m.device}"
         + (f" on the {report.gpu.gpu}" if report.gpu is not None and report.gpu.gpu else ""),
+        *([LOSS_MEAN_NOTE] if report.loss == "output.mean()" else []),
         f"Params: {t.params:,} ({format_count(t.params)}); trainable {t.trainable_params:,}, "
         f"frozen {t.frozen_params:,}; buffers {t.buffers:,} elements",
         f"FLOPs (2 per multiply-accumulate, as FlopCounterMode): forward {format_count(t.flops_forward)}"
@@ -69,12 +96,10 @@ def summary_lines(report: Report) -> list[str]:
         + (f", steady {format_bytes(m.steady_step_peak_bytes)}" if not m.step_growth_bytes
            else f", last step {format_bytes(m.steady_step_peak_bytes)}, NOT STEADY: "
                 f"{format_bytes(m.step_growth_bytes)} more held after every step"),
-        f"  parameters {format_bytes(b.parameters)} | gradients {format_bytes(b.gradients)} | "
-        f"optimizer state {format_bytes(b.optimizer_state)} | batch {format_bytes(b.batch)} | "
-        f"activations {format_bytes(b.activations)}",
+        "  " + " | ".join(f"{name} {format_bytes(value)}" for name, value in breakdown_parts(b)),
         f"  optimizer state once created: {format_bytes(m.optimizer_state_bytes)}; "
         f"step() temporaries at the peak: {format_bytes(m.optimizer_temporary_bytes)}",
-        f"Inference peak (no_grad, eval): {format_bytes(m.inference_peak_bytes)}",
+        "Inference peak (no_grad, eval): " + inference_text(m),
     ]
     lines.append("Timeline (peak per phase): " + timeline_text(report))
     d = report.distributed
@@ -111,10 +136,11 @@ def summary_lines(report: Report) -> list[str]:
                      + "".join(f"; peak {format_bytes(peak)} {r}"
                                for r, peak in report.routing_peaks))
     if report.value_reads:
-        reads = "; ".join(f"{op} in {', '.join(where)}{_READ_GLOSS.get(op, '')}"
+        reads = "; ".join(f"{_READ_GLOSS.get(op, 'the values of a tensor')} in "
+                          f"{', '.join(where)} [{op.removeprefix('aten::')}]"
                           for op, where in report.value_reads)
-        lines.append("Follows the example inputs' values (the step reads them; the figures are "
-                     f"for these values): {reads}")
+        lines.append("Follows the example inputs' values: the step reads them, as the real one "
+                     f"would, so the figures are for these values: {reads}")
     if report.unknown_ops:
         ops = ", ".join(f"{op} x{n}" for op, n in report.unknown_ops)
         lines.append(f"INCOMPLETE: no FLOP formula for {ops}; FLOP totals are a lower bound")
@@ -194,10 +220,15 @@ def checkpoint_line(report: Report) -> str:
 
 _ROUTING_GLOSS = {"balanced": "; each expert gets tokens x k / experts",
                   "worst": "; every token goes to the first k experts"}
+# what the step does with the values it reads, in a user's words (the ATen op follows in [])
 _READ_GLOSS = {
-    "aten::_pack_padded_sequence": " (the packed batch is the sum of the sequence lengths)",
-    "aten::_local_scalar_dense": " (a value tested in Python)",
-    "aten::_ctc_loss": " (log_alpha is sized by the longest label)",
+    "aten::_pack_padded_sequence": "the sequence lengths size the packed batch",
+    "aten::_local_scalar_dense": "a tensor value read into Python (.item(), `if mask.all():`)",
+    "aten::_ctc_loss": "the longest label sizes CTC's table",
+    "aten::nonzero": "the positions of nonzero values size a tensor (nonzero, masked indexing)",
+    "aten::masked_select": "a mask's count sizes a tensor (masked_select, x[mask])",
+    "aten::unique": "the number of distinct values sizes a tensor",
+    "aten::repeat_interleave": "repeat counts size a tensor",
 }
 
 
@@ -232,41 +263,107 @@ def terminal_width(stream=None) -> int | None:
     return None
 
 
-def to_table(report: Report, width: int | None = None) -> str:
+# --columns names -> the table's column headers (torchinfo lets its users choose columns too)
+COLUMN_NAMES = {"layer": "Layer", "type": "Type", "shape": "Output shape", "calls": "Calls",
+                "params": "Params", "flops_fwd": "FLOPs fwd", "flops_bwd": "FLOPs bwd",
+                "output": "Output", "saved": "Saved"}
+# what goes first when the table is wider than the terminal: the least asked-for figures first;
+# Layer, Output shape and Params always stay
+DROP_ORDER = ("Saved", "FLOPs bwd", "Calls", "Type", "Output", "FLOPs fwd")
+# a figure and its unit are one word: wrapping never puts them on two lines
+_UNIT = re.compile(r"(?<=\d) (?=(?:B|KiB|MiB|GiB|TiB|PiB|ms|s|min|tokens|steps?|x|%)\b)")
+_GLUE = "\u2060"  # word joiner: not whitespace to textwrap, taken out again after wrapping
+
+
+def parse_columns(text: str) -> tuple[str, ...]:
+    """`--columns params,flops_fwd,shape` -> headers, Layer first; unknown names refused."""
+    from .errors import UsageError
+
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in COLUMN_NAMES]
+    if unknown or not names:
+        raise UsageError(f"--columns: unknown column {', '.join(map(repr, unknown)) or '(none)'}"
+                         f"; choose from {', '.join(COLUMN_NAMES)}")
+    return ("Layer",) + tuple(dict.fromkeys(COLUMN_NAMES[n] for n in names if n != "layer"))
+
+
+def wrap_line(line: str, width: int) -> str:
+    """`line` wrapped between words at `width`, a figure never parted from its unit."""
+    import textwrap
+
+    glued = _UNIT.sub(_GLUE, line)
+    indent = line[:len(line) - len(line.lstrip())]
+    return textwrap.fill(glued, width, subsequent_indent=indent + "  ", break_long_words=False,
+                         break_on_hyphens=False).replace(_GLUE, " ")
+
+
+def _compact_shape(text: str) -> str:
+    """'[2, 64, 112, 112]' -> '2x64x112x112': the same shape in fewer columns."""
+    return re.sub(r"\[([^\]]*)\]", lambda m: "x".join(d.strip() for d in m.group(1).split(","))
+                  if m.group(1).strip() else "scalar", text)
+
+
+def to_table(report: Report, width: int | None = None,
+             columns: tuple[str, ...] | None = None) -> str:
     """The terminal table, fitted to `width` columns (None: as wide as its content needs).
 
-    A layer name is never broken: its column is as wide as the longest name, and only Output
-    shape wraps (between dimensions). When even that is wider than `width`, the table is as wide
-    as it must be (the terminal folds the lines) rather than cut a name. The summary lines below
-    wrap between words at `width`."""
+    `columns`: the headers to show (`parse_columns`); by default all. Wider than `width`, the
+    shapes are written compactly (2x64x56x56) and then the least asked-for columns are left
+    out (DROP_ORDER), which a line under the table names; a layer name is never broken. The
+    summary lines wrap between words at `width`, never between a figure and its unit."""
     from rich.console import Console
     from rich.markup import escape
     from rich.measure import Measurement
     from rich.table import Table
 
-    columns = _columns(report)
-    calls = len(columns) > len(COLUMNS)
+    every = _columns(report)
+    calls = len(every) > len(COLUMNS)
     rows = [_cells(layer, indent=True, calls=calls) for layer in report.layers]
     total = _total_cells(report, calls)
-    table = Table(show_lines=False, header_style="bold")
-    for i, c in enumerate(columns):
-        wraps = c == "Output shape"
-        longest = max(len(r[i]) for r in [*rows, total, [c] * len(columns)])
-        table.add_column(c, justify="left" if i < 3 else "right", no_wrap=not wraps,
-                         overflow="fold", min_width=None if wraps else longest)
-    for cells in rows:
-        table.add_row(*(escape(c) for c in cells))
-    table.add_section()
-    table.add_row(*total)
+    chosen = [c for c in every if columns is None or c in columns]
+    measure = Console(file=io.StringIO(), width=10_000, no_color=True, highlight=False)
+
+    def build(shown: list[str], compact: bool) -> Table:
+        table = Table(show_lines=False, header_style="bold")
+        index = [every.index(c) for c in shown]
+        for c in shown:
+            table.add_column(c, justify="left" if every.index(c) < 3 else "right",
+                             no_wrap=True)
+        for cells in rows:
+            cells = [_compact_shape(x) if compact and every[i] == "Output shape" else x
+                     for i, x in enumerate(cells)]
+            table.add_row(*(escape(cells[i]) for i in index))
+        table.add_section()
+        table.add_row(*(total[i] for i in index))
+        return table
+
+    def needed(table) -> int:
+        return Measurement.get(measure, measure.options, table).maximum
+
+    shown, compact, dropped = chosen, False, []
+    table = build(shown, compact)
+    if width is not None and needed(table) > width:
+        compact = True
+        table = build(shown, compact)
+        for c in DROP_ORDER:
+            if needed(table) <= width:
+                break
+            if c in shown:
+                shown = [x for x in shown if x != c]
+                dropped.append(c)
+                table = build(shown, compact)
     buf = io.StringIO()
-    console = Console(file=buf, width=10_000, no_color=True, highlight=False)
-    needed = Measurement.get(console, console.options, table)
-    fit = needed.maximum if width is None else max(min(width, needed.maximum), needed.minimum)
-    console = Console(file=buf, width=fit, no_color=True, highlight=False)
+    lines = summary_lines(report)
+    # what the figures are for (the model, batch, precision, optimizer, device or card) first
+    head = lines.pop(0)
+    buf.write((head if width is None else wrap_line(head, width)) + "\n")
+    console = Console(file=buf, width=needed(table), no_color=True, highlight=False)
     console.print(table)
-    console = Console(file=buf, width=width or fit, no_color=True, highlight=False)
-    for line in summary_lines(report):
-        console.print(escape(line), soft_wrap=width is None)
+    if dropped:
+        lines.insert(0, f"Columns left out to fit {width} characters: {', '.join(dropped)} "
+                        "(--columns chooses them)")
+    for line in lines:
+        buf.write((line if width is None else wrap_line(line, width)) + "\n")
     return buf.getvalue()
 
 
@@ -321,8 +418,9 @@ def to_csv(report: Report) -> str:
     return buf.getvalue()
 
 
-def render(report: Report, fmt: str, width: int | None = None) -> str:
-    """`fmt` of the report; `width` is the terminal table's (`to_table`)."""
+def render(report: Report, fmt: str, width: int | None = None,
+           columns: tuple[str, ...] | None = None) -> str:
+    """`fmt` of the report; `width` and `columns` are the terminal table's (`to_table`)."""
     fmt = fmt.lower()
     if fmt == "json":
         return report.to_json() + "\n"
@@ -330,7 +428,7 @@ def render(report: Report, fmt: str, width: int | None = None) -> str:
         return to_csv(report)
     if fmt == "md":
         return to_markdown(report)
-    return to_table(report, width)
+    return to_table(report, width, columns)
 
 
 FORMATS = ("table", "json", "csv", "md")

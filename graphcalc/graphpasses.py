@@ -313,9 +313,13 @@ def layer_flow(sg: StepGraph):
                    order=len(g), shapes=c.shapes, out_bytes=c.out_bytes, ops=[])
     made_by: dict[tuple[fx.Node, int | None], tuple] = {}  # (op node, part) -> its stretch
 
+    edges = 0  # g.number_of_edges() sums every node's degree: quadratic in the layers
+
     def edge(src, dst, shape):
+        nonlocal edges
         if src is not None and src != dst and not g.has_edge(src, dst):
-            g.add_edge(src, dst, shape=shape, order=g.number_of_edges())
+            g.add_edge(src, dst, shape=shape, order=edges)
+            edges += 1
 
     for node in sg.graph.nodes:
         key = node.meta.get("call")

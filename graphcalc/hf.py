@@ -179,16 +179,22 @@ def read_config(spec: str, *, offline: bool = False):
     name = spec[len(PREFIX):]
     if not name:
         raise UsageError("hf: needs a model name, e.g. hf:openai-community/gpt2")
-    cache = hub_cache()
-    get = (f"`huggingface-cli download {name} config.json`, or give the path of its "
-           "config.json instead")
+    # A hub id, never a path: transformers reads a folder of that name in the current
+    # directory before the hub, and hf:NAME must not silently mean ./NAME.
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     try:
-        return AutoConfig.from_pretrained(name, local_files_only=True,
-                                          cache_dir=str(cache), **_NO_CODE)
-    except OSError:
-        pass
-    except ValueError as e:
-        raise _config_error(e, spec) from None
+        validate_repo_id(name)
+    except HFValidationError:
+        raise UsageError(f"{spec}: '{name}' is not a Hugging Face model name (ORG/NAME); "
+                         "for a local folder or config.json give its path without hf:") from None
+    cache = hub_cache()
+    get = (f"`hf download {name} config.json`, or give the path of its "
+           "config.json instead")
+    cached = try_to_load_from_cache(name, "config.json", cache_dir=str(cache))
+    if isinstance(cached, str):
+        return _config_or_error(lambda: AutoConfig.from_pretrained(cached, **_NO_CODE), spec)
     if offline or _offline_env():
         why = "--offline" if offline else "HF_HUB_OFFLINE"
         raise ModelFileError(f"{spec}: no config.json of {name} in the Hugging Face cache at "
@@ -197,14 +203,22 @@ def read_config(spec: str, *, offline: bool = False):
         raise ModelFileError(f"{spec}: no config.json of {name} in the Hugging Face cache at "
                              f"{cache}, and the hub cannot be reached: get it where there is a "
                              f"network with {get}")
-    return _config_or_error(lambda: AutoConfig.from_pretrained(name, cache_dir=str(cache),
-                                                                **_NO_CODE), spec)
+    return _config_or_error(
+        lambda: AutoConfig.from_pretrained(
+            hf_hub_download(name, "config.json", cache_dir=str(cache)), **_NO_CODE), spec)
 
 
 def _config_or_error(read: Callable[[], Any], where: str):
     try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # an older huggingface_hub: configs are not validated field by field
+        StrictDataclassError = ValueError  # noqa: N806
+    try:
         return read()
-    except (OSError, ValueError, KeyError) as e:
+    except StrictDataclassError as e:  # a field of the wrong type: the config's fault
+        raise ModelFileError(f"{where}: the config is not valid for its model type: "
+                             f"{' '.join(str(e).split())}") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise _config_error(e, where) from None
 
 
@@ -250,13 +264,18 @@ def default_task(config) -> str:
                           f"'{config.model_type}' (tasks: {', '.join(TASKS)})")
 
 
-def default_tokens(config) -> int:
+def max_positions(config) -> tuple[str, int] | None:
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     for attr in _POSITIONS:
         value = getattr(text, attr, None)
         if isinstance(value, int) and value > 0:
-            return min(value, MAX_DEFAULT_TOKENS)
-    return MAX_DEFAULT_TOKENS
+            return attr, value
+    return None
+
+
+def default_tokens(config) -> int:
+    found = max_positions(config)
+    return min(found[1], MAX_DEFAULT_TOKENS) if found else MAX_DEFAULT_TOKENS
 
 
 def _image_size(config, asked: int | None) -> tuple[int, int]:
@@ -289,6 +308,9 @@ class Plan:
     image_size: tuple[int, int] | None
     audio_samples: int | None
     attn: str | None
+    # the config's largest position ("n_positions", 1024): a --seq-len past it fails where the
+    # model has a learned position table, and runs where positions are rotary
+    max_positions: tuple[str, int] | None = None
 
     def describe(self) -> str:
         if self.image_size is not None:
@@ -311,7 +333,7 @@ def plan(config, options: HFOptions) -> Plan:
         audio = options.audio_samples or DEFAULT_AUDIO_SAMPLES
     else:
         seq = options.seq_len or default_tokens(config)
-    return Plan(task, TASKS[task], seq, image, audio, options.attn)
+    return Plan(task, TASKS[task], seq, image, audio, options.attn, max_positions(config))
 
 
 def make_inputs_for(config, p: Plan) -> Callable[[int], dict]:

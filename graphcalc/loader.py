@@ -12,6 +12,7 @@ Loading a file executes it, as importing it would.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import importlib.util
 import inspect
@@ -270,3 +271,99 @@ def inputs_from_specs(specs: list[InputSpec]) -> Callable[[int], Any]:
         return tensors[0] if len(tensors) == 1 else tensors
 
     return make
+
+
+# --- torch's global state ------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def torch_state_kept():
+    """What a model file may change of torch's global state (its default dtype and device, grad
+    mode, anomaly mode) given back as it was when the block ends: an analysis leaves the
+    process as it found it, so the next analysis in it (a notebook, fit's next batch) starts
+    clean."""
+    dtype = torch.get_default_dtype()
+    device = torch.get_default_device() if hasattr(torch, "get_default_device") else None
+    grad = torch.is_grad_enabled()
+    anomaly = torch.is_anomaly_enabled()
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+        if device is not None:
+            torch.set_default_device(None if device == torch.device("cpu") else device)
+        torch.set_grad_enabled(grad)
+        torch.set_anomaly_enabled(anomaly)
+
+
+# --- the random generators ------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def seeded(seed: int = 0):
+    """torch's, Python's and NumPy's global generators seeded for the block and given back as
+    they were: example inputs drawn with `random` or `np.random` (random lengths, a mask) are the
+    same in a prediction and its real measurement, and the caller's own sequence does not move."""
+    import random
+
+    numpy = sys.modules.get("numpy")  # only if the caller (or the model file) uses it
+    py_state = random.getstate()
+    np_state = numpy.random.get_state() if numpy is not None else None
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            if numpy is not None:
+                numpy.random.seed(seed)
+            yield
+    finally:
+        random.setstate(py_state)
+        numpy = numpy or sys.modules.get("numpy")
+        if np_state is not None:
+            numpy.random.set_state(np_state)
+
+
+# --- lazy modules --------------------------------------------------------------------------------
+
+LAZY_BATCH = 2  # a BatchNorm in training needs more than one sample; eval needs none
+
+
+def has_lazy(model: nn.Module) -> bool:
+    from torch.nn.parameter import is_lazy
+
+    return any(is_lazy(t) for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+def materialize_lazy(model: nn.Module, make_inputs: Callable[[int], Any]) -> None:
+    """Give a model with lazy modules (`nn.LazyLinear`...) its shapes as a training script does:
+    one forward on a small batch before the optimizer is made. It runs under no_grad in eval
+    mode, on the device the weights are on (meta for an analysis: nothing allocated), so the
+    model's state is unchanged but for its lazy shapes."""
+    if not has_lazy(model):
+        return
+    from torch.utils._pytree import tree_map
+
+    first = next(itertools.chain(model.parameters(), model.buffers()))
+    device = first.device
+
+    def to_device(x):
+        return x.to(device) if isinstance(x, torch.Tensor) else x
+
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with seeded(), torch.no_grad():  # the caller's generators untouched
+            inputs = tree_map(to_device, make_inputs(LAZY_BATCH))
+            if isinstance(inputs, dict):
+                model(**inputs)
+            elif isinstance(inputs, (tuple, list)):
+                model(*inputs)
+            else:
+                model(inputs)
+    except Exception as e:
+        raise ModelBuildError(f"the lazy modules could not take their shapes from a forward on "
+                              f"the example inputs: {type(e).__name__}: {e}") from e
+    finally:
+        for m, training in modes.items():
+            m.train(training)
+    if has_lazy(model):
+        raise ModelBuildError("a lazy module was not used by the forward, so its shapes are "
+                              "unknown: its parameters are never initialized")

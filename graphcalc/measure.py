@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-from . import checkpointing
+from . import checkpointing, loader
 from .options import Options, make_optimizer
 from .replay import example_batch, prepare_inputs, training_step
 from .tracking import LiveCounter, LiveStorages
@@ -160,6 +160,7 @@ def measure_step(model: nn.Module, make_inputs: Callable[[int], Any], options: O
     """Run `options.steps` real steps on `model` (built for real) and measure them, inside
     `routing()` (a `graphcalc.routing.ForcedRouting` for a mixture-of-experts model), with the
     modules `options.checkpoint` names under torch.utils.checkpoint."""
+    loader.materialize_lazy(model, make_inputs)  # as a training script does, before the optimizer
     paths = checkpointing.resolve(model, options.checkpoint) if options.checkpoint else ()
     with checkpointing.checkpointed(model, paths):
         return _measure_step(model, make_inputs, options, loss_fn, on_step, routing)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -141,6 +142,28 @@ def _rank_main(job_file: str, rank: int) -> None:
         dist.destroy_process_group()
 
 
+def _die_with_parent() -> None:
+    """In a rank, before it runs: on Linux, SIGKILL it when graphcalc dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _end(procs: list[subprocess.Popen], grace_s: float = 5.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def measure_distributed(spec: str, options: Options, *, inputs: list[str] | None = None,
                         timeout_s: float = 1800, hf=None) -> tuple[RankMeasured, ...]:
     """Launch `options.world_size` processes on this machine as torchrun would (one per rank,
@@ -152,19 +175,26 @@ def measure_distributed(spec: str, options: Options, *, inputs: list[str] | None
             json.dump({"spec": spec, "inputs": inputs, "options": opts,
                        "hf": asdict(hf) if hf is not None else None,
                        "store": os.path.join(tmp, "store")}, f)
-        procs = [subprocess.Popen([sys.executable, "-m", __name__, job_file, str(rank)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for rank in range(options.world_size)]
+        procs: list[subprocess.Popen] = []
         failed = []
-        for rank, p in enumerate(procs):
-            try:
-                out, _ = p.communicate(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                for q in procs:
-                    q.kill()
-                raise RuntimeError(f"rank {rank} did not finish in {timeout_s:.0f} s") from None
-            if p.returncode != 0:
-                failed.append(f"rank {rank} exited {p.returncode}: {out.strip()[-2000:]}")
+        try:
+            for rank in range(options.world_size):
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", __name__, job_file, str(rank)],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                    preexec_fn=_die_with_parent))
+            for rank, p in enumerate(procs):
+                try:
+                    out, _ = p.communicate(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    raise RuntimeError(f"rank {rank} did not finish in {timeout_s:.0f} s") \
+                        from None
+                if p.returncode != 0:
+                    failed.append(f"rank {rank} exited {p.returncode}: {out.strip()[-2000:]}")
+        finally:
+            # stopped (SIGTERM, Ctrl-C, a timeout, a failed rank): no rank outlives the run, and
+            # the temporary folder goes with the `with`
+            _end(procs)
         if failed:
             raise RuntimeError("; ".join(failed))
         measured = []

@@ -50,7 +50,7 @@ class Plan:
 
     @property
     def fits(self) -> bool:
-        return self.report.memory.peak_bytes <= self.memory_bytes
+        return self.report.needed_bytes <= self.memory_bytes
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -126,17 +126,17 @@ def plan(model: nn.Module, make_inputs: Callable[[int], Any], options: Options,
         return Plan(memory_bytes, patterns, base, report, tuple(cands),
                     len(replays.done) - start)
 
-    if base.memory.peak_bytes <= memory_bytes:
+    if base.needed_bytes <= memory_bytes:
         return done((), base)
     cands = []
     for pattern, paths, saved in groups(model, base)[:CANDIDATES]:
         r = run(paths)
-        if r.memory.peak_bytes < base.memory.peak_bytes:
-            cands.append(Candidate(pattern, paths, saved, r.memory.peak_bytes,
+        if r.needed_bytes < base.needed_bytes:
+            cands.append(Candidate(pattern, paths, saved, r.needed_bytes,
                                    r.totals.flops_recompute - base.totals.flops_recompute))
 
     def worth(c: Candidate) -> float:  # peak bytes saved per recomputed FLOP
-        return (base.memory.peak_bytes - c.peak_bytes) / max(c.recompute_flops, 1)
+        return (base.needed_bytes - c.peak_bytes) / max(c.recompute_flops, 1)
 
     def greedy(order) -> tuple[list[Candidate], Report]:
         chosen: list[Candidate] = []
@@ -145,28 +145,28 @@ def plan(model: nn.Module, make_inputs: Callable[[int], Any], options: Options,
             if any(_nested(c.paths, x.paths) for x in chosen):
                 continue
             r = run(_paths(chosen + [c]))
-            if r.memory.peak_bytes >= current.memory.peak_bytes:
+            if r.needed_bytes >= current.needed_bytes:
                 continue  # no gain beside the others
             chosen.append(c)
             current = r
-            if r.memory.peak_bytes <= memory_bytes:
+            if r.needed_bytes <= memory_bytes:
                 break
         return chosen, current
 
     # The cheapest savers first; if they cannot reach the budget together (a block's parts
     # save less than the block), the strongest savers first.
     chosen, current = greedy(sorted(cands, key=worth, reverse=True))
-    if current.memory.peak_bytes > memory_bytes:
+    if current.needed_bytes > memory_bytes:
         chosen, current = min((chosen, current),
                               greedy(sorted(cands, key=lambda c: c.peak_bytes)),
-                              key=lambda cr: cr[1].memory.peak_bytes)
-    if current.memory.peak_bytes > memory_bytes:
+                              key=lambda cr: cr[1].needed_bytes)
+    if current.needed_bytes > memory_bytes:
         return done(_paths(chosen), current, cands)
     # Drop earlier picks the later ones made unnecessary, the costliest first.
     for c in sorted(chosen[:-1], key=lambda c: -c.recompute_flops):
         trial = [x for x in chosen if x is not c]
         r = run(_paths(trial))
-        if r.memory.peak_bytes <= memory_bytes:
+        if r.needed_bytes <= memory_bytes:
             chosen, current = trial, r
     # Of each group picked, the costliest first, the fewest members (the first ones: their saved
     # tensors live longest) that still fit beside the others.
@@ -180,7 +180,7 @@ def plan(model: nn.Module, make_inputs: Callable[[int], Any], options: Options,
         while hi - lo > 1:
             kept[id(c)] = mid = (lo + hi) // 2
             r = run(picked())
-            if r.memory.peak_bytes <= memory_bytes:
+            if r.needed_bytes <= memory_bytes:
                 hi, current = mid, r
             else:
                 lo = mid
@@ -234,16 +234,16 @@ def fit_with_plan(model: nn.Module, make_inputs, options: Options, memory_bytes:
     """`fit --checkpoint auto`: the plan for `batch` (by default the largest batch any plan
     found reaches: the smallest-peak plan's), and the largest batch with and without it."""
     run = _Replays(model, make_inputs, options, loss_fn, name)
-    without = fit(lambda b: run((), b).memory.peak_bytes, memory_bytes)
+    without = fit(lambda b: run((), b).needed_bytes, memory_bytes)
     if batch is None:
         probe = max(1, without.batch)
         widest = plan(model, make_inputs, replace(options, batch=probe), 0, loss_fn=loss_fn,
                       name=name, replays=run)
-        reach = fit(lambda b: run(widest.paths, b).memory.peak_bytes, memory_bytes)
+        reach = fit(lambda b: run(widest.paths, b).needed_bytes, memory_bytes)
         batch = max(1, reach.batch)
     chosen = plan(model, make_inputs, replace(options, batch=batch), memory_bytes,
                   loss_fn=loss_fn, name=name, replays=run)
-    with_plan = fit(lambda b: run(chosen.paths, b).memory.peak_bytes, memory_bytes)
+    with_plan = fit(lambda b: run(chosen.paths, b).needed_bytes, memory_bytes)
     return PlannedFit(chosen, without, with_plan)
 
 
@@ -254,7 +254,7 @@ def plan_text(p: Plan, *, fitted: PlannedFit | None = None) -> str:
 
     cfg = p.base.config
     budget = format_bytes(p.memory_bytes)
-    base_peak = p.base.memory.peak_bytes
+    base_peak = p.base.needed_bytes
     lines = []
     if base_peak <= p.memory_bytes and not p.paths:
         lines.append(f"The step fits {budget} at batch {cfg['batch']} without checkpointing "
@@ -262,7 +262,7 @@ def plan_text(p: Plan, *, fitted: PlannedFit | None = None) -> str:
     elif not p.fits:
         lines.append(f"Nothing fits {budget} at batch {cfg['batch']}, even with activation "
                      f"checkpointing: the smallest peak reachable is "
-                     f"{format_bytes(p.report.memory.peak_bytes)} (checkpointing "
+                     f"{format_bytes(p.report.needed_bytes)} (checkpointing "
                      f"{', '.join(p.patterns) or 'nothing'}; without: {format_bytes(base_peak)}).")
     else:
         m = p.report.memory
@@ -270,8 +270,10 @@ def plan_text(p: Plan, *, fitted: PlannedFit | None = None) -> str:
             f"Checkpoint plan for {budget} at batch {cfg['batch']}: "
             f"{' '.join('--checkpoint ' + x for x in p.patterns)} ({len(p.paths)} module"
             f"{'s' if len(p.paths) != 1 else ''})",
-            f"  peak {format_bytes(base_peak)} -> {format_bytes(m.peak_bytes)} "
-            f"({m.peak_bytes:,} B, replayed with the plan: step {m.peak_step} {m.peak_phase} at "
+            f"  {'device total' if p.report.gpu is not None else 'peak'} "
+            f"{format_bytes(base_peak)} -> {format_bytes(p.report.needed_bytes)} "
+            f"({p.report.needed_bytes:,} B, replayed with the plan: step {m.peak_step} "
+            f"{m.peak_phase} at "
             f"{m.peak_layer})",
             f"  recompute {format_count(p.recompute_flops)} FLOPs of forward re-run in backward: "
             f"+{p.overhead_percent:.1f}% of the step's {format_count(p.base.totals.flops)}",

@@ -20,11 +20,13 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import RenderError
+from .formatting import breakdown_parts, inference_text
 from .graph import layer_graph
 from .report import ROOT, Layer, Report
 from .units import format_bytes, format_count
@@ -267,6 +269,13 @@ def _attrs(attrs: dict) -> str:
     return ", ".join(f"{k}={v}" if k == "label" else f"{k}={_q(str(v))}" for k, v in attrs.items())
 
 
+def _sum_lines(parts: list[tuple[str, int]], per_line: int = 3) -> list[str]:
+    """`  = a + b + c`, `  + d + e`: the parts of the peak, three to a line."""
+    terms = [f"{name} {format_bytes(value)}" for name, value in parts]
+    return [("  = " if i == 0 else "  + ") + " + ".join(terms[i:i + per_line])
+            for i in range(0, len(terms), per_line)]
+
+
 def peak_text(report: Report) -> str:
     m = report.memory
     return f"▲ training peak {format_bytes(m.peak_bytes)} (step {m.peak_step} {m.peak_phase})"
@@ -415,10 +424,8 @@ def header_lines(v: View) -> list[str]:
         f"{format_count(t.flops)}",
         f"peak training memory {format_bytes(m.peak_bytes)}, at step {m.peak_step} "
         f"{m.peak_phase}, {m.peak_layer or '--'} (inference peak "
-        f"{format_bytes(m.inference_peak_bytes)})",
-        f"  = parameters {format_bytes(b.parameters)} + gradients {format_bytes(b.gradients)} "
-        f"+ optimizer state {format_bytes(b.optimizer_state)}",
-        f"  + batch {format_bytes(b.batch)} + activations {format_bytes(b.activations)}",
+        f"{inference_text(m)})",
+        *_sum_lines(breakdown_parts(b)),
         depth_text,
     ]
     if v.runs:
@@ -562,11 +569,22 @@ def choose_engine(fmt: str, engine: str | None = None) -> str:
     return engine
 
 
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def visible_controls(source: str) -> str:
+    """Control characters (a module named "a\x01b") written as `\\x01`: XML has no way to hold
+    them, so an SVG with one is not XML, and no viewer opens it. Every name in the DOT source is
+    a quoted string (`_q`), where an escaped backslash is a backslash."""
+    return _CONTROLS.sub(lambda m: f"\\\\x{ord(m.group()):02x}", source)
+
+
 def render_source(source: str, fmt: str = "svg", engine: str | None = None) -> bytes:
     """DOT source -> the bytes of `fmt` (svg, png, pdf; dot returns the source itself)."""
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise RenderError(f"unknown picture format '{fmt}': use one of {', '.join(FORMATS)}")
+    source = visible_controls(source)
     if fmt == "dot":
         return source.encode()
     engine = choose_engine(fmt, engine)

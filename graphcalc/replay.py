@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import gc
+import inspect
 import weakref
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -218,8 +219,18 @@ class StepRecorder(TorchDispatchMode):
         tracker = self.tracker
         first_new = tracker._next
         outs, serials = [], []  # the output tensors and their storages' serials, for the graph
+        before = None
         for i, t in enumerate(tree_leaves(out)):
             if isinstance(t, torch.Tensor):
+                if not _is_fake(t):
+                    if before is None:
+                        before = _storages_from_before(tracker, args, kwargs)
+                    if _storage_key(t) in before:
+                        # a view of a real tensor that was there before the step (a module's
+                        # table, the caller's own input_data): memory the step does not allocate
+                        outs.append(t)
+                        serials.append(None)
+                        continue
                 serial = tracker.track(t, sizes.get(i) if sizes else None)
                 outs.append(t)
                 serials.append(serial)
@@ -366,6 +377,21 @@ def _is_fake(t) -> bool:
     return isinstance(t, FakeTensor)
 
 
+def _storage_key(t: torch.Tensor) -> int | None:
+    try:
+        return t.untyped_storage()._cdata
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
+
+
+def _storages_from_before(tracker, args, kwargs) -> set:
+    """The storages of an op's real arguments that the replay never saw allocated: they existed
+    before it began."""
+    return {_storage_key(t) for t in tree_leaves((args, kwargs))
+            if isinstance(t, torch.Tensor) and not _is_fake(t) and tracker.serial(t) is None} \
+        - {None}
+
+
 class KnownValues:
     """What the replay knows of tensor values (`_concrete`): which real tensors went stale, and
     where the step read a value of the example inputs (op -> the layers that read it)."""
@@ -406,9 +432,27 @@ def _same_dtype(func, args) -> None:
                            " (the real kernel refuses them)")
 
 
+def _indices_in_range(func, args) -> None:
+    """An embedding looked up with known indices (positions from `arange`, the batch's ids) past
+    its table fails for real ("index out of range in self"): a `--seq-len` past a learned
+    position table's size, ids past the vocabulary. The fake kernel does not look."""
+    if flops.op_name(func) != "aten::embedding" or len(args) < 2:
+        return
+    weight, indices = args[0], args[1]
+    if _is_fake(indices) or not isinstance(indices, torch.Tensor) or indices.numel() == 0:
+        return
+    with unset_fake_temporarily():
+        high, low = int(indices.max()), int(indices.min())
+    rows = int(weight.shape[0])
+    if high >= rows or low < 0:
+        raise IndexError(f"index out of range in self: an index {high if high >= rows else low}"
+                         f" into an embedding of {rows} rows")
+
+
 def _run(func, args, kwargs, phase: str, known: "KnownValues"):
     """The op on fake tensors, or for real where `_concrete` says so."""
     _same_dtype(func, args)
+    _indices_in_range(func, args)
     strict = _DTYPE_STRICT_FAKES.get(flops.op_name(func))
     if strict is not None and strict[1](args):
         # Not tried first: a failing fake kernel logs its traceback, and a log handler that keeps
@@ -666,29 +710,58 @@ def call_model(model: nn.Module, inputs):
     return model(inputs)
 
 
+LOSS_GIVEN = "loss()"  # the model file's loss(output, *inputs) (or summary's loss=)
+LOSS_OWN = "output.loss"  # the model computes its own (Hugging Face with labels)
+LOSS_MEAN = "output.mean()"  # neither: the mean of the first floating-point output
+
+
 def default_loss(output, *args, **kwargs) -> torch.Tensor:
+    return _default_loss(output)[0]
+
+
+def _default_loss(output) -> tuple[torch.Tensor, str]:
     loss = getattr(output, "loss", None)
     if loss is None and isinstance(output, dict):
         loss = output.get("loss")
     if isinstance(loss, torch.Tensor):
-        return loss
+        return loss, LOSS_OWN
     for t in tree_leaves(output):
         if isinstance(t, torch.Tensor) and t.is_floating_point():
-            return t.mean()
+            return t.mean(), LOSS_MEAN
     raise TypeError("the model's output holds no floating-point tensor to take a loss of")
 
 
-def compute_loss(loss_fn, output, inputs) -> torch.Tensor:
-    fn = loss_fn or default_loss
-    if isinstance(inputs, dict):
-        return fn(output, **inputs)
-    if isinstance(inputs, (tuple, list)):
-        return fn(output, *inputs)
-    return fn(output, inputs)
+class LossCallError(TypeError):
+    """The model file's loss() cannot take the batch as the step passes it."""
+
+
+def compute_loss(loss_fn, output, inputs, kind: list | None = None) -> torch.Tensor:
+    """The step's loss: `loss_fn(output, *inputs)` (keywords for a dict batch), else the
+    output's own `loss`, else its mean; `kind` (a list) is told which it was."""
+    if loss_fn is None:
+        loss, how = _default_loss(output)
+        if kind is not None:
+            kind.append(how)
+        return loss
+    if kind is not None:
+        kind.append(LOSS_GIVEN)
+    args, kwargs = ((output,), dict(inputs)) if isinstance(inputs, dict) else \
+        ((output, *inputs), {}) if isinstance(inputs, (tuple, list)) else ((output, inputs), {})
+    try:
+        inspect.signature(loss_fn).bind(*args, **kwargs)
+    except TypeError as e:
+        passed = ("output, " + ", ".join(f"{k}=" for k in kwargs)) if kwargs else \
+            f"output and {len(args) - 1} input(s)"
+        raise LossCallError(f"loss() cannot take what the step passes it ({passed}): {e}") \
+            from None
+    except ValueError:  # a builtin without a signature: call it and see
+        pass
+    return loss_fn(*args, **kwargs)
 
 
 def training_step(model, inputs, loss_fn, optimizer, *, amp_dtype=None, device_type="cpu",
-                  on_phase: Callable[[str], None] = lambda phase: None) -> None:
+                  on_phase: Callable[[str], None] = lambda phase: None,
+                  loss_kind: list | None = None) -> None:
     """One step as the tutorials write it; `output` and `loss` live until the step returns."""
     optimizer.zero_grad(set_to_none=True)
     autocast = (torch.autocast(device_type, dtype=amp_dtype) if amp_dtype is not None
@@ -697,7 +770,7 @@ def training_step(model, inputs, loss_fn, optimizer, *, amp_dtype=None, device_t
     with autocast:
         output = call_model(model, inputs)
         on_phase("loss")
-        loss = compute_loss(loss_fn, output, inputs)
+        loss = compute_loss(loss_fn, output, inputs, loss_kind)
     on_phase("backward")
     loss.backward()
     on_phase("optimizer")
@@ -708,8 +781,9 @@ def training_step(model, inputs, loss_fn, optimizer, *, amp_dtype=None, device_t
 def example_batch(make_inputs: Callable[[int], Any], batch: int):
     """`make_inputs(batch)` drawn from a fixed seed, leaving the caller's random state alone: the
     prediction and a real measurement see the same values (random lengths, a random mask)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    from .loader import seeded
+
+    with seeded(0):
         return make_inputs(batch)
 
 
@@ -741,12 +815,14 @@ class Replay:
     state_serials: set[int]
     step_events: list[int]  # event index where each step starts
     fake_params: dict[str, torch.Tensor]
-    inference_peak: int
+    inference_peak: int | None  # None: the forward fails under no_grad (inference_error says why)
     state_bytes: int
     # gradient and optimizer-state serials -> the parameter (its name in fake_params) they are for
     param_of_serial: dict[int, str] = field(default_factory=dict)
     # the step as a torch.fx.Graph of ATen ops (graphcalc.stepgraph), when asked for
     step_graph: Any = None
+    inference_error: str = ""
+    loss_kind: str = ""  # LOSS_GIVEN, LOSS_OWN or LOSS_MEAN: what the step took its loss from
 
     def categories(self) -> dict[int, str]:
         """Storage serial -> where its memory goes: parameters, gradients, optimizer_state,
@@ -912,6 +988,7 @@ def _replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, option
                     name_of.setdefault(id(f), name)
                 param_of_serial: dict[int, str] = {}
                 step_events = []
+                loss_kind: list[str] = []
                 model.train()
                 with _reparametrize_module(model, fakes), rec.watching(model), opaque_layers:
                     for step in range(options.steps):
@@ -931,7 +1008,7 @@ def _replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, option
                             rec.set_phase(phase)
 
                         with rec.saved_tensors() if step == 0 else contextlib.nullcontext():
-                            training_step(model, inputs, loss_fn, optimizer,
+                            training_step(model, inputs, loss_fn, optimizer, loss_kind=loss_kind,
                                           amp_dtype=options.amp_dtype, device_type=device,
                                           on_phase=on_phase)
                         step_state: set[int | None] = set()
@@ -954,7 +1031,7 @@ def _replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, option
                     rec.count_flops = False
                 del optimizer
             with _reparametrize_module(model, fakes), opaque_layers:
-                inference_peak = _inference(model, inputs, fakes, options)
+                inference_peak, inference_error = _inference(model, inputs, fakes, options)
     except Exception as e:
         if not hasattr(e, "_graphcalc_owner"):
             e._graphcalc_owner = rec.error_owner or (rec.frames[-1][0] if rec.frames else "")
@@ -965,7 +1042,8 @@ def _replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, option
         rec.tracker.close()
     rp = Replay(rec, param_serials, batch_serials, grad_serials - {None},
                 state_serials - {None}, step_events, fakes, inference_peak, state_bytes,
-                param_of_serial, step_graph)
+                param_of_serial, step_graph, inference_error,
+                loss_kind[0] if loss_kind else "")
     if step_graph is not None:
         step_graph.categories = rp.categories()
     return rp
@@ -1038,9 +1116,11 @@ def _without_mha_fastpath():
         mha.set_fastpath_enabled(was)
 
 
-def _inference(model, inputs, fakes, options: Options) -> int:
+def _inference(model, inputs, fakes, options: Options) -> tuple[int | None, str]:
     """Peak of a no-grad forward in eval mode: weights, batch and the live activations (of the
-    attention layers' plain path: `_without_mha_fastpath`)."""
+    attention layers' plain path: `_without_mha_fastpath`). A model whose forward needs grad
+    (`retain_grad`, `torch.autograd.grad` inside it) fails there as it would for real: the
+    training step is what was asked, so the inference peak is (None, why), not an error."""
     tracker = LiveStorages(round_to=512 if options.device == "cuda" else 1, keep_events=False)
     for t in {id(f): f for f in fakes.values()}.values():
         tracker.track(t)
@@ -1056,6 +1136,9 @@ def _inference(model, inputs, fakes, options: Options) -> int:
         with counter, torch.no_grad(), autocast, _without_mha_fastpath():
             output = call_model(model, inputs)
             del output
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return None, f"{type(e).__name__}: {first}"
     finally:
         tracker.close()
-    return tracker.peak
+    return tracker.peak, ""

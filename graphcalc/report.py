@@ -66,24 +66,25 @@ class Totals:
 class Breakdown:
     parameters: int  # parameters and buffers
     gradients: int
-    optimizer_state: int  # state tensors, plus the optimizer's temporaries when the peak is in step()
+    optimizer_state: int  # the optimizer's state tensors live at the peak
     batch: int
     activations: int  # forward activations, saved tensors, backward temporaries, the output
-    workspace: int = 0  # cuBLAS workspaces of a CUDA step (graphcalc.cuda), held for good
+    workspace: int = 0  # cuBLAS/cuDNN workspaces of a CUDA step (graphcalc.cuda)
+    # what optimizer.step() makes and frees, live at the peak (0 unless the peak is in step())
+    optimizer_temporaries: int = 0
 
     @property
     def total(self) -> int:
         return (self.parameters + self.gradients + self.optimizer_state + self.batch
-                + self.activations + self.workspace)
+                + self.activations + self.workspace + self.optimizer_temporaries)
 
     @classmethod
     def of(cls, live: dict) -> "Breakdown":
-        """From live bytes by STACK_CATEGORIES name (a Counter: a missing one is 0); the
-        optimizer's temporaries count with its state."""
+        """From live bytes by STACK_CATEGORIES name (a Counter: a missing one is 0)."""
         return cls(parameters=live["parameters"], gradients=live["gradients"],
-                   optimizer_state=live["optimizer_state"] + live["optimizer_temporaries"],
-                   batch=live["batch"], activations=live["activations"],
-                   workspace=live["workspace"])
+                   optimizer_state=live["optimizer_state"], batch=live["batch"],
+                   activations=live["activations"], workspace=live["workspace"],
+                   optimizer_temporaries=live["optimizer_temporaries"])
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class PhaseSpan:
 class Memory:
     device: str
     peak_bytes: int
-    inference_peak_bytes: int
+    inference_peak_bytes: int | None  # None: the forward fails under no_grad (inference_error)
     breakdown: Breakdown
     first_step_peak_bytes: int
     steady_step_peak_bytes: int
@@ -155,6 +156,8 @@ class Memory:
     # how much more is held after the last step than after the one before (0 in a steady
     # state): a model that keeps something from every step grows without bound
     step_growth_bytes: int = 0
+    # why there is no inference peak: the model's forward fails under no_grad in eval mode
+    inference_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -269,6 +272,9 @@ class Report:
     # each re-runs in backward ("(checkpoint in the model)" for the model's own checkpoint calls)
     checkpointed: tuple[str, ...] = ()
     recompute: tuple[tuple[str, int], ...] = ()
+    # what the step's loss was: "loss()" (the model file's), "output.loss" (the model's own) or
+    # "output.mean()" (neither was there: the figures are for a step on the output's mean)
+    loss: str = ""
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -290,6 +296,14 @@ class Report:
         return (ops + tuple(f"layer '{path}' {why}" for path, why in self.opaque)
                 + tuple(f"peak memory of {where}: {why}" for where, why in self.memory_gaps)
                 + grows)
+
+    @property
+    def needed_bytes(self) -> int:
+        """What the device must hold for the step: on a GPU (--gpu, --memory, --device cuda) the
+        device total (the allocator's reserved peak + the CUDA context), else the peak."""
+        if self.gpu is not None:
+            return self.gpu.required_bytes
+        return self.memory.peak_bytes
 
     def to_dict(self) -> dict:
         mem = asdict(self.memory)
@@ -315,6 +329,7 @@ class Report:
                                     for path, e, k in self.routers],
                         "peak_bytes": dict(self.routing_peaks)} if self.routers else None,
             "complete": self.complete,
+            "loss": self.loss,
         } | ({"checkpointing": {"modules": list(self.checkpointed),
                                 "recompute_flops": dict(self.recompute)}}
              if self.checkpointed or self.recompute else {}) \

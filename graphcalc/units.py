@@ -67,19 +67,39 @@ def dtype_name(dtype) -> str:
 def format_count(n: int | float, digits: int = 3) -> str:
     """26926 -> '26.9K', 11963392 -> '12.0M'; exact below 1000."""
     n = float(n)
-    for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.{_decimals(n / scale, digits)}f}{suffix}"
-    return f"{int(n)}" if n == int(n) else f"{n:.2f}"
+    if abs(n) < 1000:
+        return f"{int(n)}" if n == int(n) else f"{n:.2f}"
+    for suffix, scale in (("K", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12), ("P", 1e15)):
+        text = f"{n / scale:.{_decimals(n / scale, digits)}f}"
+        if abs(float(text)) < 1000 or suffix == "P":  # 999,600 is 1.00M, not 1000K
+            return f"{text}{suffix}"
+    raise AssertionError("unreachable")
+
+
+_BYTE_UNITS = (("KiB", 2**10), ("MiB", 2**20), ("GiB", 2**30), ("TiB", 2**40), ("PiB", 2**50))
 
 
 def format_bytes(n: int | float) -> str:
-    """Binary units: 1379224 -> '1.32 MiB'."""
+    """Binary units, three significant digits, never four digits before the point:
+    1379224 -> '1.32 MiB', 1016 MiB -> '0.99 GiB', 999 -> '999 B'."""
     n = float(n)
-    for suffix, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= scale:
-            return f"{n / scale:.{_decimals(n / scale, 3)}f} {suffix}"
-    return f"{int(n)} B"
+    if abs(n) < 1000:
+        return f"{int(n)} B"
+    for suffix, scale in _BYTE_UNITS:
+        text = f"{n / scale:.{_decimals(n / scale, 3)}f}"
+        if abs(float(text)) < 1000 or suffix == "PiB":
+            return f"{text} {suffix}"
+    raise AssertionError("unreachable")
+
+
+def format_seconds(s: float) -> str:
+    """'0.8 ms', '412.3 ms', '19.4 s', '3 min 12 s': a time in the unit it reads best in."""
+    if s < 1:
+        return f"{s * 1000:.1f} ms"
+    if s < 60:
+        return f"{s:.1f} s"
+    minutes, seconds = divmod(round(s), 60)
+    return f"{minutes} min {seconds} s"
 
 
 def format_percent(fraction: float, *, signed: bool = False) -> str:

@@ -11,7 +11,7 @@ import torch
 
 from . import loader
 from .analyze import analyze_module
-from .errors import UsageError
+from .errors import GraphcalcError, ShapeError, UsageError
 from .measure import Measured, count_step_flops, measure_step
 from .routing import ForcedRouting
 from .options import MAX_BATCH, Options
@@ -120,6 +120,9 @@ class Fit:
     recommended_peak_bytes: int
     evaluations: int
     points: tuple[tuple[int, int], ...] = ()  # (batch, predicted peak) of every batch analysed
+    # the smallest batch the model trains at (2 with a BatchNorm over one value per channel)
+    smallest_batch: int = 1
+    note: str = ""  # why the search did not start at batch 1
 
 
 def fit(peak_at: Callable[[int], int], memory_bytes: int) -> Fit:
@@ -134,26 +137,37 @@ def fit(peak_at: Callable[[int], int], memory_bytes: int) -> Fit:
             seen[b] = peak_at(b)
         return seen[b]
 
-    found = _search(peak, memory_bytes)
-    return replace(found, evaluations=len(seen), points=tuple(sorted(seen.items())))
+    floor, note = 1, ""
+    try:
+        peak(1)
+    except ShapeError as e:
+        # A model that cannot train on one sample (BatchNorm: "Expected more than 1 value per
+        # channel when training") starts at 2; one that fails there too fails as it did at 1.
+        try:
+            peak(2)
+        except GraphcalcError:
+            raise e from None
+        floor, note = 2, f"batch 1 cannot train ({e}): the smallest batch is 2"
+    found = _search(peak, memory_bytes, floor)
+    return replace(found, evaluations=len(seen), points=tuple(sorted(seen.items())),
+                   smallest_batch=floor, note=note)
 
 
-def _search(peak: Callable[[int], int], memory_bytes: int) -> Fit:
-
-    if peak(1) > memory_bytes:
-        return Fit(memory_bytes, 0, peak(1), 0, 0, 0)
-    lo, hi = 1, None
-    probe = 2
+def _search(peak: Callable[[int], int], memory_bytes: int, floor: int = 1) -> Fit:
+    if peak(floor) > memory_bytes:
+        return Fit(memory_bytes, 0, peak(floor), 0, 0, 0)
+    lo, hi = floor, None
+    probe = floor + 1
     while hi is None:
         if peak(probe) > memory_bytes:
             hi = probe
             break
         lo = probe
-        slope = (peak(lo) - peak(1)) / (lo - 1) if lo > 1 else 0
-        guess = int(1 + (memory_bytes - peak(1)) / slope) if slope > 0 else lo * 64
+        slope = (peak(lo) - peak(floor)) / (lo - floor) if lo > floor else 0
+        guess = int(floor + (memory_bytes - peak(floor)) / slope) if slope > 0 else lo * 64
         probe = min(max(guess + 1, lo * 2 if guess <= lo else guess + 1), MAX_BATCH)
         if probe <= lo:
-            return Fit(memory_bytes, lo, peak(lo), *_recommend(peak, lo), 0)
+            return Fit(memory_bytes, lo, peak(lo), *_recommend(peak, lo, floor), 0)
     while hi - lo > 1:
         slope = (peak(hi) - peak(lo)) / (hi - lo)
         guess = lo + int((memory_bytes - peak(lo)) / slope) if slope > 0 else (lo + hi) // 2
@@ -164,11 +178,11 @@ def _search(peak: Callable[[int], int], memory_bytes: int) -> Fit:
                 hi = probe + 1
         else:
             hi = probe
-    return Fit(memory_bytes, lo, peak(lo), *_recommend(peak, lo), 0)
+    return Fit(memory_bytes, lo, peak(lo), *_recommend(peak, lo, floor), 0)
 
 
-def _recommend(peak, batch: int) -> tuple[int, int]:
-    b = max(1, int(batch * 0.8))
+def _recommend(peak, batch: int, floor: int = 1) -> tuple[int, int]:
+    b = max(floor, int(batch * 0.8))
     return b, peak(b)
 
 

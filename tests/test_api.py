@@ -192,3 +192,69 @@ def test_a_shape_error_logs_nothing_of_torchs_unless_asked(shown):
     else:
         assert logged == []
     assert logger.filters == []  # the filter is gone after the replay
+
+
+@pytest.mark.parametrize("kwargs, text", [
+    (dict(input_size=(64,), dtypes=["float"]), "dtypes must hold torch dtypes"),
+    (dict(input_data=torch.randn(4, 64), batch_dim=5), "batch_dim 5"),
+    (dict(input_data=torch.randn(4, 64), batch_dim=-1), "batch_dim must be"),
+    (dict(input_size=(64,), batch_dim=2), "past the end of input_size"),
+    (dict(input_size=(64,), loss=3), "loss must be a function"),
+    (dict(input_data=torch.randn(4, 64), dtypes=[torch.long]), "dtypes applies to input_size"),
+])
+def test_argument_errors_are_the_callers_not_the_models(kwargs, text):
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    with pytest.raises(graphcalc.UsageError, match=text):
+        graphcalc.summary(model, **kwargs)
+
+
+def test_batch_dim_places_the_batch_of_input_size():
+    """A sequence-first model: input_size (seq, features) with batch_dim=1 is (seq, batch, feat),
+    the same step as input_data of that shape."""
+    model = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0)  # batch_first=False
+    by_size = graphcalc.summary(model, input_size=(10, 32), batch_size=6, batch_dim=1)
+    by_data = graphcalc.summary(model, input_data=torch.randn(10, 6, 32), batch_dim=1)
+    assert by_size.memory.peak_bytes == by_data.memory.peak_bytes
+    assert by_size.totals.flops == by_data.totals.flops
+    assert by_size.config["batch"] == 6
+
+
+def test_given_input_data_is_counted_once_as_the_real_step_holds_it():
+    from graphcalc.measure import measure_step
+    from graphcalc.options import Options
+
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    data = torch.randn(32, 64)  # 8 KiB, well under the replay's real-value limit
+    report = graphcalc.summary(model, input_data=data)
+    measured = measure_step(copy.deepcopy(model), lambda b: data.clone(), Options(batch=32))
+    assert report.memory.peak_bytes == measured.peak_bytes
+    assert report.memory.breakdown.batch == data.numel() * 4
+
+
+def test_summary_leaves_the_callers_random_generators_alone(tmp_path, monkeypatch):
+    import random
+    import sys
+
+    import numpy as np
+
+    (tmp_path / "drawing_model.py").write_text(
+        "import random\nimport numpy as np\nimport torch\nfrom torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.l = nn.Linear(8, 2)\n"
+        "    def forward(self, x):\n        return self.l(x)\n"
+        "def example_inputs(batch_size):\n"
+        "    random.random(); np.random.rand()\n    return torch.randn(batch_size, 8)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from drawing_model import Net
+
+    def draws():
+        return random.random(), float(np.random.rand()), torch.rand(1).item()
+
+    net, linear = Net(), nn.Linear(8, 2)
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    expected = draws()
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    graphcalc.summary(net, batch_size=4)
+    graphcalc.summary(linear, input_size=(8,), batch_size=4)
+    assert draws() == expected
+    sys.modules.pop("drawing_model", None)

@@ -38,7 +38,8 @@ def test_json_follows_the_contract_and_equals_the_library():
                                 "flops_backward", "macs_forward"}
     assert set(d["memory"]) >= {"peak_bytes", "inference_peak_bytes", "breakdown"}
     assert set(d["memory"]["breakdown"]) == {"parameters", "gradients", "optimizer_state",
-                                             "batch", "activations", "workspace"}
+                                             "batch", "activations", "workspace",
+                                             "optimizer_temporaries"}
     for layer in d["layers"]:
         assert set(layer) >= {"name", "type", "output_shapes", "params", "flops_forward",
                               "flops_backward", "activation_bytes", "saved_bytes"}

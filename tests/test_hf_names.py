@@ -248,7 +248,7 @@ def test_not_in_the_cache_offline_says_where_it_looked_and_how_to_get_it(tmp_pat
     with pytest.raises(ModelFileError) as e:
         loader.load("hf:some-org/missing", HFOptions(offline=True))
     assert str(tmp_path) in str(e.value) and "--offline" in str(e.value)
-    assert "huggingface-cli download some-org/missing config.json" in str(e.value)
+    assert "hf download some-org/missing config.json" in str(e.value)
     with pytest.raises(ModelFileError, match="HF_HUB_OFFLINE forbids the hub"):
         loader.load("hf:some-org/missing", HFOptions())
     assert time.perf_counter() - start < 5  # no retries against a network that is not there
@@ -330,7 +330,7 @@ def test_cli_analyze_fit_and_errors(tmp_path):
         assert result.exit_code == 2 and sentence in result.output, result.output
         assert "Traceback" not in result.output
     result = runner.invoke(app, ["analyze", "hf:nobody/nothing", "--offline"])
-    assert result.exit_code == 2 and "huggingface-cli download" in result.output
+    assert result.exit_code == 2 and "hf download" in result.output
 
 
 @pytest.mark.slow
@@ -338,7 +338,7 @@ def test_cli_fit_and_verify_a_config(tmp_path):
     folder = tmp_path / "tiny"
     write_config(folder, "gpt2")
     result = runner.invoke(app, ["fit", str(folder / "config.json"), "--memory", "20MiB",
-                                 "--seq-len", "16"])
+                                 "--device", "cpu", "--seq-len", "16"])
     assert result.exit_code == 0 and "Largest batch" in result.output, result.output
     batch = int(result.output.split("20.0 MiB: ")[1].split()[0])
     peak = analyze_file(str(folder), Options(batch=batch), hf=HFOptions(seq_len=16))
@@ -401,3 +401,34 @@ def test_analysis_and_fit_build_only_on_meta(tmp_path, monkeypatch):
     with pytest.raises(analyze_step.ShapeError):
         analyze_file(spec, Options(batch=2), hf=HFOptions(seq_len=8))
     assert set(devices) == {"meta"}
+
+
+def test_a_folder_named_like_the_hub_id_does_not_replace_it(tmp_path, monkeypatch):
+    """`hf:NAME` is a hub id: a folder ./ORG/NAME in the current directory is not read for it
+    (transformers' from_pretrained would read the folder first)."""
+    config = dict(ARCHITECTURES["gpt2"][0], model_type="gpt2")
+    _fake_cache(tmp_path / "hub", "tiny-org/tiny-gpt2", config)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny-org" / "tiny-gpt2").mkdir(parents=True)
+    (tmp_path / "tiny-org" / "tiny-gpt2" / "config.json").write_text(json.dumps(
+        dict(config, n_layer=config.get("n_layer", 2) + 3)))
+    from_hub = analyze_file("hf:tiny-org/tiny-gpt2", Options(batch=2),
+                            hf=HFOptions(seq_len=16, offline=True))
+    from_folder = analyze_file("tiny-org/tiny-gpt2", Options(batch=2), hf=HFOptions(seq_len=16))
+    assert from_hub.totals.params < from_folder.totals.params
+    assert from_hub.totals.params == analyze_file(
+        str(write_config(tmp_path / "cfg", "gpt2")), Options(batch=2),
+        hf=HFOptions(seq_len=16)).totals.params
+    with pytest.raises(UsageError, match="not a Hugging Face model name"):
+        loader.load("hf:./tiny-org/tiny-gpt2", HFOptions(offline=True))
+
+
+@pytest.mark.parametrize("field, value", [("n_layer", "two"), ("n_head", 2.5)])
+def test_a_config_field_of_the_wrong_type_is_the_configs_fault(field, value, tmp_path):
+    config = dict(ARCHITECTURES["gpt2"][0], model_type="gpt2", **{field: value})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    result = runner.invoke(app, ["analyze", str(tmp_path / "config.json"), "--seq-len", "8"])
+    assert result.exit_code == 2, result.output
+    assert f"field '{field}'" in result.output and "internal error" not in result.output
+    assert "Traceback" not in result.output

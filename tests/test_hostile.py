@@ -153,3 +153,141 @@ def test_a_file_that_is_not_text_is_one_sentence(tmp_path):
     result = runner.invoke(app, ["analyze", str(path)])
     assert result.exit_code == 2 and "is not a Python file" in result.output
     assert "Traceback" not in result.output
+
+
+VALID_SETUPS = {
+    "a lazy module": """
+        import torch
+        from torch import nn
+        def build_model():
+            return nn.Sequential(nn.LazyLinear(16), nn.ReLU(), nn.LazyBatchNorm1d(),
+                                 nn.Linear(16, 2))
+        def example_inputs(batch_size):
+            return torch.randn(batch_size, 8)
+        """,
+    "retain_grad in forward": """
+        import torch
+        from torch import nn
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Linear(8, 16)
+                self.b = nn.Linear(16, 2)
+            def forward(self, x):
+                h = self.a(x)
+                h.retain_grad()
+                self.h = h
+                return self.b(h.relu())
+        def build_model():
+            return Net()
+        def example_inputs(batch_size):
+            return torch.randn(batch_size, 8)
+        """,
+}
+
+
+@pytest.mark.parametrize("case", list(VALID_SETUPS))
+def test_a_valid_training_setup_is_analysed_and_exact(case, tmp_path):
+    """Set-ups real training runs (a lazy module shaped by a first forward before the optimizer
+    is made; retain_grad inside forward) are analysed, and the figures match the real step."""
+    import json
+
+    path, mod = _module(tmp_path, VALID_SETUPS[case])
+    model = mod.build_model()
+    model(mod.example_inputs(4)).sum().backward()  # real torch trains it
+    from graphcalc import loader
+    from graphcalc.options import Options
+    from graphcalc.verify import verify
+
+    source = loader.load(str(path))
+    result = verify(source, Options(batch=4, steps=2), source.example_inputs)
+    assert result.report.memory.peak_bytes == result.measured.peak_bytes  # byte-exact
+    assert result.report.totals.params == sum(p.numel() for p in model.parameters())
+    assert not result.failed
+    analysed = runner.invoke(app, ["analyze", str(path), "--batch", "4"])
+    assert analysed.exit_code == 0, analysed.output
+
+
+def test_every_svg_is_xml_whatever_the_module_names(tmp_path):
+    """A module name with a control character or XML's own specials ("--" ends a comment) still
+    gives SVGs that are XML; the control character is shown as \\x01."""
+    import xml.dom.minidom
+
+    path, _ = _module(tmp_path, r"""
+        import torch
+        from torch import nn
+        def build_model():
+            m = nn.Sequential()
+            m.add_module("a\x01b", nn.Linear(8, 8))
+            m.add_module("c<&>\"'--x", nn.Linear(8, 2))
+            return m
+        def example_inputs(batch_size):
+            return torch.randn(batch_size, 8)
+        """)
+    out = {name: tmp_path / f"{name}.svg" for name in ("layers", "ops", "svg", "timeline")}
+    for args in (["render", "-o", str(out["layers"])], ["render", "--ops", "-o", str(out["ops"])],
+                 ["analyze", "--svg", str(out["svg"]), "--timeline-svg", str(out["timeline"])]):
+        result = runner.invoke(app, [args[0], str(path), "--batch", "2", *args[1:]])
+        assert result.exit_code == 0, result.output
+    for name, svg in out.items():
+        xml.dom.minidom.parse(str(svg))  # raises on a file that is not XML
+    assert "a\\x01b" in out["layers"].read_text()
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_distributed_verify_leaves_nothing_behind(tmp_path):
+    """SIGTERM while the ranks run: graphcalc says so and exits 143, its rank processes end with
+    it, and its temporary folder is gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    path, _ = _module(tmp_path, """
+        import time
+        import torch
+        from torch import nn
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.l = nn.Linear(8, 2)
+            def forward(self, x):
+                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                    time.sleep(120)  # a rank: stays busy until stopped
+                return self.l(x)
+        def build_model():
+            return Net()
+        def example_inputs(batch_size):
+            return torch.randn(batch_size, 8)
+        """)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    graphcalc = Path(sys.executable).parent / "graphcalc"
+    proc = subprocess.Popen([str(graphcalc), "verify", str(path), "--world-size", "2", "--shard",
+                             "ddp", "--batch", "4"], env=dict(os.environ, TMPDIR=str(tmp)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def ranks() -> list[int]:  # the rank processes: their job file lies in our TMPDIR
+        found = []
+        for child in Path("/proc").glob("[0-9]*"):
+            try:
+                if str(tmp) in (child / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(child.name))
+            except OSError:
+                pass
+        return found
+
+    deadline = time.monotonic() + 240
+    while len(ranks()) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    started = ranks()
+    assert len(started) == 2 and any(tmp.glob("graphcalc-dist-*"))
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "stopped by SIGTERM" in err
+    time.sleep(1)
+    assert not [pid for pid in started if Path(f"/proc/{pid}").exists()
+                and (Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z")]
+    assert not list(tmp.glob("graphcalc-dist-*"))

@@ -286,7 +286,8 @@ def test_render_timeline_and_analyze_timeline_svg(tmp_path):
 
 def test_fit_plot(tmp_path):
     out = tmp_path / "curve.svg"
-    r = runner.invoke(app, ["fit", CNN, "--memory", "32MiB", "--plot", str(out)])
+    r = runner.invoke(app, ["fit", CNN, "--memory", "32MiB", "--device", "cpu", "--plot",
+                            str(out)])
     assert r.exit_code == 0, r.output
     svg = out.read_text()
     batch = int(re.search(r"Largest batch that fits [^:]*: (\d+)", r.stdout).group(1))

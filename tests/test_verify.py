@@ -86,7 +86,7 @@ def test_fit_agrees_with_a_real_run():
 
 def test_fit_cli():
     out = runner.invoke(app, ["fit", str(SAMPLES / "mnist_mlp.py"), "--memory", "64MiB",
-                              "--optim", "sgd"])
+                              "--device", "cpu", "--optim", "sgd"])
     assert out.exit_code == 0, out.output
     assert "Largest batch that fits 64.0 MiB" in out.stdout
     bad = runner.invoke(app, ["fit", str(SAMPLES / "mnist_mlp.py"), "--memory", "lots"])

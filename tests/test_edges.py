@@ -1,0 +1,219 @@
+"""Trust at the edges (issue 28): what an honest user reads is true, complete, and says what it
+rests on. Each case is checked against a real step or against the report's own other figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from graphcalc_cli.app import app
+
+from conftest import SAMPLES, sample
+
+runner = CliRunner()
+
+
+def _json(args):
+    result = runner.invoke(app, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("extra", [[], ["--gpu", "h100"]])
+def test_the_breakdown_adds_up_to_the_peak_and_keeps_the_state_apart(extra):
+    """The JSON breakdown's optimizer_state is the state alone (step()'s temporaries are their
+    own part), and the parts add up to the peak, CUDA workspaces included; the text line shows
+    the same parts."""
+    from graphcalc.measure import measure_step
+    from graphcalc.options import Options
+
+    args = ["analyze", str(SAMPLES / "mnist_mlp.py"), "--batch", "64", "--optim", "adam", *extra]
+    report = _json(args)
+    memory, parts = report["memory"], report["memory"]["breakdown"]
+    assert sum(parts.values()) == memory["peak_bytes"]
+    if not extra:  # the CPU peak is in step(): state and temporaries, each measured for real
+        assert parts["optimizer_temporaries"] > 0
+        assert parts["optimizer_state"] == memory["optimizer_state_bytes"]
+        from graphcalc import loader
+
+        source = sample("mnist_mlp")
+        real = measure_step(loader.build_model(source, device=None), source.example_inputs,
+                            Options(batch=64, optimizer="adam"))
+        assert memory["peak_bytes"] == real.peak_bytes
+    else:
+        assert parts["workspace"] > 0
+    text = runner.invoke(app, args).output
+    line = next(x for x in text.splitlines() if x.startswith("  parameters "))
+    shown = 5 + bool(parts["optimizer_temporaries"]) + bool(parts["workspace"])
+    assert line.count(" | ") + 1 == shown
+    assert ("step() temporaries" in line) == bool(parts["optimizer_temporaries"])
+    assert ("workspaces" in line) == bool(parts["workspace"])
+
+
+def _model(tmp_path, source, name="m"):
+    import textwrap
+
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+LINEAR = """
+    import torch
+    from torch import nn
+    def build_model():
+        return nn.Linear(8, 2)
+    def example_inputs(batch_size):
+        return torch.randn(batch_size, 8)
+    """
+
+
+def test_a_step_without_a_loss_says_what_it_took_its_loss_from(tmp_path):
+    bare = _model(tmp_path, LINEAR)
+    with_loss = _model(tmp_path, LINEAR + """
+    def loss(output, x):
+        return output.pow(2).mean()
+    """, "withloss")
+    assert _json(["analyze", str(bare)])["loss"] == "output.mean()"
+    assert "the mean of the model's output" in runner.invoke(app, ["analyze", str(bare)]).output
+    assert _json(["analyze", str(with_loss)])["loss"] == "loss()"
+    assert "mean of the model's output" not in runner.invoke(
+        app, ["analyze", str(with_loss)]).output
+
+
+def test_a_loss_that_cannot_take_the_dict_batch_is_the_loss_not_the_model(tmp_path):
+    """A dict batch is passed to loss() as keywords: loss(output, x, y) against a batch
+    {"features", "target"} is a loss() problem, and the sentence says how loss is called."""
+    path = _model(tmp_path, """
+        import torch
+        from torch import nn
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.l = nn.Linear(8, 2)
+            def forward(self, features, target):
+                return self.l(features)
+        def build_model():
+            return Net()
+        def example_inputs(batch_size):
+            return {"features": torch.randn(batch_size, 8),
+                    "target": torch.zeros(batch_size, dtype=torch.long)}
+        def loss(output, x, y):
+            return nn.functional.cross_entropy(output, y)
+        """)
+    result = runner.invoke(app, ["analyze", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "loss() cannot take" in result.output and "features=" in result.output
+    assert "the model failed" not in result.output
+
+
+def test_fit_on_a_model_that_cannot_train_on_one_sample_starts_at_two(tmp_path):
+    """BatchNorm1d refuses one value per channel in training, as real torch does at batch 1:
+    fit's search starts at 2 and says why, instead of failing on the layer."""
+    path = _model(tmp_path, """
+        import torch
+        from torch import nn
+        def build_model():
+            return nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                                 nn.Linear(32, 2))
+        def example_inputs(batch_size):
+            return torch.randn(batch_size, 16)
+        """)
+    from graphcalc import loader
+
+    source = loader.load(str(path))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        source.build()(source.example_inputs(1))  # real torch at batch 1
+    result = runner.invoke(app, ["fit", str(path), "--memory", "2MiB", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "smallest batch is 2" in result.output
+    batch = int(result.output.split("that fits 2.00 MiB: ")[1].split()[0])
+    peak = _json(["analyze", str(path), "--batch", str(batch)])["memory"]["peak_bytes"]
+    above = _json(["analyze", str(path), "--batch", str(batch + 1)])["memory"]["peak_bytes"]
+    assert peak <= 2 * 2**20 < above
+
+
+@pytest.mark.parametrize("fn, value, text", [
+    ("format_bytes", 999, "999 B"),
+    ("format_bytes", 1016 * 2**20, "0.99 GiB"),  # was "1016 MiB"
+    ("format_bytes", 1_379_224, "1.32 MiB"),
+    ("format_bytes", 2**30 - 1, "1.00 GiB"),
+    ("format_count", 999_600, "1.00M"),  # was "1000K"
+    ("format_count", 26_926, "26.9K"),
+    ("format_seconds", 19.3853, "19.4 s"),  # was "19385.3 ms"
+    ("format_seconds", 0.0021, "2.1 ms"),
+    ("format_seconds", 192.4, "3 min 12 s"),
+])
+def test_a_figure_reads_in_its_best_unit(fn, value, text):
+    from graphcalc import units
+
+    assert getattr(units, fn)(value) == text
+    number = text.split()[0]
+    assert len(number.split(".")[0].lstrip("-")) <= 3  # never four digits before the point
+
+
+def test_a_growth_without_a_baseline_says_so():
+    from graphcalc.budget import Check, value_text
+
+    check = Check(figure="params", kind="growth", value=None, limit=0.05)
+    assert value_text(check) == "--"  # was "? params"; the verdict column says why
+
+
+def test_a_seq_len_past_a_learned_position_table_is_refused_as_real_torch_refuses_it(tmp_path):
+    """GPT-2 has a learned table of n_positions rows: a longer --seq-len fails for real (an index
+    out of range), so it is refused with the config's limit named. Llama's rotary positions run
+    past max_position_embeddings for real, so there it is analysed."""
+    from graphcalc import loader
+    from graphcalc.hf import HFOptions
+
+    gpt2 = tmp_path / "gpt2"
+    gpt2.mkdir()
+    (gpt2 / "config.json").write_text(json.dumps(dict(
+        model_type="gpt2", n_layer=1, vocab_size=100, n_embd=32, n_head=4, n_positions=16,
+        bos_token_id=1, eos_token_id=2)))
+    source = loader.load(str(gpt2), HFOptions(seq_len=20))
+    with pytest.raises(IndexError):  # the real step
+        loader.build_model(source, device=None)(**source.example_inputs(2))
+    result = runner.invoke(app, ["analyze", str(gpt2), "--seq-len", "20"])
+    assert result.exit_code == 2 and "--seq-len 20 is past the config's" in result.output
+    assert runner.invoke(app, ["analyze", str(gpt2), "--seq-len", "16"]).exit_code == 0
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    (llama / "config.json").write_text(json.dumps(dict(
+        model_type="llama", num_hidden_layers=1, vocab_size=100, hidden_size=32,
+        num_attention_heads=4, intermediate_size=64, max_position_embeddings=16)))
+    source = loader.load(str(llama), HFOptions(seq_len=20))
+    loader.build_model(source, device=None)(**source.example_inputs(2))  # runs for real
+    assert runner.invoke(app, ["analyze", str(llama), "--seq-len", "20"]).exit_code == 0
+
+
+@pytest.mark.parametrize("name", ["gpt2", "resnet50", "seed_cnn"])
+def test_the_table_fits_80_columns_and_never_parts_a_figure_from_its_unit(name, monkeypatch):
+    import re
+
+    monkeypatch.setenv("COLUMNS", "80")
+    result = runner.invoke(app, ["analyze", str(SAMPLES / f"{name}.py"), "--batch", "2"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    units = r"(B|KiB|MiB|GiB|TiB|ms|s|tokens)\b"
+    for above, below in zip(lines, lines[1:]):
+        assert not (re.search(r"\d$", above) and re.match(r"\s*" + units, below)), (above, below)
+    wide = runner.invoke(app, ["analyze", str(SAMPLES / f"{name}.py"), "--batch", "2"],
+                         env={"COLUMNS": "400"}).output
+    left_out = [line for line in lines if line.startswith("Columns left out")]
+    assert bool(left_out) == (max(len(line) for line in wide.splitlines()) > 80)
+
+
+def test_columns_are_chosen_as_torchinfo_lets_them_be():
+    result = runner.invoke(app, ["analyze", str(SAMPLES / "seed_cnn.py"),
+                                 "--columns", "params,shape"])
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if "┃ Layer" in line)
+    assert [c.strip() for c in header.strip("┃ ").split("┃")] == ["Layer", "Output shape",
+                                                                  "Params"]
+    bad = runner.invoke(app, ["analyze", str(SAMPLES / "seed_cnn.py"), "--columns", "parms"])
+    assert bad.exit_code == 2 and "unknown column 'parms'" in bad.output
