@@ -258,10 +258,12 @@ def analyze(
     attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
     offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
     checkpoint: Optional[List[str]] = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP),
+    by_op: bool = typer.Option(False, "--by-op", help="Also print the FLOPs by ATen operator "
+                               "(fvcore's by-operator table; in the JSON always, flops_by_op)."),
     columns: Optional[str] = typer.Option(
-        None, "--columns", help="The table's columns, comma-separated, from: layer, type, shape, "
-        "calls, params, flops_fwd, flops_bwd, output, saved (default: all that fit the "
-        "terminal)."),
+        None, "--columns", help="The table's columns, comma-separated, from: layer, type, input "
+        "(torchinfo's input size), shape, calls, params, flops_fwd, flops_bwd, output, saved "
+        "(default: all but input that fit the terminal)."),
     debug: bool = typer.Option(False, help="Show tracebacks."),
 ):
     """Parameters, FLOPs, activations and peak training memory, per layer and in total.
@@ -293,7 +295,12 @@ def analyze(
             report = analyze_file(model, options, inputs=input, hf=hf,
                                   on_replay=kept.append if snapshot is not None else None)
     width = terminal_width() if output is None else None  # a file: the natural width
-    _write(render(report.at_depth(depth), fmt.value, width, chosen), output)
+    text = render(report.at_depth(depth), fmt.value, width, chosen)
+    if by_op and fmt.value == "table":
+        from graphcalc.formatting import op_table
+
+        text += "\n" + op_table(report)
+    _write(text, output)
     if planned is not None:
         from graphcalc.recompute import plan_text
 

@@ -11,14 +11,15 @@ import torch
 from torch import nn
 
 from . import checkpointing, loader
-from .errors import GraphcalcError, ModelFileError, ShapeError, TraceError, UsageError
+from .errors import (GraphcalcError, InternalError, ModelFileError, ShapeError, TraceError,
+                     UsageError, raised_inside_graphcalc)
 from .options import Options
 from .routing import ROUTINGS
 from .replay import LOSS, OPTIMIZER, LossCallError, Replay, replay
 from .opaque import is_data_dependent, reason_of
 from .report import TRACER, TRACER_OPAQUE, FlowNode, Layer, Report, Totals
 from .timeline import kernels, step_timeline  # noqa: F401 (step_timeline: its old home)
-from .graphpasses import graph_flops, graph_memory, graph_outputs, layer_flow
+from .graphpasses import graph_flops, graph_memory, graph_outputs, layer_flow, op_flops
 from .stepgraph import layer_name
 
 
@@ -80,6 +81,8 @@ def _layers(model: nn.Module, rp: Replay) -> tuple[Layer, ...]:
             activation_bytes=t.output_bytes if t else 0,
             saved_bytes=sum(t.saved.values()) if t else 0, calls=t.calls if t else 0,
             shared=shared, unknown_ops=tuple(sorted(t.unknown.items())) if t else (),
+            input_shapes=tuple(tuple(int(d) for d in s) for s in (t.input_shapes or ()))
+            if t else (),
         ))
     # Ops recorded outside any known path (should not happen) still count, so rows sum to totals.
     known = set(names)
@@ -156,6 +159,8 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
         except GraphcalcError:
             raise
         except Exception as e:  # the model's own code failed under fake tensors
+            if raised_inside_graphcalc(e) is not None:
+                raise _explain(e, model) from e
             owner = getattr(e, "_graphcalc_owner", None) or ""
             if not is_data_dependent(e) or owner.startswith("[") or owner in opaque:
                 raise _explain(e, model) from e
@@ -208,6 +213,7 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
     recompute.flops.update(recomputed)
     return Report(model=name or type(model).__name__, config=options.as_dict(), totals=totals,
                   memory=memory, layers=layers, unknown_ops=unknown, distributed=dist,
+                  op_flops=op_flops(rp.step_graph),
                   loss=rp.loss_kind,
                   tracer=TRACER_OPAQUE if opaque else TRACER,
                   opaque=tuple((layer_name(p), why) for p, why in opaque.items()),
@@ -235,7 +241,17 @@ def _gpu(rp: Replay, options: Options, memory: Memory):
                    estimated=rp.recorder.estimated)
 
 
+def _first(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _explain(e: Exception, model: nn.Module) -> GraphcalcError:
+    inside = raised_inside_graphcalc(e)
+    if inside is not None:  # graphcalc's own code failed: a bug, never the model's
+        return InternalError(f"internal error at {inside} while replaying the step: "
+                             f"{type(e).__name__}: {_first(e)} (a bug in graphcalc, not in the "
+                             "model; rerun with --debug for the traceback)")
     owner = getattr(e, "_graphcalc_owner", None)
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if isinstance(e, LossCallError):  # the model file's loss() and the batch disagree

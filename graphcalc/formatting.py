@@ -38,8 +38,8 @@ def inference_text(m) -> str:
 COLUMNS = ("Layer", "Type", "Output shape", "Params", "FLOPs fwd", "FLOPs bwd", "Output", "Saved")
 
 
-def _shape(layer) -> str:
-    shapes = [list(s) for s in layer.output_shapes]
+def _shape(layer, shapes=None) -> str:
+    shapes = [list(s) for s in (layer.output_shapes if shapes is None else shapes)]
     if not shapes:
         return "--"
     text = ", ".join(str(s) for s in shapes[:2])
@@ -80,6 +80,10 @@ def summary_lines(report: Report) -> list[str]:
     b = m.breakdown
     cfg = report.config
     amp = f", autocast {cfg['amp']}" if cfg.get("amp") else ""
+    # what the figures lack makes them lower bounds: said where they are printed, not only below
+    low_flops = "AT LEAST (incomplete, see below) " if report.unknown_ops or report.opaque else ""
+    low_peak = ("AT LEAST (incomplete, see below) "
+                if report.opaque or report.memory_gaps or m.step_growth_bytes else "")
     lines = [
         f"Model {report.model}: batch {cfg['batch']}, {cfg['dtype']}{amp}, optimizer "
         f"{cfg['optimizer']}, memory for {m.device}"
@@ -87,11 +91,12 @@ def summary_lines(report: Report) -> list[str]:
         *([LOSS_MEAN_NOTE] if report.loss == "output.mean()" else []),
         f"Params: {t.params:,} ({format_count(t.params)}); trainable {t.trainable_params:,}, "
         f"frozen {t.frozen_params:,}; buffers {t.buffers:,} elements",
-        f"FLOPs (2 per multiply-accumulate, as FlopCounterMode): forward {format_count(t.flops_forward)}"
-        f", backward {format_count(t.flops_backward)}, step {format_count(t.flops)}",
+        f"FLOPs (2 per multiply-accumulate, as FlopCounterMode): {low_flops}forward "
+        f"{format_count(t.flops_forward)}, backward {format_count(t.flops_backward)}, step "
+        f"{format_count(t.flops)}",
         f"MACs forward: {t.macs_forward:,}; with one add per bias element (torchinfo's mult-adds): "
         f"{t.mult_adds_with_bias:,}",
-        f"Peak training memory: {format_bytes(m.peak_bytes)} ({m.peak_bytes:,} B), step "
+        f"Peak training memory: {low_peak}{format_bytes(m.peak_bytes)} ({m.peak_bytes:,} B), step "
         f"{m.peak_step} {m.peak_phase} at {m.peak_layer}; first step {format_bytes(m.first_step_peak_bytes)}"
         + (f", steady {format_bytes(m.steady_step_peak_bytes)}" if not m.step_growth_bytes
            else f", last step {format_bytes(m.steady_step_peak_bytes)}, NOT STEADY: "
@@ -229,6 +234,8 @@ _READ_GLOSS = {
     "aten::masked_select": "a mask's count sizes a tensor (masked_select, x[mask])",
     "aten::unique": "the number of distinct values sizes a tensor",
     "aten::repeat_interleave": "repeat counts size a tensor",
+    "aten::rand": ("a random number drawn to branch on (LayerDrop), taken at the top of its "
+                   "range: no layer is skipped, the figures are the most a step takes"),
 }
 
 
@@ -264,7 +271,8 @@ def terminal_width(stream=None) -> int | None:
 
 
 # --columns names -> the table's column headers (torchinfo lets its users choose columns too)
-COLUMN_NAMES = {"layer": "Layer", "type": "Type", "shape": "Output shape", "calls": "Calls",
+COLUMN_NAMES = {"layer": "Layer", "type": "Type", "input": "Input shape",
+                "shape": "Output shape", "calls": "Calls",
                 "params": "Params", "flops_fwd": "FLOPs fwd", "flops_bwd": "FLOPs bwd",
                 "output": "Output", "saved": "Saved"}
 # what goes first when the table is wider than the terminal: the least asked-for figures first;
@@ -273,6 +281,10 @@ DROP_ORDER = ("Saved", "FLOPs bwd", "Calls", "Type", "Output", "FLOPs fwd")
 # a figure and its unit are one word: wrapping never puts them on two lines
 _UNIT = re.compile(r"(?<=\d) (?=(?:B|KiB|MiB|GiB|TiB|PiB|ms|s|min|tokens|steps?|x|%)\b)")
 _GLUE = "\u2060"  # word joiner: not whitespace to textwrap, taken out again after wrapping
+
+
+_TEXT_COLUMNS = ("Layer", "Type", "Input shape", "Output shape")
+_SHAPE_COLUMNS = ("Input shape", "Output shape")
 
 
 def parse_columns(text: str) -> tuple[str, ...]:
@@ -285,6 +297,7 @@ def parse_columns(text: str) -> tuple[str, ...]:
         raise UsageError(f"--columns: unknown column {', '.join(map(repr, unknown)) or '(none)'}"
                          f"; choose from {', '.join(COLUMN_NAMES)}")
     return ("Layer",) + tuple(dict.fromkeys(COLUMN_NAMES[n] for n in names if n != "layer"))
+
 
 
 def wrap_line(line: str, width: int) -> str:
@@ -320,6 +333,11 @@ def to_table(report: Report, width: int | None = None,
     calls = len(every) > len(COLUMNS)
     rows = [_cells(layer, indent=True, calls=calls) for layer in report.layers]
     total = _total_cells(report, calls)
+    if columns is not None and "Input shape" in columns:  # torchinfo's input-size column
+        every = every[:2] + ("Input shape",) + every[2:]
+        rows = [r[:2] + [_shape(layer, layer.input_shapes)] + r[2:]
+                for r, layer in zip(rows, report.layers)]
+        total = total[:2] + [""] + total[2:]
     chosen = [c for c in every if columns is None or c in columns]
     measure = Console(file=io.StringIO(), width=10_000, no_color=True, highlight=False)
 
@@ -327,10 +345,10 @@ def to_table(report: Report, width: int | None = None,
         table = Table(show_lines=False, header_style="bold")
         index = [every.index(c) for c in shown]
         for c in shown:
-            table.add_column(c, justify="left" if every.index(c) < 3 else "right",
+            table.add_column(c, justify="left" if c in _TEXT_COLUMNS else "right",
                              no_wrap=True)
         for cells in rows:
-            cells = [_compact_shape(x) if compact and every[i] == "Output shape" else x
+            cells = [_compact_shape(x) if compact and every[i] in _SHAPE_COLUMNS else x
                      for i, x in enumerate(cells)]
             table.add_row(*(escape(cells[i]) for i in index))
         table.add_section()
@@ -365,6 +383,22 @@ def to_table(report: Report, width: int | None = None,
     for line in lines:
         buf.write((line if width is None else wrap_line(line, width)) + "\n")
     return buf.getvalue()
+
+
+def op_table(report: Report) -> str:
+    """FLOPs by ATen op, as fvcore's by-operator table: calls, forward, backward and the share
+    of the step, the costliest first."""
+    total = report.totals.flops or 1
+    rows = [("op", "calls", "forward", "backward", "share")]
+    for op, calls, fwd, bwd in report.op_flops:
+        rows.append((op.removeprefix("aten::"), str(calls), format_count(fwd) if fwd else "--",
+                     format_count(bwd) if bwd else "--", f"{(fwd + bwd) / total:.1%}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [f"FLOPs by operator (step 1; {format_count(report.totals.flops)} in all):"]
+    for r in rows:
+        lines.append("  " + r[0].ljust(widths[0]) + "".join(
+            "  " + c.rjust(w) for c, w in zip(r[1:], widths[1:])))
+    return "\n".join(lines) + "\n"
 
 
 def to_markdown(report: Report) -> str:

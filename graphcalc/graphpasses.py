@@ -73,6 +73,27 @@ def layer_flops(sg: StepGraph, step: int = 1) -> dict[str, LayerFlops]:
     return out
 
 
+def op_flops(sg: StepGraph, step: int = 1) -> tuple[tuple[str, int, int, int], ...]:
+    """Per ATen op, as fvcore's by-operator table and FlopCounterMode's "Global" counts: (op,
+    calls, FLOPs in forward and loss, FLOPs in backward) of step `step`, the costliest first;
+    ops without a formula are left out (they are the report's unknown_ops)."""
+    rows: dict[str, list[int]] = {}
+    for node in sg.graph.nodes:
+        if node.op != "call_function" or node.meta.get("step") != step:
+            continue
+        phase = _meta(node, "phase")
+        flops = node.meta.get("flops")
+        packet = getattr(node.target, "_overloadpacket", None)
+        if not flops or packet is None or (phase not in FORWARD_PHASES and phase != "backward"):
+            continue
+        name = str(packet._qualified_op_name)
+        row = rows.setdefault(name, [0, 0, 0])
+        row[0] += 1
+        row[1 if phase != "backward" else 2] += flops
+    return tuple(sorted(((op, *row) for op, row in rows.items() if row[1] or row[2]),
+                        key=lambda r: (-(r[2] + r[3]), r[0])))
+
+
 @dataclass(frozen=True)
 class FlopTotals:
     flops_forward: int

@@ -23,6 +23,7 @@ from torch import nn
 
 from .analyze import analyze_module
 from .checkpointing import generalize
+from .errors import GraphcalcError
 from .options import Options
 from .report import Report
 from .verify import Fit, fit
@@ -130,7 +131,10 @@ def plan(model: nn.Module, make_inputs: Callable[[int], Any], options: Options,
         return done((), base)
     cands = []
     for pattern, paths, saved in groups(model, base)[:CANDIDATES]:
-        r = run(paths)
+        try:
+            r = run(paths)
+        except GraphcalcError:  # a module that cannot run under checkpoint: not a candidate
+            continue
         if r.needed_bytes < base.needed_bytes:
             cands.append(Candidate(pattern, paths, saved, r.needed_bytes,
                                    r.totals.flops_recompute - base.totals.flops_recompute))

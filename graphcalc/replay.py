@@ -35,6 +35,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
 from . import cuda, flops, kernels, routing
+from .errors import ModelFault, model_fault
 from .opaque import OpaqueLayers
 from .options import Options, make_optimizer
 from .torchlogs import quietly
@@ -56,6 +57,7 @@ class LayerTrace:
     bias_adds_forward: int = 0
     calls: int = 0
     output_shapes: list[tuple[int, ...]] | None = None
+    input_shapes: list[tuple[int, ...]] | None = None  # the tensors of the first call's args
     output_dtype: str | None = None
     output_bytes: int = 0
     saved: dict[int, int] = field(default_factory=dict)  # storage serial -> bytes
@@ -222,12 +224,15 @@ class StepRecorder(TorchDispatchMode):
         before = None
         for i, t in enumerate(tree_leaves(out)):
             if isinstance(t, torch.Tensor):
-                if not _is_fake(t):
+                if self.phase == "batch" and not _is_fake(t):
                     if before is None:
                         before = _storages_from_before(tracker, args, kwargs)
                     if _storage_key(t) in before:
-                        # a view of a real tensor that was there before the step (a module's
-                        # table, the caller's own input_data): memory the step does not allocate
+                        # example_inputs taking a view of a real tensor that was there before
+                        # (the caller's input_data, a module-level table it slices): the batch
+                        # is what it returns, not the tensor it was cut from; as a real step,
+                        # whose batch is made before it starts. (In the step itself a view of
+                        # such a tensor is counted, as the real measurement counts it.)
                         outs.append(t)
                         serials.append(None)
                         continue
@@ -315,6 +320,10 @@ class StepRecorder(TorchDispatchMode):
             path, _ = self.frames.pop()
             _, call = self._call_stack.pop()
             if self.phase == "forward" and self.count_flops:
+                layer = self.layers[path]
+                if layer.input_shapes is None:  # torchinfo's input-size column
+                    layer.input_shapes = [tuple(t.shape) for t in tree_leaves(args)
+                                          if isinstance(t, torch.Tensor)]
                 self._record_output(path, call, output)
                 if self._call_stack:
                     self._child_returned.add(self._call_stack[-1])
@@ -353,7 +362,7 @@ class StepRecorder(TorchDispatchMode):
             finally:
                 self._packing = False
 
-        return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+        return _saved_tensors_hooks_beside_checkpoints(pack, lambda t: t)
 
     def _record_output(self, path: str, call: int, output) -> None:
         layer = self.layers[path]
@@ -366,6 +375,62 @@ class StepRecorder(TorchDispatchMode):
         if self.step_graph is not None:  # the call as a stretch of the graph's first forward
             self.step_graph.returned(path, call, tuple(self._call_stack) + ((path, call),),
                                      tensors)
+
+
+@contextlib.contextmanager
+def _saved_tensors_hooks_beside_checkpoints(pack, unpack):
+    """saved_tensors_hooks(pack, unpack), set aside while torch.utils.checkpoint saves a
+    checkpoint's inputs: a tensor saved under hooks unpacks as a new object, so `query is key`
+    would no longer hold when the checkpoint re-runs nn.MultiheadAttention, which takes another
+    path then (and the recompute fails "different metadata", where the real step runs). The
+    inputs saved there are the caller's tensors, never new memory, so nothing is missed."""
+    import torch.utils.checkpoint as ckpt
+
+    graph = torch.autograd.graph
+    # where the inputs are saved: _CheckpointFrame.save_inputs (torch 2.13), or
+    # _NoopSaveInputs.apply (torch 2.11 and before)
+    frame = getattr(ckpt, "_CheckpointFrame", None)
+    if frame is not None and hasattr(frame, "save_inputs"):
+        owner, name = frame, "save_inputs"
+    elif getattr(ckpt, "_NoopSaveInputs", None) is not None:
+        owner, name = ckpt._NoopSaveInputs, "apply"
+    else:
+        owner = name = None
+    depth = [0]  # saved_tensors_hooks entered above ours (a checkpoint's own)
+    base_enter, base_exit = graph.saved_tensors_hooks.__enter__, graph.saved_tensors_hooks.__exit__
+
+    def enter(self):
+        depth[0] += 1
+        return base_enter(self)
+
+    def exit_(self, *exc):
+        depth[0] -= 1
+        return base_exit(self, *exc)
+
+    with graph.saved_tensors_hooks(pack, unpack):
+        if owner is None:  # another torch: as before
+            yield
+            return
+        base_save = owner.__dict__[name]
+        call = base_save.__get__(None, owner) if isinstance(base_save, classmethod) else base_save
+
+        def save(*args, **kwargs):
+            if depth[0]:  # inside another checkpoint's hooks: not ours on top
+                return call(*args, **kwargs)
+            torch._C._autograd._pop_saved_tensors_default_hooks()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                torch._C._autograd._push_saved_tensors_default_hooks(pack, unpack)
+
+        setattr(owner, name, save)
+        graph.saved_tensors_hooks.__enter__, graph.saved_tensors_hooks.__exit__ = enter, exit_
+        try:
+            yield
+        finally:
+            setattr(owner, name, base_save)
+            graph.saved_tensors_hooks.__enter__ = base_enter
+            graph.saved_tensors_hooks.__exit__ = base_exit
 
 
 # The largest tensor (elements) computed for real from the batch: token ids or a padding mask
@@ -427,9 +492,9 @@ def _same_dtype(func, args) -> None:
         return
     dtypes = [t.dtype for t in args if isinstance(t, torch.Tensor)]
     if len(set(dtypes)) > 1:
-        raise RuntimeError(f"{name.replace('aten::', '')}: expected the operands to have the "
-                           f"same dtype, but got {', '.join(dtype_name(d) for d in dtypes)}"
-                           " (the real kernel refuses them)")
+        raise model_fault(RuntimeError(
+            f"{name.replace('aten::', '')}: expected the operands to have the same dtype, but "
+            f"got {', '.join(dtype_name(d) for d in dtypes)} (the real kernel refuses them)"))
 
 
 def _indices_in_range(func, args) -> None:
@@ -442,11 +507,25 @@ def _indices_in_range(func, args) -> None:
     if _is_fake(indices) or not isinstance(indices, torch.Tensor) or indices.numel() == 0:
         return
     with unset_fake_temporarily():
+        # positions only (each row 0, 1, 2, ... or from an offset): a learned position table
+        # looked up past its end; other lookups (T5's relative buckets) are the model's values
+        rows = indices.reshape(-1, indices.shape[-1]) if indices.dim() else indices.reshape(1, 1)
+        if rows.shape[-1] < 2 or not bool((rows[:, 1:] - rows[:, :-1] == 1).all()):
+            return
         high, low = int(indices.max()), int(indices.min())
     rows = int(weight.shape[0])
     if high >= rows or low < 0:
-        raise IndexError(f"index out of range in self: an index {high if high >= rows else low}"
-                         f" into an embedding of {rows} rows")
+        raise model_fault(IndexError(f"index out of range in self: an index "
+                                     f"{high if high >= rows else low} into an embedding of "
+                                     f"{rows} rows"))
+
+
+TOP_DRAW = 1 - 2 ** -24  # the largest float32 below 1: torch.rand's range is [0, 1)
+
+
+def _is_scalar_draw(func, out) -> bool:
+    return (flops.op_name(func) == "aten::rand" and isinstance(out, torch.Tensor)
+            and out.dim() == 0 and out.is_floating_point())
 
 
 def _run(func, args, kwargs, phase: str, known: "KnownValues"):
@@ -474,6 +553,13 @@ def _run(func, args, kwargs, phase: str, known: "KnownValues"):
         known.read(name, phase)
         return shaped(*args, **kwargs)
 
+    if phase in ("forward", "loss") and _is_scalar_draw(func, out):
+        # One random number drawn in the step, to branch on (LayerDrop: `torch.rand([]) <
+        # layerdrop` skips a layer): taken at the top of its range, so that no layer is skipped
+        # and the figures are the step that runs every layer, the most memory and FLOPs.
+        known.read(flops.op_name(func), phase)
+        with unset_fake_temporarily():
+            return torch.full((), TOP_DRAW, dtype=out.dtype)
     if phase in ("forward", "loss") and known.routing and routing.is_routing(func, args, kwargs):
         # A router's choice of experts: the routing assumed (graphcalc.routing), known for real.
         values, indices = out
@@ -592,14 +678,31 @@ def _ctc_loss_backward(grad, log_probs, *args, **kwargs):
     return torch.empty_like(log_probs)
 
 
+def _index_known(input, indices):
+    """aten::index of a fake tensor by known indices (a real boolean mask, `x[mask]` and the
+    backward of `x[mask] = 0`): the rows the mask selects, as the real kernel returns them."""
+    with unset_fake_temporarily():
+        longs = []
+        for ix in indices:
+            if ix is not None and ix.dtype == torch.bool:
+                longs.extend(i.to("meta") for i in ix.nonzero(as_tuple=True))
+            else:
+                longs.append(None if ix is None else ix.to("meta"))
+        shape = torch.ops.aten.index.Tensor(
+            torch.empty_strided(input.shape, input.stride(), dtype=input.dtype, device="meta"),
+            longs).shape
+    return input.new_empty(shape)
+
+
 # Ops whose output shape is set by the values of small real arguments (positions): the shapes
 # come from those values, the data stays fake.
 # (pad_packed_sequence is CompositeImplicit: its own ops, which read real batch_sizes, replay.)
 _SHAPED_BY_VALUES = {"aten::_pack_padded_sequence": _pack_padded,
                      "aten::_ctc_loss": _ctc_loss,
-                     "aten::_ctc_loss_backward": _ctc_loss_backward}
+                     "aten::_ctc_loss_backward": _ctc_loss_backward,
+                     "aten::index": _index_known}
 _VALUE_ARGS = {"aten::_pack_padded_sequence": (1,), "aten::_ctc_loss": (3,),
-               "aten::_ctc_loss_backward": (4,)}
+               "aten::_ctc_loss_backward": (4,), "aten::index": (1,)}
 
 
 def _value_args(func, args, kwargs) -> tuple:
@@ -728,10 +831,11 @@ def _default_loss(output) -> tuple[torch.Tensor, str]:
     for t in tree_leaves(output):
         if isinstance(t, torch.Tensor) and t.is_floating_point():
             return t.mean(), LOSS_MEAN
-    raise TypeError("the model's output holds no floating-point tensor to take a loss of")
+    raise model_fault(TypeError("the model's output holds no floating-point tensor to take a "
+                                "loss of"))
 
 
-class LossCallError(TypeError):
+class LossCallError(TypeError, ModelFault):
     """The model file's loss() cannot take the batch as the step passes it."""
 
 

@@ -36,6 +36,8 @@ class Layer:
     calls: int  # forward calls in the step; shapes are the first call's, bytes and FLOPs all calls'
     shared: tuple[str, ...] = ()  # "weight = transformer.wte.weight": parameters owned elsewhere
     unknown_ops: tuple[tuple[str, int], ...] = ()
+    # the tensors passed to the first forward call (positional arguments), as torchinfo shows
+    input_shapes: tuple[tuple[int, ...], ...] = ()
 
     @property
     def flops(self) -> int:
@@ -261,6 +263,8 @@ class Report:
     # (op, layers) where the step read values of the example inputs (a padding mask, lengths):
     # the figures are for those values (graphcalc.replay._concrete)
     value_reads: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # FLOPs by ATen op (op, calls, forward, backward), the costliest first (fvcore's by-operator)
+    op_flops: tuple[tuple[str, int, int, int], ...] = ()
     # mixture-of-experts routers (layer, experts, k) and the routing assumed at them
     routers: tuple[tuple[str, int, int], ...] = ()
     routing: str = "balanced"
@@ -330,6 +334,8 @@ class Report:
                         "peak_bytes": dict(self.routing_peaks)} if self.routers else None,
             "complete": self.complete,
             "loss": self.loss,
+            "flops_by_op": [{"op": op, "calls": n, "forward": f, "backward": b}
+                            for op, n, f, b in self.op_flops],
         } | ({"checkpointing": {"modules": list(self.checkpointed),
                                 "recompute_flops": dict(self.recompute)}}
              if self.checkpointed or self.recompute else {}) \
@@ -385,6 +391,7 @@ def _renderer(kind: str) -> Callable[[Report], str]:
 def _layer_dict(layer: Layer) -> dict:
     d = asdict(layer)
     d["output_shapes"] = [list(s) for s in layer.output_shapes]
+    d["input_shapes"] = [list(s) for s in layer.input_shapes]
     d["shared"] = list(layer.shared)
     d["unknown_ops"] = [{"op": op, "count": n} for op, n in layer.unknown_ops]
     return d

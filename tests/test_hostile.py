@@ -279,11 +279,16 @@ def test_sigterm_to_a_distributed_verify_leaves_nothing_behind(tmp_path):
                 pass
         return found
 
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 600  # a busy CI machine: the prediction comes first
     while len(ranks()) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.5)
     started = ranks()
-    assert len(started) == 2 and any(tmp.glob("graphcalc-dist-*"))
+    if len(started) < 2:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"the ranks did not start (exit {proc.returncode}): {out[-1000:]} "
+                    f"{err[-2000:]}")
+    assert any(tmp.glob("graphcalc-dist-*"))
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "stopped by SIGTERM" in err

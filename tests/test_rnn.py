@@ -73,6 +73,9 @@ def _compare(name, optim, dtype, amp, batch=3):
 @pytest.mark.parametrize("optim,dtype,amp", SETTINGS, ids=str)
 @pytest.mark.parametrize("name", rnn_models.SMALL)
 def test_rnn_peak_is_byte_exact_on_cpu(name, optim, dtype, amp):
+    from conftest import skip_without_bf16_lstm
+
+    skip_without_bf16_lstm("lstm" in name, amp)
     report, measured = _compare(name, optim, dtype, amp)
     memory = report.memory
     assert memory.peak_bytes == measured.peak_bytes
