@@ -58,7 +58,8 @@ GPU_HELP = ("The GPU the step is for, as you would name it or nvidia-smi prints 
             "a100-80gb, 'NVIDIA GeForce RTX 4090', t4...): what the caching allocator reserves, "
             "the CUDA context and whether it fits. Implies --device cuda.")
 GPU_MEMORY_HELP = ("The GPU's memory, e.g. 24GiB, for a card not in the list (or instead of the "
-                   "listed figure). Implies --device cuda.")
+                   "listed figure). Implies --device cuda; with an explicit --device cpu it is "
+                   "the CPU step's budget (the peak against it).")
 EXPANDABLE_HELP = "Simulate PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True."
 SHARD_HELP = ("How the ranks split the state: ddp (replicated, gradient buckets), zero1 (optimizer "
               "state sharded), zero2 (and gradients), fsdp (and parameters, as fully_shard).")
@@ -279,8 +280,12 @@ def analyze(
     if depth is not None and depth < 0:
         raise UsageError(f"depth must be 0 or more, got {depth}")
     auto, patterns = _checkpoint_choice(checkpoint, memory, fit=True)  # --memory: the card
+    # --memory is a GPU's memory, as on every command; with an explicit --device cpu it is the
+    # CPU step's budget (the peak against it), as in fit
+    cpu_budget = _cpu_budget(device, gpu, memory)
     options = _options(batch, dtype, optim, amp, device, world_size=world_size, shard=shard,
-                       routing=routing, fused=fused, gpu=gpu, memory=memory,
+                       routing=routing, fused=fused, gpu=gpu,
+                       memory=None if cpu_budget is not None else memory,
                        expandable_segments=expandable_segments, checkpoint=patterns)
     if snapshot is not None and options.distributed:
         raise UsageError("--snapshot writes one device's step: leave out --world-size/--shard")
@@ -294,6 +299,10 @@ def analyze(
         else:
             report = analyze_file(model, options, inputs=input, hf=hf,
                                   on_replay=kept.append if snapshot is not None else None)
+    if cpu_budget is not None:
+        from dataclasses import replace
+
+        report = replace(report, cpu_budget_bytes=cpu_budget)
     width = terminal_width() if output is None else None  # a file: the natural width
     text = render(report.at_depth(depth), fmt.value, width, chosen)
     if by_op and fmt.value == "table":
@@ -365,6 +374,15 @@ def compare(
                  hf=_hf(task, seq_len, image_size, audio_samples, attn, offline),
                  on_replay=kept.append)
     typer.echo(render(line_up(recorded, predicted_snapshot(kept[-1])), top=top))
+
+
+def _cpu_budget(device, gpu, memory) -> Optional[int]:
+    """--memory as a CPU budget: only with an explicit --device cpu (and no --gpu)."""
+    from graphcalc.units import parse_bytes
+
+    if memory is None or gpu is not None or device is None or device.value != "cpu":
+        return None
+    return parse_bytes(memory)
 
 
 def _budget(memory: Optional[str]) -> Optional[int]:

@@ -221,6 +221,7 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
                   edges=tuple((a, b, d["shape"]) for a, b, d in sorted(
                       flow.edges(data=True), key=lambda e: e[2]["order"])),
                   flow=_flow(flow),
+                  flow_inputs=flow.graph["inputs"], flow_outputs=flow.graph["outputs"],
                   run_order=tuple(layer_name(p) for p in rp.recorder.first_run),
                   value_reads=tuple((op, tuple(layer_name(p) for p in where))
                                     for op, where in rp.recorder.values.reads.items()),

@@ -130,6 +130,8 @@ def summary_lines(report: Report) -> list[str]:
                        "seen by driver and GPU)")
     if report.gpu is not None:
         lines.extend(gpu_lines(report.gpu))
+    if report.cpu_budget is not None:
+        lines.append(cpu_budget_line(report))
     if report.checkpointed or report.recompute:
         lines.append(checkpoint_line(report))
     if report.routers:
@@ -206,6 +208,17 @@ def gpu_lines(g) -> list[str]:
                         if g.reserved_simulated else "")
                      + f"; {format_bytes(g.device_total_bytes)} needed without a limit")
     return lines
+
+
+def cpu_budget_line(report: Report) -> str:
+    """The CPU verdict: the step's peak against --memory (with --device cpu)."""
+    v = report.cpu_budget
+    head = f"CPU budget {format_bytes(v['budget_bytes'])} (--memory, --device cpu): "
+    low = "" if report.complete else " (the peak is a lower bound: see INCOMPLETE below)"
+    if v["fits"]:
+        return head + f"Verdict: fits, headroom {format_bytes(v['headroom_bytes'])}" + low
+    return head + (f"Verdict: DOES NOT FIT: {format_bytes(-v['headroom_bytes'])} short; "
+                   f"{format_bytes(v['peak_bytes'])} needed") + low
 
 
 def checkpoint_line(report: Report) -> str:

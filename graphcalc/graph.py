@@ -40,7 +40,9 @@ def node_name(layer: str, call: int, calls: int, part_index: int) -> str:
 def layer_graph(report: Report, depth: int | None = None) -> nx.DiGraph:
     """Nodes carry `layer` (the Layer, folded at `depth`), `call`, `calls`, `part` (0: the whole
     call; n: its n-th run of own ops), `shapes`, `out_bytes`, `ops`, `rank` (run order) and
-    `carrier` (the layer's first node, which carries its figures); edges carry `shape`."""
+    `carrier` (the layer's first node, which carries its figures); edges carry `shape`. The
+    graph's `inputs` (batch tensor, shape, dtype, the node ids reading it) and `outputs` (the
+    node id that made it or None, shape, dtype) are the picture's input and output nodes."""
     folded = report.at_depth(depth)
     layers = {layer.name: layer for layer in folded.layers}
     names = set(layers)
@@ -104,6 +106,12 @@ def layer_graph(report: Report, depth: int | None = None) -> nx.DiGraph:
     for (a, b), shape in edges.items():
         if a in ids and b in ids:
             g.add_edge(ids[a], ids[b], shape=shape)
+    # torchview's input and output nodes, their ends folded as the edges are
+    g.graph["inputs"] = tuple(
+        (batch, shape, dtype, tuple(dict.fromkeys(ids[k] for k in map(fold, to) if k in ids)))
+        for batch, shape, dtype, to in report.flow_inputs)
+    g.graph["outputs"] = tuple((ids.get(fold(k)) if k is not None else None, shape, dtype)
+                               for k, shape, dtype in report.flow_outputs)
     return g
 
 

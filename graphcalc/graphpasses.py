@@ -311,6 +311,9 @@ def _value(node: fx.Node) -> tuple[fx.Node, int | None]:
     return node, None
 
 
+MAX_PICTURE_OUTPUTS = 8  # a model returning a long tuple: its first tensors drawn
+
+
 def layer_flow(sg: StepGraph):
     """The picture's layer graph: the first forward's op nodes contracted by stretch (meta
     `call`: a layer's call, or a run of a container's own ops between its children), as a
@@ -318,7 +321,9 @@ def layer_flow(sg: StepGraph):
     first seen, with `order`, `context`, `shapes` (what a call returned, what a part made last),
     `out_bytes` and `ops` (the ATen ops they ran, first run first); an edge, with the `shape` of
     the first tensor on it and its `order` (first found first), wherever an op of one stretch
-    reads a tensor another made. A layer
+    reads a tensor another made. The graph's `inputs` are the batch tensors the stretches read
+    (placeholder name, shape, dtype, the stretches reading it) and its `outputs` what the model's
+    first call returned (the stretch that made it, shape, dtype). A layer
     that returns a tensor it did not make (meta `returns`) passes it on: the tensor flows into
     it and comes from it next, though it ran no op."""
     import networkx as nx
@@ -342,6 +347,18 @@ def layer_flow(sg: StepGraph):
             g.add_edge(src, dst, shape=shape, order=edges)
             edges += 1
 
+    # torchview's input and output nodes: the batch tensors the forward (and the loss) read,
+    # and what the model returned, with the stretches that read or made them
+    inputs: dict[str, dict] = {}
+    outputs: list[tuple] = []
+
+    def described(arg: fx.Node, part=None):
+        val = _meta(arg, "val")
+        if part is not None and not isinstance(val, TensorValue):
+            val = val[part]
+        return (tuple(val.shape), str(val.dtype).removeprefix("torch.")) \
+            if isinstance(val, TensorValue) else None
+
     for node in sg.graph.nodes:
         key = node.meta.get("call")
         if key is not None:
@@ -352,6 +369,11 @@ def layer_flow(sg: StepGraph):
             for arg in tree_leaves(node.args):
                 if isinstance(arg, fx.Node):
                     edge(made_by.get(_value(arg)), here, tuple(_meta(arg, "val").shape))
+                    batch = arg.meta.get("input", "") if arg.op == "placeholder" else ""
+                    if batch.startswith("batch_") and described(arg) is not None:
+                        entry = inputs.setdefault(batch, {"value": described(arg), "to": []})
+                        if here not in entry["to"]:
+                            entry["to"].append(here)
             val = _meta(node, "val")
             single = isinstance(val, TensorValue)
             for part in [(node, None)] if single else [(node, i) for i in range(len(val))]:
@@ -364,6 +386,11 @@ def layer_flow(sg: StepGraph):
                 data["shapes"] = (val.shape,) if single else tuple(v.shape for v in val)
         for key, sources in node.meta.get("returns", ()):
             if not key[0]:
+                if key[1] == 1:  # the model's output, as its first call returned it
+                    for src_node, part, shape in sources:
+                        value = described(src_node, part)
+                        if value is not None and len(outputs) < MAX_PICTURE_OUTPUTS:
+                            outputs.append((made_by.get((src_node, part)), *value))
                 continue
             here = name(key)
             for src_node, part, shape in sources:
@@ -371,6 +398,10 @@ def layer_flow(sg: StepGraph):
                 if src is not None and src[0] != here[0] and not src[0].startswith(here[0] + "."):
                     edge(src, here, shape)
                     made_by[(src_node, part)] = here
+    g.graph["inputs"] = tuple((batch, *e["value"], tuple(e["to"]))
+                              for batch, e in sorted(inputs.items(),
+                                                     key=lambda kv: int(kv[0][6:])))
+    g.graph["outputs"] = tuple(outputs)
     return g
 
 

@@ -111,6 +111,10 @@ class View:
     full_depth: int  # the deepest layer's depth, before folding
     top: tuple[str, ...]  # layers with no ancestor in view: the picture's outermost items
     runs: dict = field(default_factory=dict)  # folded run name -> repeats.Run (identical blocks)
+    # torchview's input and output nodes: (batch tensor, shape, dtype, node ids reading it) and
+    # (the node id that made it or None, shape, dtype)
+    inputs: tuple = ()
+    outputs: tuple = ()
 
 
 def view(report: Report, depth: int | None = None, max_nodes: int = NODE_BUDGET,
@@ -185,7 +189,8 @@ def view(report: Report, depth: int | None = None, max_nodes: int = NODE_BUDGET,
     top = tuple(n for n in names if parent_in_view(n) is None)
     layers = {x.name: x for x in folded_report.layers}
     return View(folded_report, depth, auto, max_nodes, children, clusters, nodes, edges, spot,
-                folded, node_rank, members, info, layers, max_depth(report), top, runs)
+                folded, node_rank, members, info, layers, max_depth(report), top, runs,
+                g.graph.get("inputs", ()), g.graph.get("outputs", ()))
 
 
 def run_line(v: View, name: str) -> list[str]:
@@ -378,13 +383,14 @@ def _cluster(v: View, name: str, color_by: str, total: int, indent: str) -> list
     if name == v.peak and not own:
         lines.append(peak_text(v.report))
         attrs.update(color=PEAK_COLOR, penwidth=PEAK_WIDTH)
-    # The label is a plain node, which lands in the box's top rank beside its first nodes:
+    # The label is a plain node (a box with an invisible border: the SVG keeps the extent that
+    # Graphviz routes around), which lands in the box's top rank beside its first nodes:
     # Graphviz routes edges across a cluster's own label, never across a node. (Tied to the
     # first node by an edge, it drags each box sideways: three times the width for ResNet-18.)
     label = label_node(name)
     out = [f"{indent}subgraph {_q('cluster_' + name)} {{",
            f"{indent}  graph [{_attrs(attrs)}];",
-           f"{indent}  {_q(label)} [shape=plaintext, style=\"\", fontsize=10, "
+           f"{indent}  {_q(label)} [shape=box, style=\"\", color=transparent, fontsize=10, "
            f"margin=\"0.04,0.02\", label=\"{_left(lines)}\"];"]
     out += [indent + "  " + _node(v, node, color_by, total) for node in own]
     for child in v.children[name]:
@@ -505,13 +511,19 @@ def to_dot(report: Report, *, depth: int | None = None, color_by: str = "flops",
         f"arrowsize=0.6];",
     ]
     lines += _legend(color_by, total)
+    ins, outs, io_edges, via_output = _io_nodes(v)
+    lines += ins
     for name in v.top:
         if name in v.children:
             lines += _cluster(v, name, color_by, total, "  ")
         else:
             lines += ["  " + _node(v, node, color_by, total) for node in v.members.get(name, ())]
     lines.append("  " + _node(v, OPTIMIZER, color_by, total))
+    lines += outs
+    lines += io_edges
     for a, b, shape in v.edges:
+        if (a, b) in via_output:  # the model's output into the loss: drawn through its node
+            continue
         # Every node is one stretch of the forward, so tensors flow forward in run order; an
         # edge that would not (a module called from outside its parent) does not rank the layout.
         back = v.rank.get(a, 0) > v.rank.get(b, 0)
@@ -522,6 +534,47 @@ def to_dot(report: Report, *, depth: int | None = None, color_by: str = "flops",
                      f"style=dashed];")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+IO_ATTRS = {"shape": "box", "style": "filled", "fillcolor": "#fff3c4", "color": "#8a7a3a",
+            "fontsize": 9, "margin": "0.12,0.04"}
+
+
+def _io_node(node: str, title: str, shape, dtype: str) -> str:
+    label = '"' + _centered([title, f"{shape_text(shape)} {dtype}"]) + '"'
+    return f"  {_q(node)} [{_attrs(IO_ATTRS | {'label': label})}];"
+
+
+def _io_nodes(v: View):
+    """torchview's input and output nodes: one per batch tensor the forward (or the loss) reads,
+    with an edge to each node that reads it, and one per tensor the model returns, from the node
+    that made it (and on to the loss where the loss reads it: that edge then passes through
+    it). Returns (input node lines, output node lines, their edges, the (made, loss) edges
+    drawn through an output node)."""
+    many = len(v.inputs) > 1
+    ins, outs, edges = [], [], []
+    for i, (batch, shape, dtype, to) in enumerate(v.inputs, 1):
+        if not to:
+            continue
+        node = f"[input {i}]"
+        title = f"input {i}" if many else "input"
+        ins.append(_io_node(node, title, shape, dtype))
+        edges += [f"  {_q(node)} -> {_q(dst)} [label={_q(shape_text(shape))}];" for dst in to]
+    loss = v.members.get("[loss]", ())
+    drawn = {(a, b) for a, b, _ in v.edges}
+    via = set()
+    several = len(v.outputs) > 1
+    for i, (src, shape, dtype) in enumerate(v.outputs, 1):
+        node = f"[output {i}]"
+        title = f"output {i}" if several else "output"
+        outs.append(_io_node(node, title, shape, dtype))
+        if src is not None:
+            edges.append(f"  {_q(src)} -> {_q(node)} [label={_q(shape_text(shape))}];")
+            for dst in loss:
+                if (src, dst) in drawn:
+                    via.add((src, dst))
+                    edges.append(f"  {_q(node)} -> {_q(dst)};")
+    return ins, outs, edges, via
 
 
 # Engines --------------------------------------------------------------------------------------

@@ -260,6 +260,10 @@ class Report:
     edges: tuple[tuple[tuple, tuple, tuple[int, ...]], ...] = field(default=(), repr=False)
     flow: tuple[FlowNode, ...] = field(default=(), repr=False)  # in run order
     run_order: tuple[str, ...] = field(default=(), repr=False)  # layers, first forward run first
+    # the picture's input and output nodes (torchview's): (batch tensor, shape, dtype, FlowNode
+    # keys that read it) and (the FlowNode key that made it or None, shape, dtype)
+    flow_inputs: tuple = field(default=(), repr=False)
+    flow_outputs: tuple = field(default=(), repr=False)
     # (op, layers) where the step read values of the example inputs (a padding mask, lengths):
     # the figures are for those values (graphcalc.replay._concrete)
     value_reads: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -279,6 +283,9 @@ class Report:
     # what the step's loss was: "loss()" (the model file's), "output.loss" (the model's own) or
     # "output.mean()" (neither was there: the figures are for a step on the output's mean)
     loss: str = ""
+    # a CPU step's memory budget (analyze --device cpu --memory SIZE): the verdict is the peak
+    # against it (a GPU's budget is `gpu`'s)
+    cpu_budget_bytes: int | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -308,6 +315,15 @@ class Report:
         if self.gpu is not None:
             return self.gpu.required_bytes
         return self.memory.peak_bytes
+
+    @property
+    def cpu_budget(self) -> dict | None:
+        """The CPU verdict (--device cpu --memory): the peak against the budget."""
+        if self.cpu_budget_bytes is None:
+            return None
+        peak, budget = self.memory.peak_bytes, self.cpu_budget_bytes
+        return {"budget_bytes": budget, "peak_bytes": peak, "fits": peak <= budget,
+                "headroom_bytes": budget - peak, "complete": self.complete}
 
     def to_dict(self) -> dict:
         mem = asdict(self.memory)
@@ -340,7 +356,8 @@ class Report:
                                 "recompute_flops": dict(self.recompute)}}
              if self.checkpointed or self.recompute else {}) \
           | ({"distributed": self.distributed.to_dict()} if self.distributed is not None else {}) \
-          | ({"gpu": self.gpu.to_dict()} if self.gpu is not None else {})
+          | ({"gpu": self.gpu.to_dict()} if self.gpu is not None else {}) \
+          | ({"cpu_budget": self.cpu_budget} if self.cpu_budget_bytes is not None else {})
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)

@@ -454,6 +454,30 @@ def test_memory_for_a_card_not_in_the_list_that_it_does_not_fit():
     assert "GPU with 95.4 MiB (--memory)" in table and "DOES NOT FIT" in table
 
 
+def test_memory_with_device_cpu_is_the_cpu_steps_budget_in_analyze_as_in_fit():
+    # --memory is a GPU's memory on every command; an explicit --device cpu makes it the CPU
+    # step's budget: the verdict is the peak (byte-exact against real CPU steps) against it
+    peak = json.loads(run("analyze", CNN, "--batch", "16", "-f", "json").stdout)["memory"][
+        "peak_bytes"]
+    at = run("analyze", CNN, "--batch", "16", "--device", "cpu", "--memory", str(peak),
+             "-f", "json")
+    assert at.exit_code == 0, at.output
+    d = json.loads(at.stdout)
+    assert "gpu" not in d and d["memory"]["device"] == "cpu"
+    assert d["cpu_budget"] == {"budget_bytes": peak, "peak_bytes": peak, "fits": True,
+                               "headroom_bytes": 0, "complete": True}
+    short = run("analyze", CNN, "--batch", "16", "--device", "cpu", "--memory", str(peak - 512))
+    assert short.exit_code == 0, short.output
+    out = " ".join(short.stdout.split())
+    assert "CPU budget" in out and "--device cpu" in out and "DOES NOT FIT: 512 B short" in out
+    assert "memory for cpu" in out and "GPU with" not in out
+    # and --checkpoint auto plans for the CPU budget
+    planned = run("analyze", CNN, "--batch", "16", "--device", "cpu", "--memory", str(peak),
+                  "--checkpoint", "auto")
+    assert planned.exit_code == 0, planned.output
+    assert "CPU budget" in planned.stdout and "Traceback" not in planned.output
+
+
 @pytest.mark.parametrize("args,words", [
     (["--gpu", "a100"], ["could be several cards", "a100-80gb", "a100-40gb"]),
     (["--gpu", "h1000"], ["unknown GPU 'h1000'", "--memory"]),

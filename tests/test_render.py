@@ -90,7 +90,8 @@ def picture(name: str, batch: int, **options) -> dict:
 
 def layer_nodes(p: dict) -> set[str]:
     """Nodes of layers: not the legend's, not a module's later runs of own ops."""
-    return {n for n in p["nodes"] if not n.startswith("legend:") and " (own ops " not in n}
+    return {n for n in p["nodes"] if not n.startswith(("legend:", "[input ", "[output "))
+            and " (own ops " not in n}
 
 
 def module_clusters(p: dict) -> set[str]:
@@ -234,12 +235,48 @@ def test_edges_carry_the_shapes_that_flow():
     # SeedCNN is a chain: conv.0 .. conv.6, flatten, fc.0 .. fc.2, the loss; each edge is the
     # tensor one layer hands the next. conv.0: 5 filters 5x5 on 1×32×32 -> 16×5×28×28.
     p = picture("seed_cnn", 16)
-    chain = [f"conv.{i}" for i in range(7)] + ["flatten", "fc.0", "fc.1", "fc.2", "[loss]"]
+    # Around it torchview's input and output nodes: the batch into conv.0, fc.2's output into
+    # the loss through the output node.
+    chain = ["[input 1]"] + [f"conv.{i}" for i in range(7)] + ["flatten", "fc.0", "fc.1", "fc.2",
+                                                                 "[output 1]", "[loss]"]
     expected = {f"{a}->{b}" for a, b in zip(chain, chain[1:])} | {"[loss]->[optimizer]"}
     layer_edges = {e for e in p["edges"] if not e.startswith("legend:")}
     assert layer_edges == expected
     assert p["edges"]["conv.0->conv.1"]["lines"] == ["16×5×28×28"]
     assert p["edges"]["flatten->fc.0"]["lines"] == ["16×192"]  # 12 channels × 4 × 4
+
+
+@pytest.mark.parametrize("name,batch,depth", [("seed_cnn", 16, None), ("gpt2", 2, 1),
+                                              ("resnet18", 2, 1)])
+def test_input_and_output_nodes_are_the_real_models(name, batch, depth):
+    # torchview's input and output tensors: each input node is a batch tensor the real model is
+    # given (its shape and dtype), drawn into the layers that read it; the output node is what
+    # the real model returns on it, drawn from the layer that made it
+    import torch
+
+    from graphcalc import loader
+
+    source = loader.load(str(SAMPLES / f"{name}.py"))
+    model = loader.build_model(source, device=None)
+    batch_inputs = source.example_inputs(batch)
+    args = batch_inputs if isinstance(batch_inputs, tuple) else (batch_inputs,)
+    with torch.no_grad():
+        out = model(*args)
+    p = picture(name, batch, depth=depth)
+    inputs = sorted(n for n in p["nodes"] if n.startswith("[input "))
+    outputs = [n for n in p["nodes"] if n.startswith("[output ")]
+    given = [t for t in args if isinstance(t, torch.Tensor)]
+    assert len(inputs) >= 1 and outputs == ["[output 1]"]
+    first = given[0]
+    assert p["nodes"][inputs[0]]["lines"][-1] == \
+        f"{'×'.join(map(str, first.shape))} {str(first.dtype).removeprefix('torch.')}"
+    logits = out if isinstance(out, torch.Tensor) else out[0]
+    assert p["nodes"]["[output 1]"]["lines"][-1] == \
+        f"{'×'.join(map(str, logits.shape))} {str(logits.dtype).removeprefix('torch.')}"
+    into = {e.split("->")[1] for e in p["edges"] if e.startswith(inputs[0] + "->")}
+    assert into and all(n in p["nodes"] for n in into)
+    assert any(e.endswith("->[output 1]") for e in p["edges"])
+    assert "[output 1]->[loss]" in p["edges"]
 
 
 def test_residual_blocks_join_after_their_children():
@@ -487,13 +524,22 @@ def test_own_ops_nodes_show_their_own_shape():
 
 
 def _label_boxes(svg: bytes) -> list[tuple[float, float, float, float]]:
-    """(x0, y0, x1, y1) of each module box's label text; a generous 0.6 em a character."""
+    """(x0, y0, x1, y1) of each module box's label: the box Graphviz laid it out in (drawn with
+    an invisible border), and each text line in it measured at a generous 0.6 em a character,
+    whichever reaches further, less a point at each side for the border's own width."""
     boxes = []
     for g in ET.fromstring(svg).iter(SVG + "g"):
         if g.get("class") == "node" and g.find(SVG + "title").text.startswith("label:"):
-            for t in g.findall(SVG + "text"):
+            xy = [tuple(map(float, p.split(","))) for p in
+                  g.find(SVG + "polygon").get("points").split()]
+            x0, x1 = min(x for x, _ in xy) + 1, max(x for x, _ in xy) - 1
+            texts = g.findall(SVG + "text")
+            assert texts
+            for t in texts:
                 x, y, size = float(t.get("x")), float(t.get("y")), float(t.get("font-size"))
-                boxes.append((x, y - size, x + 0.6 * size * len(t.text), y + 0.25 * size))
+                assert x0 <= x  # the text starts in the box
+                boxes.append((x, y - size, min(x + 0.6 * size * len(t.text), x1),
+                              y + 0.25 * size))
     return boxes
 
 
