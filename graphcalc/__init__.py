@@ -8,8 +8,9 @@
 from .analyze import analyze_file, analyze_module
 from .api import summary
 from . import formatting as _formatting  # noqa: F401 (registers str(report) and its HTML)
-from .errors import (GraphcalcError, IncompleteError, ModelBuildError, ModelFileError,
-                     ModelNotFoundError, ShapeError, TraceError, UsageError)
+from .errors import (BudgetError, ConfigError, GraphcalcError, IncompleteError, InternalError,
+                     ModelBuildError, ModelFileError, ModelNotFoundError, RenderError, ShapeError,
+                     TraceError, UsageError)
 from .measure import Measured, measure_step
 from .options import Options
 from .report import Breakdown, Layer, Memory, Report, TimelinePoint, Totals
@@ -20,5 +21,6 @@ __all__ = [
     "summary", "analyze_file", "analyze_module", "measure_step", "Measured", "Options",
     "Report", "Layer", "Totals", "Memory", "Breakdown", "TimelinePoint",
     "GraphcalcError", "UsageError", "ModelFileError", "ModelNotFoundError", "ModelBuildError",
-    "ShapeError", "TraceError", "IncompleteError", "__version__",
+    "ShapeError", "TraceError", "IncompleteError", "ConfigError", "RenderError", "BudgetError",
+    "InternalError", "__version__",
 ]

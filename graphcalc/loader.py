@@ -54,6 +54,19 @@ def _line_in(tb, path: Path) -> int | None:
     return line
 
 
+def _is_notebook(raw: bytes) -> bool:
+    """A Jupyter notebook: JSON with cells (it compiles as a Python dict, then fails on `null`)."""
+    if not raw.lstrip()[:1] == b"{":
+        return False
+    import json
+
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "cells" in data and "nbformat" in data
+
+
 def import_file(path: Path):
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}")
@@ -68,6 +81,11 @@ def import_file(path: Path):
     except (UnicodeDecodeError, LookupError, SyntaxError):
         raise ModelFileError(f"{path} is not a Python file (it is not text in the encoding "
                              "it declares, UTF-8 by default)") from None
+    if _is_notebook(raw):
+        raise ModelFileError(f"{path} is a Jupyter notebook, not a Python model file: in the "
+                             "notebook, call graphcalc.summary(model, input_size=...) (see "
+                             "samples/notebook.ipynb), or export its code with `jupyter nbconvert "
+                             "--to script` and analyse that")
     try:
         compile(raw, str(path), "exec")
     except SyntaxError as e:

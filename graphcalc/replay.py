@@ -134,7 +134,7 @@ class StepRecorder(TorchDispatchMode):
 
     def _mark(self, owner: str) -> None:
         self._owner = owner
-        m = Mark(len(self.tracker.events), self.step, self.phase, owner)
+        m = Mark(self.tracker.mark(), self.step, self.phase, owner)
         if self.marks and self.marks[-1].event == m.event:
             self.marks[-1] = m
         elif not self.marks or (self.marks[-1].phase, self.marks[-1].owner, self.marks[-1].step) != (
@@ -174,7 +174,7 @@ class StepRecorder(TorchDispatchMode):
     # --- the dispatch hook -----------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        op_start = len(self.tracker.events)
+        op_start = self.tracker.mark()
         owner = self.current_owner()
         if self.count_flops and self.phase in ("forward", "loss"):
             self.first_run.setdefault(owner, None)

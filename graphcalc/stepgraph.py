@@ -155,7 +155,7 @@ class StepGraphBuilder:
             add(name, t)
         for i, t in enumerate(t for t in tree_leaves(batch) if isinstance(t, torch.Tensor)):
             add(f"batch_{i}", t)
-        self._cursor = self.first_event = len(self.tracker.events)
+        self._cursor = self.first_event = self.tracker.mark()
         # Every storage live as the graph begins (the placeholders' and any temporary of the
         # batch still alive), and the live bytes the placeholders do not hold: the memory walk
         # starts from them.
@@ -237,17 +237,20 @@ class StepGraphBuilder:
         if quiet and not (counted and cost is None):
             return
         events = self.tracker.events
-        start, end = max(op_start, self._cursor), len(events)
+        start, end = max(op_start, self._cursor), self.tracker.mark()
         self._free_after_last(self._cursor, start)
         allocated = tuple(events[start:end])
         self._cursor = end
+        # The arguments first: the getitem and constant nodes they need are made before the op
+        # that reads them, so the graph is topologically ordered (Graph.lint() passes).
+        mapped_args = self._map(args) if args else ()
+        mapped_kwargs = self._map(kwargs) if kwargs else {}
         node = self.graph.create_node("call_function", func, name=name)
         # Set after, at once: create_node walks every argument of a call looking for a raw
         # SymInt to warn of (three quarters of its time), and each assignment to `args` or
         # `kwargs` re-files the node in the graph's lookup table by (op, target), which do not
         # change. The replay's shapes are static: no SymInt.
-        node._update_args_kwargs(self._map(args) if args else (),
-                                 self._map(kwargs) if kwargs else {})
+        node._update_args_kwargs(mapped_args, mapped_kwargs)
         if isinstance(out, torch.ScriptObject):
             self._objects[id(out)] = (out, node)
         single = isinstance(out, torch.Tensor)
@@ -330,7 +333,7 @@ class StepGraphBuilder:
         what dies from here until the next op's first storage, it died in that phase."""
         if self._finished or self._last is None:
             return
-        end = len(self.tracker.events)
+        end = self.tracker.mark()
         self._free_after_last(self._cursor, end)
         self._cursor = end
         meta = self._last.meta
@@ -343,8 +346,9 @@ class StepGraphBuilder:
     def finish(self) -> "StepGraph":
         """The graph, with the frees after the last op and an output node."""
         if not self._finished:
-            self._free_after_last(self._cursor, len(self.tracker.events))
-            self._cursor = len(self.tracker.events)
+            end = self.tracker.mark()
+            self._free_after_last(self._cursor, end)
+            self._cursor = end
             self.graph.output(None)
             self._finished = True
             self._node_of.clear()

@@ -44,6 +44,7 @@ class LiveStorages:
         self.peak_event = 0
         # (serial, +bytes | -bytes), in order: the memory timeline.
         self.events: list[tuple[int, int]] = []
+        self._settled = 0  # events up to here are in their final order (`mark`)
 
     def track(self, t: torch.Tensor, nbytes: int | None = None) -> int | None:
         """Start counting t's storage if it is new; returns its serial (None if it has none).
@@ -93,6 +94,27 @@ class LiveStorages:
         self._serial_of[key] = serial
         self._keys_of[serial] += 1
         self._finalizers.append(weakref.finalize(st, self._free, key, serial))
+
+    def mark(self) -> int:
+        """The number of events so far, for a point between ops (an op's start and end, a phase
+        change): the frees since the last mark, each run of them in serial order. Storages that
+        die together (a cache cleared, a container dropped) die in an order no one chose (the
+        autocast cache is a hash map by address), and a figure taken between two of them (the
+        stacked timeline's, event by event) would differ from one run to the next; the live set
+        after the run, and every peak, are the same in any order."""
+        events, i, end = self.events, self._settled, len(self.events)
+        while i < end:
+            if events[i][1] >= 0:
+                i += 1
+                continue
+            j = i + 1
+            while j < end and events[j][1] < 0:
+                j += 1
+            if j - i > 1:
+                events[i:j] = sorted(events[i:j])
+            i = j
+        self._settled = end
+        return end
 
     def _change(self, serial: int, delta: int) -> None:
         """The one place the count moves: an event, and a new peak when it is one."""

@@ -142,6 +142,14 @@ def test_public_api_is_all_there_is():
     public = {n for n in dir(graphcalc) if not n.startswith("_")}
     modules = {n for n in public if isinstance(getattr(graphcalc, n), types.ModuleType)}
     assert public - modules == set(graphcalc.__all__) - {"__version__"}
+    # the API the README and docs promise, and every error a caller may catch
+    from graphcalc import errors
+
+    assert set(graphcalc.__all__) == {
+        "summary", "analyze_file", "analyze_module", "measure_step", "Measured", "Options",
+        "Report", "Layer", "Totals", "Memory", "Breakdown", "TimelinePoint", "__version__"} | {
+        n for n, v in vars(errors).items() if isinstance(v, type)
+        and issubclass(v, errors.GraphcalcError)}
 
 
 @pytest.mark.slow

@@ -466,3 +466,13 @@ def test_input_shapes_are_the_first_calls_as_a_real_forward_sees_them():
     result = runner.invoke(app, ["analyze", str(SAMPLES / "seed_cnn.py"), "--batch", "4",
                                  "--columns", "input,shape"])
     assert "Input shape" in result.output and "[4, 3, 32, 32]" in result.output
+
+
+def test_a_notebook_given_as_the_model_file_says_what_to_do():
+    # a Jupyter notebook is JSON that compiles as a Python dict and then failed on `null`
+    # ("importing the model file failed: NameError: name 'null' is not defined")
+    result = runner.invoke(app, ["analyze", str(SAMPLES / "notebook.ipynb")])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Jupyter notebook" in lines[0] and "graphcalc.summary" in lines[0]
+    assert "null" not in lines[0]

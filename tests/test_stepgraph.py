@@ -182,6 +182,24 @@ def test_meta_holds_no_tensor_and_every_node_has_its_fields():
     assert {n.meta["step"] for n in step.nodes("call_function")} == {1, 2}
 
 
+LINTED = sorted([p for p in SAMPLES.glob("*.py")] + list((ROOT / "tests" / "zoo").glob("*.py")))
+
+
+@pytest.mark.parametrize("spec", [pytest.param(
+    str(p), id=p.stem, marks=() if p.stem in ("seed_cnn", "residual", "packed_gru", "unet")
+    else pytest.mark.slow) for p in LINTED])
+@pytest.mark.parametrize("config", ["adam", "cuda"])
+def test_the_step_graph_is_a_valid_fx_graph(spec, config):
+    # torch.fx's own check: every node's arguments defined before it (the getitem of a
+    # multi-output op and an inlined constant come before the op that reads them), targets
+    # callable, names unique; and the GraphModule's code compiles
+    from graphcalc.trace import trace_file
+
+    sg = trace_file(spec, CONFIGS[config])
+    sg.graph.lint()
+    compile(sg.graph_module().code, "step.py", "exec")
+
+
 def test_graph_module_code_is_python_and_reads_as_make_fx():
     code = _linear_step().graph_module().code
     compile(code, "step.py", "exec")
