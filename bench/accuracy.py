@@ -43,9 +43,9 @@ sys.path.insert(0, str(HERE))
 import hf_models  # noqa: E402  (sets HF_HUB_OFFLINE before transformers is imported)
 import torch  # noqa: E402
 
-from graphcalc import loader  # noqa: E402
-from graphcalc.analyze import analyze_module  # noqa: E402
-from graphcalc.measure import measure_step  # noqa: E402
+from graphcalc.sources import loader  # noqa: E402
+from graphcalc.commands.analyze import analyze_module  # noqa: E402
+from graphcalc.commands.measure import measure_step  # noqa: E402
 from graphcalc.options import Options  # noqa: E402
 from graphcalc.routing import ForcedRouting  # noqa: E402
 

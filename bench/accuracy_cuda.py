@@ -39,8 +39,8 @@ sys.path.insert(0, str(HERE))
 import accuracy  # noqa: E402
 import torch  # noqa: E402
 
-from graphcalc.analyze import analyze_module  # noqa: E402
-from graphcalc.measure import measure_step  # noqa: E402
+from graphcalc.commands.analyze import analyze_module  # noqa: E402
+from graphcalc.commands.measure import measure_step  # noqa: E402
 from graphcalc.options import Options  # noqa: E402
 from graphcalc.routing import ForcedRouting  # noqa: E402
 
@@ -107,7 +107,7 @@ def measure(case, optim: str, precision: str, gpu, memory) -> tuple[int, int]:
 def this_gpu() -> tuple[str | None, int | None, str]:
     """(a --gpu name, else None with the memory, the device's name)."""
     from graphcalc.errors import GraphcalcError
-    from graphcalc.gpus import find_gpu
+    from graphcalc.gpu.gpus import find_gpu
 
     name = torch.cuda.get_device_name(0)
     try:

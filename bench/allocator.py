@@ -1,4 +1,4 @@
-"""What the caching allocator simulation (graphcalc.allocator) costs beside the replay.
+"""What the caching allocator simulation (graphcalc.gpu.allocator) costs beside the replay.
 
 For the GPT-2 sample at batch 8 and the 7B Llama sample at batch 1 (`--device cuda`): the replay's
 time, its number of allocation events, and the time of `simulate` over them, plain and with
@@ -20,11 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from graphcalc import loader  # noqa: E402
-from graphcalc.allocator import simulate  # noqa: E402
-from graphcalc.analyze import resolve_inputs  # noqa: E402
+from graphcalc.sources import loader  # noqa: E402
+from graphcalc.gpu.allocator import simulate  # noqa: E402
+from graphcalc.commands.analyze import resolve_inputs  # noqa: E402
 from graphcalc.options import Options  # noqa: E402
-from graphcalc.replay import replay  # noqa: E402
+from graphcalc.fake.replay import replay  # noqa: E402
 
 MODELS = (("GPT-2", "samples/gpt2.py", 8), ("Llama 7B", "samples/llama.py:build_7b", 1))
 

@@ -19,7 +19,7 @@ import time
 import torch
 from torch import nn
 
-from graphcalc.analyze import analyze_module
+from graphcalc.commands.analyze import analyze_module
 from graphcalc.options import Options
 
 

@@ -1,6 +1,6 @@
 """Run every zoo model's training step on real and on fake tensors and list each op whose fake
-outputs occupy other bytes than the real kernel's (graphcalc.fake_vs_real), after the replay's
-corrections (graphcalc.kernels); `--raw` lists them without the corrections.
+outputs occupy other bytes than the real kernel's (graphcalc.fake.fake_vs_real), after the replay's
+corrections (graphcalc.fake.kernels); `--raw` lists them without the corrections.
 
 The zoo: samples/*.py, the HF models (bench/hf_models.py, when transformers is installed) and the
 RNN models (bench/rnn_models.py). `--ops FILE` also writes every ATen op the zoo ran (merged
@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from graphcalc import fake_vs_real, loader  # noqa: E402
+from graphcalc.fake import fake_vs_real  # noqa: E402
+from graphcalc.sources import loader
 from graphcalc.options import Options  # noqa: E402
 
 BIG = {"resnet50", "vit_b16"}  # minutes on a laptop CPU at batch 1: left to --all

@@ -2,7 +2,7 @@
 
 tests/data/h200/streams.json holds 15 configurations of the project's samples and Hugging Face
 cases, each measured on an NVIDIA H200 (torch 2.11+cu130, cuDNN 9.19) with
-graphcalc.measure.measure_step (2 steps, fresh cuBLAS workspaces, counters reset):
+graphcalc.commands.measure.measure_step (2 steps, fresh cuBLAS workspaces, counters reset):
 max_memory_allocated and max_memory_reserved. This script predicts each with
 `--device cuda --gpu h200` (no GPU needed) and prints predicted against measured.
 
@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE))
 import accuracy  # noqa: E402
 import torch  # noqa: E402
 
-from graphcalc.analyze import analyze_module  # noqa: E402
+from graphcalc.commands.analyze import analyze_module  # noqa: E402
 from graphcalc.options import Options  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "h200"
@@ -122,9 +122,9 @@ def fit_for(row: dict) -> int:
     allocator at `limit_bytes` reserved (set_per_process_memory_fraction), so the card given to
     `fit` is that limit plus the CUDA context graphcalc assumes on the H200: the allocator gets
     exactly the real limit."""
-    from graphcalc import loader
-    from graphcalc.gpus import cuda_context, find_gpu
-    from graphcalc.verify import fit_source
+    from graphcalc.sources import loader
+    from graphcalc.gpu.gpus import cuda_context, find_gpu
+    from graphcalc.commands.verify import fit_source
 
     context, _ = cuda_context(find_gpu("h200").gpu)
     memory = row["limit_bytes"] + context

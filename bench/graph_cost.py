@@ -39,11 +39,12 @@ sys.path.insert(0, str(HERE.parent))
 
 import torch  # noqa: E402
 
-from graphcalc import graphpasses, loader  # noqa: E402
-from graphcalc.analyze import _layers, resolve_inputs  # noqa: E402
+from graphcalc.passes import graphpasses  # noqa: E402
+from graphcalc.sources import loader
+from graphcalc.commands.analyze import _layers, resolve_inputs  # noqa: E402
 from graphcalc.options import Options  # noqa: E402
-from graphcalc.replay import replay  # noqa: E402
-from graphcalc.timeline import step_memory  # noqa: E402
+from graphcalc.fake.replay import replay  # noqa: E402
+from graphcalc.passes.timeline import step_memory  # noqa: E402
 
 BASELINE = "280c891"  # main before the step graph (the merge 309b358's first parent)
 MODELS = [("ResNet-50", "samples/resnet50.py"), ("ViT-B/16", "samples/vit_b16.py"),

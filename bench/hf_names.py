@@ -18,7 +18,7 @@ answers, for float32, max(model 1x, gradients 1x, optimizer 2x, step 4x) = 4x th
 
 graphcalc's figure is `graphcalc analyze DIR --task T --batch B --seq-len S --optim adam` (fp32,
 CPU); the measured one is the peak of live tensor storage bytes in two real CPU steps of the
-same model built from the same config with random weights (graphcalc.measure, as `verify`).
+same model built from the same config with random weights (graphcalc.commands.measure, as `verify`).
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from graphcalc import loader  # noqa: E402
-from graphcalc.analyze import analyze_module  # noqa: E402
-from graphcalc.hf import HFOptions  # noqa: E402
-from graphcalc.measure import measure_step  # noqa: E402
+from graphcalc.sources import loader  # noqa: E402
+from graphcalc.commands.analyze import analyze_module  # noqa: E402
+from graphcalc.sources.hf import HFOptions  # noqa: E402
+from graphcalc.commands.measure import measure_step  # noqa: E402
 from graphcalc.options import Options  # noqa: E402
 from graphcalc.units import format_bytes  # noqa: E402
 

@@ -3,7 +3,7 @@
 For each sample, at the automatic depth (the default) and with every layer shown:
   analyze   = analyze_file(...)                          (the replay, not the picture)
   DOT       = render.to_dot(report)                      (building the source)
-  dot svg   = render.render_source(source, "svg", "dot") (the Graphviz binary; absent: --)
+  dot svg   = engines.render_source(source, "svg", "dot") (the Graphviz binary; absent: --)
   wasm svg  = the same with the embedded WebAssembly Graphviz, its engine already started
   render    = DOT + the slower available engine          (the figure the 5 s target is about)
 and, once per process, the embedded engine's start (compiling graphviz.wasm). Then, unless
@@ -32,8 +32,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from graphcalc import render  # noqa: E402
-from graphcalc.analyze import analyze_file  # noqa: E402
+from graphcalc.output import engines, render  # noqa: E402,F401
+from graphcalc.commands.analyze import analyze_file  # noqa: E402
 from graphcalc.options import Options  # noqa: E402
 
 SAMPLES = ("resnet50", "gpt2", "resnet18")
@@ -49,7 +49,7 @@ def timed(fn):
 
 def cli_seconds(sample: str, engine: str | None) -> float:
     """The whole command in a fresh process; engine None: `analyze -f json`, for comparison."""
-    env = dict(os.environ, **{render.ENGINE_ENV: engine or "auto"})
+    env = dict(os.environ, **{engines.ENGINE_ENV: engine or "auto"})
     graphcalc = Path(sys.executable).with_name("graphcalc")
     with tempfile.TemporaryDirectory() as tmp:
         command = ["render"] if engine else ["analyze", "-f", "json"]
@@ -69,7 +69,7 @@ def main() -> int:
     ap.add_argument("--no-cli", action="store_true", help="skip the end-to-end command timings")
     args = ap.parse_args()
     has_dot = shutil.which("dot") is not None
-    _, wasm_start = timed(lambda: render.render_source("digraph { a -> b }", "svg", "embedded"))
+    _, wasm_start = timed(lambda: engines.render_source("digraph { a -> b }", "svg", "embedded"))
 
     rows = []
     for sample in SAMPLES:
@@ -80,8 +80,8 @@ def main() -> int:
             source, dot_build_s = timed(lambda: render.to_dot(report, max_nodes=budget))
             dot_s = None
             if has_dot:
-                dot_s = timed(lambda: render.render_source(source, "svg", "dot"))[1]
-            _, wasm_s = timed(lambda: render.render_source(source, "svg", "embedded"))
+                dot_s = timed(lambda: engines.render_source(source, "svg", "dot"))[1]
+            _, wasm_s = timed(lambda: engines.render_source(source, "svg", "embedded"))
             slowest = max(s for s in (dot_s, wasm_s) if s is not None)
             depth = "all" if view.depth is None else str(view.depth)
             rows.append((sample, f"{label} ({depth})", len(view.nodes), analyze_s, dot_build_s,

@@ -4,7 +4,7 @@ headless Chromium, to look at them as a user's browser shows them.
 For each samples/*.py (batch 2, Adam, the automatic depth) and each model in
 tests/flow_models.py: OUT/NAME.svg with the embedded engine (what `pip install` has), then
 OUT/NAME.png by `chromium --headless --screenshot`; with --timelines also the memory timeline
-(graphcalc.plots) as OUT/NAME.timeline.svg and .png. Without chromium (or chromium-browser,
+(graphcalc.output.plots) as OUT/NAME.timeline.svg and .png. Without chromium (or chromium-browser,
 google-chrome) on PATH it writes the SVGs and says it skipped the screenshots.
 
 Usage:
@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("GRAPHCALC_RENDER_ENGINE", "embedded")
 
-from graphcalc import render  # noqa: E402
-from graphcalc.analyze import analyze_file, analyze_module  # noqa: E402
+from graphcalc.output import render  # noqa: E402
+from graphcalc.commands.analyze import analyze_file, analyze_module  # noqa: E402
 from graphcalc.options import Options  # noqa: E402
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -57,7 +57,7 @@ def svg_size(svg: bytes) -> tuple[int, int]:
     """The SVG's width and height in CSS pixels (Graphviz writes them in pt: 1pt = 4/3 px)."""
     head = svg[:2000].decode(errors="replace")
     tag = re.search(r"<svg[^>]*>", head).group(0)
-    if 'pt"' not in tag:  # graphcalc.plots: sized in px
+    if 'pt"' not in tag:  # graphcalc.output.plots: sized in px
         w, h = (float(re.search(rf'{k}="([\d.]+)"', head).group(1)) for k in ("width", "height"))
         return int(w) + 16, int(h) + 16
     w, h = (float(re.search(rf'{k}="([\d.]+)pt"', head).group(1)) for k in ("width", "height"))
@@ -82,7 +82,7 @@ def main() -> int:
     browser = next((b for b in BROWSERS if shutil.which(b)), None)
     if browser is None:
         print("no chromium on PATH: writing the SVGs only, no screenshots")
-    from graphcalc.plots import timeline_svg
+    from graphcalc.output.plots import timeline_svg
 
     for name, report in reports(args.only):
         pictures = [(name, render.render(report, "svg"))]

@@ -71,7 +71,7 @@ def _worker(tool: str, spec: str, batch: int) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
     if tool == "graphcalc":
         t = time.perf_counter()
-        from graphcalc.analyze import analyze_file
+        from graphcalc.commands.analyze import analyze_file
         imported = time.perf_counter() - t
         from graphcalc.options import Options
 
@@ -89,8 +89,8 @@ def _worker(tool: str, spec: str, batch: int) -> dict:
                 "peak": report.memory.peak_bytes,
                 "inference_peak": report.memory.inference_peak_bytes}
 
-    from graphcalc import loader
-    from graphcalc.replay import call_model, compute_loss
+    from graphcalc.sources import loader
+    from graphcalc.fake.step import call_model, compute_loss
 
     source = loader.load(spec)
     torch.manual_seed(0)

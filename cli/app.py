@@ -8,10 +8,11 @@ This is the only place where exceptions become exit codes:
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -164,7 +165,7 @@ def _command(fn):
 def _outputs(model: str, writes: dict) -> None:
     """Refuse, before the model runs, an output path that is the model file or another
     output's (graphcalc.outputs)."""
-    from graphcalc.loader import split_spec
+    from graphcalc.sources.loader import split_spec
     from graphcalc.outputs import check_outputs
 
     reads = [] if model.startswith("hf:") else [Path(split_spec(model)[0])]
@@ -210,39 +211,73 @@ OFFLINE_HELP = "hf:NAME: read the config from the local Hugging Face cache only,
 
 
 def _hf(task, seq_len, image_size, audio_samples, attn, offline):
-    """The options of a model by its Hugging Face config (graphcalc.hf), validated there."""
-    from graphcalc.hf import HFOptions
+    """The options of a model by its Hugging Face config (graphcalc.sources.hf), validated there."""
+    from graphcalc.sources.hf import HFOptions
 
     return HFOptions(task=task, seq_len=seq_len, image_size=image_size,
                      audio_samples=audio_samples, attn=attn, offline=offline)
 
 
+# --- options shared by the commands: each declared once, the same meaning wherever it is taken ---
+
+BatchOption = Annotated[int, typer.Option("--batch", "-b", help="Batch size.")]
+DtypeOption = Annotated[Dtype, typer.Option(help="Dtype of the model and its floating inputs.")]
+OptimOption = Annotated[Optim, typer.Option("--optim", help="Optimizer of the training step.")]
+AmpOption = Annotated[Optional[Amp], typer.Option(help="Autocast dtype (fp32 master weights).")]
+InputOption = Annotated[Optional[List[str]], typer.Option(
+    "--input", "-i", help="Input shape without the batch, e.g. 3x224x224, 128:int64, or :int64 "
+    "for shape (batch,); repeatable.")]
+FormatOption = Annotated[Fmt, typer.Option("--format", "-f", help="Output format.")]
+OutputOption = Annotated[Optional[Path], typer.Option("--output", "-o",
+                                                      help="Write to this file.")]
+TaskOption = Annotated[Optional[str], typer.Option("--task", help=TASK_HELP)]
+SeqLenOption = Annotated[Optional[int], typer.Option("--seq-len", help=SEQ_HELP)]
+ImageSizeOption = Annotated[Optional[int], typer.Option("--image-size", help=IMAGE_HELP)]
+AudioSamplesOption = Annotated[Optional[int], typer.Option("--audio-samples", help=AUDIO_HELP)]
+AttnOption = Annotated[Optional[str], typer.Option("--attn", help=ATTN_HELP)]
+OfflineOption = Annotated[bool, typer.Option("--offline", help=OFFLINE_HELP)]
+ExpandableOption = Annotated[bool, typer.Option("--expandable-segments", help=EXPANDABLE_HELP)]
+WorldSizeOption = Annotated[int, typer.Option("--world-size", help=WORLD_HELP)]
+ShardOption = Annotated[Shard, typer.Option("--shard", help=SHARD_HELP)]
+FusedOption = Annotated[bool, typer.Option("--fused", help=FUSED_HELP)]
+CheckpointOption = Annotated[Optional[List[str]], typer.Option("--checkpoint",
+                                                               help=CHECKPOINT_HELP)]
+RoutingOption = Annotated[str, typer.Option(help=ROUTING_HELP)]
+DebugOption = Annotated[bool, typer.Option(help="Show tracebacks.")]
+FigureFmt = Enum("FigureFmt", {k: k for k in ("table", "json")}, type=str)
+FiguresFormatOption = Annotated[FigureFmt, typer.Option(
+    "--format", "-f", help="Output format: the table, or the same figures as JSON.")]
+
+
+def _emit_json(data: dict, output: Optional[Path]) -> None:
+    """A command's figures as JSON, on stdout or to -o (every figure an int or a float)."""
+    import json
+
+    _write(json.dumps(data, indent=2) + "\n", output)
+
+
 @_command
 def analyze(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    batch: int = typer.Option(1, "--batch", "-b", help="Batch size."),
-    dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
-    optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
-    amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
+    batch: BatchOption = 1,
+    dtype: DtypeOption = Dtype.fp32,
+    optim: OptimOption = Optim.adam,
+    amp: AmpOption = None,
     device: Optional[Device] = typer.Option(None, help="Device the memory prediction is for "
                                                        "(default cpu; cuda with --gpu)."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help=GPU_HELP),
     memory: Optional[str] = typer.Option(None, "--memory", help=GPU_MEMORY_HELP),
-    expandable_segments: bool = typer.Option(False, "--expandable-segments",
-                                             help=EXPANDABLE_HELP),
-    input: Optional[List[str]] = typer.Option(None, "--input", "-i",
-                                              help="Input shape without the batch, e.g. 3x224x224, "
-                                                   "128:int64, or :int64 for shape (batch,); "
-                                                   "repeatable."),
-    fmt: Fmt = typer.Option("table", "--format", "-f", help="Output format."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
+    expandable_segments: ExpandableOption = False,
+    input: InputOption = None,
+    fmt: FormatOption = Fmt.table,
+    output: OutputOption = None,
     depth: Optional[int] = typer.Option(None, help="Fold layers deeper than this depth."),
     strict: bool = typer.Option(False, help="Exit 1 when the figures are incomplete: an op has "
                                             "no FLOP formula, a layer that reads tensor "
                                             "values was analysed around, or a kernel's memory "
                                             "is not modelled."),
-    world_size: int = typer.Option(1, "--world-size", help=WORLD_HELP),
-    shard: Shard = typer.Option("none", "--shard", help=SHARD_HELP),
+    world_size: WorldSizeOption = 1,
+    shard: ShardOption = Shard.none,
     svg: Optional[Path] = typer.Option(None, "--svg", help="Also draw the annotated graph here."),
     timeline_svg: Optional[Path] = typer.Option(None, "--timeline-svg",
                                                 help="Also draw the memory timeline here (SVG)."),
@@ -250,28 +285,28 @@ def analyze(
                                             help="Also write the predicted step as a PyTorch "
                                                  "memory snapshot (pickle) for "
                                                  "pytorch.org/memory_viz."),
-    routing: str = typer.Option("balanced", help=ROUTING_HELP),
-    fused: bool = typer.Option(False, "--fused", help=FUSED_HELP),
-    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help=SEQ_HELP),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_HELP),
-    audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
-    attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
-    offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
-    checkpoint: Optional[List[str]] = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP),
+    routing: RoutingOption = "balanced",
+    fused: FusedOption = False,
+    task: TaskOption = None,
+    seq_len: SeqLenOption = None,
+    image_size: ImageSizeOption = None,
+    audio_samples: AudioSamplesOption = None,
+    attn: AttnOption = None,
+    offline: OfflineOption = False,
+    checkpoint: CheckpointOption = None,
     by_op: bool = typer.Option(False, "--by-op", help="Also print the FLOPs by ATen operator "
                                "(fvcore's by-operator table; in the JSON always, flops_by_op)."),
     columns: Optional[str] = typer.Option(
         None, "--columns", help="The table's columns, comma-separated, from: layer, type, input "
         "(torchinfo's input size), shape, calls, params, flops_fwd, flops_bwd, output, saved "
         "(default: all but input that fit the terminal)."),
-    debug: bool = typer.Option(False, help="Show tracebacks."),
+    debug: DebugOption = False,
 ):
     """Parameters, FLOPs, activations and peak training memory, per layer and in total.
     With --world-size/--shard: per rank, --batch being each rank's batch."""
-    from graphcalc.analyze import analyze_file
+    from graphcalc.commands.analyze import analyze_file
     from graphcalc.errors import IncompleteError, UsageError
-    from graphcalc.formatting import parse_columns, render, terminal_width
+    from graphcalc.output.formatting import parse_columns, render, terminal_width
 
     chosen = parse_columns(columns) if columns is not None else None
     _outputs(model, {"-o": output, "--svg": svg, "--timeline-svg": timeline_svg,
@@ -306,12 +341,12 @@ def analyze(
     width = terminal_width() if output is None else None  # a file: the natural width
     text = render(report.at_depth(depth), fmt.value, width, chosen)
     if by_op and fmt.value == "table":
-        from graphcalc.formatting import op_table
+        from graphcalc.output.formatting import op_table
 
         text += "\n" + op_table(report)
     _write(text, output)
     if planned is not None:
-        from graphcalc.recompute import plan_text
+        from graphcalc.commands.recompute import plan_text
 
         text = plan_text(planned)
         if output is None and fmt.value == "table":
@@ -325,7 +360,7 @@ def analyze(
     if timeline_svg is not None:
         _timeline(report, timeline_svg, *_card_line(report))
     if snapshot is not None:
-        from graphcalc.snapshot import write_snapshot
+        from graphcalc.output.snapshot import write_snapshot
 
         write_snapshot(kept[-1], snapshot)
         typer.echo(f"wrote {snapshot}", err=True)
@@ -342,29 +377,29 @@ def compare(
                                           "_record_memory_history(context='alloc', "
                                           "stacks='python') and the training steps."),
     batch: int = typer.Option(1, "--batch", "-b", help="Batch size of the real run."),
-    dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
-    optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
-    amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
+    dtype: DtypeOption = Dtype.fp32,
+    optim: OptimOption = Optim.adam,
+    amp: AmpOption = None,
     gpu: Optional[str] = typer.Option(None, "--gpu", help="The GPU the real run was on "
                                                           "(default: an sm80 card)."),
     steps: int = typer.Option(2, help="Training steps the real run recorded."),
-    input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
-    fused: bool = typer.Option(False, "--fused", help=FUSED_HELP),
-    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help=SEQ_HELP),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_HELP),
-    audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
-    attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
-    offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
+    input: InputOption = None,
+    fused: FusedOption = False,
+    task: TaskOption = None,
+    seq_len: SeqLenOption = None,
+    image_size: ImageSizeOption = None,
+    audio_samples: AudioSamplesOption = None,
+    attn: AttnOption = None,
+    offline: OfflineOption = False,
     top: int = typer.Option(5, "--top", help="Allocation sizes listed per phase."),
-    debug: bool = typer.Option(False, help="Show tracebacks."),
+    debug: DebugOption = False,
 ):
     """Line a real CUDA memory snapshot up with the predicted allocation stream, phase by
     phase: where they part, by how much, and what the real run allocates that the prediction
     does not."""
-    from graphcalc.analyze import analyze_file
-    from graphcalc.snapshot import snapshot as predicted_snapshot
-    from graphcalc.snapshot_compare import compare as line_up, load, render
+    from graphcalc.commands.analyze import analyze_file
+    from graphcalc.output.snapshot import snapshot as predicted_snapshot
+    from graphcalc.output.snapshot_compare import compare as line_up, load, render
 
     recorded = load(real)  # a bad file is refused before the model runs
     options = _options(batch, dtype, optim, amp, Device("cuda"), steps=steps, fused=fused,
@@ -400,7 +435,7 @@ def _card_line(report) -> tuple[Optional[int], str]:
 
 
 def _timeline(report, path: Path, budget: Optional[int], label: str = "--memory") -> None:
-    from graphcalc.plots import timeline_svg, write_svg
+    from graphcalc.output.plots import timeline_svg, write_svg
 
     write_svg(path, timeline_svg(report, budget, label))
     typer.echo(f"wrote {path}", err=True)
@@ -451,9 +486,9 @@ def _checkpoint_choice(checkpoint, memory, *, fit=False) -> tuple[bool, tuple[st
 
 
 def _auto_plan(spec, options, inputs, memory, hf=None):
-    from graphcalc import loader
-    from graphcalc.analyze import resolve_inputs
-    from graphcalc.recompute import plan
+    from graphcalc.sources import loader
+    from graphcalc.commands.analyze import resolve_inputs
+    from graphcalc.commands.recompute import plan
     from graphcalc.units import parse_bytes
 
     if options.distributed:
@@ -470,47 +505,50 @@ def _auto_plan(spec, options, inputs, memory, hf=None):
 @_command
 def verify(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    batch: int = typer.Option(1, "--batch", "-b", help="Batch size."),
-    dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
-    optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
-    amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
+    batch: BatchOption = 1,
+    dtype: DtypeOption = Dtype.fp32,
+    optim: OptimOption = Optim.adam,
+    amp: AmpOption = None,
     device: Device = typer.Option("cpu", help="Run the real steps here."),
     steps: int = typer.Option(3, help="Real training steps to run; the peak is over all."),
     tolerance: float = typer.Option(5.0, help="Largest error allowed, in percent."),
-    input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
+    input: InputOption = None,
     world_size: int = typer.Option(1, "--world-size",
                                    help="Start this many ranks here (gloo, CPU) and check each."),
     shard: Shard = typer.Option("none", "--shard", help="ddp or fsdp, run for real."),
     routing: str = typer.Option("balanced", help=ROUTING_HELP + " The real steps are routed "
                                     "the same way."),
-    fused: bool = typer.Option(False, "--fused", help=FUSED_HELP),
-    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help=SEQ_HELP),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_HELP),
-    audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
-    attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
-    offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
+    fused: FusedOption = False,
+    task: TaskOption = None,
+    seq_len: SeqLenOption = None,
+    image_size: ImageSizeOption = None,
+    audio_samples: AudioSamplesOption = None,
+    attn: AttnOption = None,
+    offline: OfflineOption = False,
     checkpoint: Optional[List[str]] = typer.Option(
         None, "--checkpoint", help="Module path patterns run under torch.utils.checkpoint in "
                                    "the prediction and in the real steps, as for analyze."),
-    debug: bool = typer.Option(False, help="Show tracebacks."),
+    fmt: FiguresFormatOption = FigureFmt.table,
+    output: OutputOption = None,
+    debug: DebugOption = False,
 ):
     """Run real training steps and print predicted against measured (exit 1 past --tolerance)."""
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
-    from graphcalc import loader
-    from graphcalc.analyze import resolve_inputs
+    from graphcalc.sources import loader
+    from graphcalc.commands.analyze import resolve_inputs
     from graphcalc.units import format_bytes, format_count, format_seconds
-    from graphcalc.verify import verify as run_verify
+    from graphcalc.commands.verify import verify as run_verify
 
+    _outputs(model, {"-o": output})
     options = _options(batch, dtype, optim, amp, device, steps, world_size, shard, routing,
                        fused, checkpoint=checkpoint)
     source = loader.load(model, _hf(task, seq_len, image_size, audio_samples, attn, offline))
     make_inputs = resolve_inputs(source, input)
     if options.distributed:
-        from graphcalc.verify import verify_distributed
+        from graphcalc.commands.verify import verify_distributed
 
         typer.echo(f"starting {world_size} ranks (gloo, CPU), {steps} steps each...", err=True)
         result = verify_distributed(model, source, options, make_inputs, inputs=input,
@@ -521,6 +559,16 @@ def verify(
             task = progress.add_task(f"{steps} real steps on {device.value}", total=steps)
             result = run_verify(source, options, make_inputs, tolerance_percent=tolerance,
                                 on_step=lambda i: progress.advance(task))
+    if fmt.value == "json":
+        _emit_json({"model": source.name, "config": result.report.config, "steps": steps,
+                    "tolerance_percent": tolerance,
+                    "checks": [{"figure": c.figure, "unit": c.unit, "predicted": c.predicted,
+                                "measured": c.measured, "error_percent": c.error_percent,
+                                "judged": c.judged} for c in result.checks],
+                    "failed": [c.figure for c in result.failed]}, output)
+        if result.failed:
+            raise typer.Exit(1)
+        return
     per_rank = f", {shard.value} x {world_size}, per rank" if options.distributed else ""
     table = Table(title=f"{source.name}: batch {batch}{per_rank}, {options.dtype}"
                         f"{', autocast ' + options.amp if options.amp else ''}, "
@@ -535,7 +583,12 @@ def verify(
         table.add_row(c.figure, "--" if c.predicted is None else fmt(c.predicted),
                       "--" if c.measured is None else fmt(c.measured),
                       "--" if err is None else f"{err:+.2f}%")
-    Console(no_color=True, highlight=False).print(table)
+    if output is not None:
+        console = Console(no_color=True, highlight=False, record=True, file=open(os.devnull, "w"))
+        console.print(table)
+        _write(console.export_text(), output)
+    else:
+        Console(no_color=True, highlight=False).print(table)
     if result.failed:
         names = ", ".join(f"{c.figure} ({c.error_percent:+.2f}%)" for c in result.failed)
         typer.echo(f"graphcalc: over the {tolerance}% tolerance: {names}", err=True)
@@ -564,39 +617,40 @@ def fit(
     gpu: Optional[str] = typer.Option(None, "--gpu", help="Fit the card: what the caching "
                                       "allocator reserves plus the CUDA context, as analyze "
                                       "--gpu. Implies --device cuda."),
-    expandable_segments: bool = typer.Option(False, "--expandable-segments",
-                                             help=EXPANDABLE_HELP),
-    dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
-    optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
-    amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
+    expandable_segments: ExpandableOption = False,
+    dtype: DtypeOption = Dtype.fp32,
+    optim: OptimOption = Optim.adam,
+    amp: AmpOption = None,
     device: Optional[Device] = typer.Option(None, help="Device the memory prediction is for "
                                                        "(default cuda: --memory and --gpu are a "
                                                        "GPU's; cpu: --memory is a CPU budget)."),
-    input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
+    input: InputOption = None,
     check: bool = typer.Option(False, "--verify", help="Run the batch found for real."),
-    world_size: int = typer.Option(1, "--world-size", help=WORLD_HELP),
-    shard: Shard = typer.Option("none", "--shard", help=SHARD_HELP),
+    world_size: WorldSizeOption = 1,
+    shard: ShardOption = Shard.none,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the predicted peak against "
                                                              "the batch here (SVG)."),
-    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help=SEQ_HELP),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_HELP),
-    audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
-    attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
-    offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
-    checkpoint: Optional[List[str]] = typer.Option(None, "--checkpoint", help=CHECKPOINT_HELP),
+    task: TaskOption = None,
+    seq_len: SeqLenOption = None,
+    image_size: ImageSizeOption = None,
+    audio_samples: AudioSamplesOption = None,
+    attn: AttnOption = None,
+    offline: OfflineOption = False,
+    checkpoint: CheckpointOption = None,
     batch: Optional[int] = typer.Option(None, "--batch", "-b",
                                         help="With --checkpoint auto: the batch to plan for "
                                              "(default: the largest any plan reaches)."),
-    debug: bool = typer.Option(False, help="Show tracebacks."),
+    fmt: FiguresFormatOption = FigureFmt.table,
+    output: OutputOption = None,
+    debug: DebugOption = False,
 ):
     """The largest batch whose predicted training peak fits the memory budget (no real run).
     With --world-size/--shard: the largest per-rank batch."""
-    from graphcalc import loader
-    from graphcalc.analyze import resolve_inputs
+    from graphcalc.sources import loader
+    from graphcalc.commands.analyze import resolve_inputs
     from graphcalc.errors import UsageError
     from graphcalc.units import format_bytes, parse_bytes
-    from graphcalc.verify import fit_source
+    from graphcalc.commands.verify import fit_source
 
     auto, patterns = _checkpoint_choice(checkpoint, memory, fit=True)
     if batch is not None and not auto:
@@ -604,7 +658,8 @@ def fit(
                          "to plan for)")
     if memory is None and gpu is None:
         raise UsageError("give the memory budget with --memory SIZE, or a GPU with --gpu NAME")
-    _outputs(model, {"--plot": plot})
+    _outputs(model, {"--plot": plot, "-o": output})
+    as_json = fmt.value == "json"
     # --memory is the memory of the device fitted, a GPU's as on every command; only an explicit
     # --device cpu makes it a CPU budget (the predicted peak against it)
     on_cpu = gpu is None and device is not None and device.value == "cpu"
@@ -620,7 +675,9 @@ def fit(
     card = "" if on_cpu else (f" on the {options.gpu_spec.name}" if gpu is not None
                               else " on a GPU of that memory")
     figure = "peak" if on_cpu else "device total"
-    typer.echo("Fitting " + (f"the CPU: the predicted peak against {format_bytes(budget)}"
+    say = (lambda text: typer.echo(text, err=True)) if as_json or output is not None \
+        else typer.echo
+    say("Fitting " + (f"the CPU: the predicted peak against {format_bytes(budget)}"
                              if on_cpu else
                              f"{'the ' + options.gpu_spec.name if gpu is not None else 'a GPU'} "
                              f"of {format_bytes(budget)}: the device total (the caching "
@@ -637,23 +694,27 @@ def fit(
     if auto:
         from dataclasses import replace
 
-        from graphcalc.recompute import fit_with_plan, plan_text
+        from graphcalc.commands.recompute import fit_with_plan, plan_text
 
         if batch is not None:
             replace(options, batch=batch)  # validates it
         fitted = fit_with_plan(loader.build_model(source, device="meta"), make_inputs, options,
                                budget, batch=batch, loss_fn=source.loss, name=source.name)
-        sys.stdout.write(plan_text(fitted.plan, fitted=fitted))
-        if fitted.with_plan.batch == 0:
-            raise typer.Exit(1)
         options = replace(options, checkpoint=fitted.plan.patterns)
         result = fitted.with_plan
+        if as_json:
+            _emit_json(_fit_dict(source, options, budget, on_cpu, result)
+                       | {"checkpoint": list(fitted.plan.patterns)}, output)
+        else:
+            _write(plan_text(fitted.plan, fitted=fitted), output)
+        if fitted.with_plan.batch == 0:
+            raise typer.Exit(1)
         if check:
             _fit_verify(source, make_inputs, options, result, budget)
         return
     result = fit_source(source, make_inputs, options, budget)
     if plot is not None:
-        from graphcalc.plots import fit_svg, write_svg
+        from graphcalc.output.plots import fit_svg, write_svg
 
         rank = (f" · per rank ({options.shard} x {options.world_size})"
                 if options.distributed else "")
@@ -661,8 +722,16 @@ def fit(
                                 f"{' · autocast ' + options.amp if options.amp else ''} · "
                                 f"memory for {options.device}{rank}", budget_label="--memory"))
         typer.echo(f"wrote {plot}", err=True)
+    if as_json:
+        _emit_json(_fit_dict(source, options, budget, on_cpu, result), output)
+        if result.batch == 0:
+            raise typer.Exit(1)
+        if check:
+            _fit_verify(source, make_inputs, options, result, budget, say)
+        return
+    lines = []
     if result.note:
-        typer.echo(f"Note: {result.note}")
+        lines.append(f"Note: {result.note}")
     if result.batch == 0:
         typer.echo(f"graphcalc: batch {result.smallest_batch} needs "
                    f"{format_bytes(result.peak_bytes)}, more than {format_bytes(budget)}{card}",
@@ -670,44 +739,55 @@ def fit(
         raise typer.Exit(1)
     rank = (f" per rank ({options.shard} x {options.world_size}, global batch "
             f"{result.batch * options.world_size})") if options.distributed else ""
-    typer.echo(f"Largest batch{rank} that fits {format_bytes(budget)}{card}: {result.batch} "
-               f"({figure} {format_bytes(result.peak_bytes)})")
-    typer.echo(f"Recommended (80%): {result.recommended_batch} "
-               f"({figure} {format_bytes(result.recommended_peak_bytes)})")
+    lines.append(f"Largest batch{rank} that fits {format_bytes(budget)}{card}: {result.batch} "
+                 f"({figure} {format_bytes(result.peak_bytes)})")
+    lines.append(f"Recommended (80%): {result.recommended_batch} "
+                 f"({figure} {format_bytes(result.recommended_peak_bytes)})")
     if not on_cpu:
-        from graphcalc.gpus import cuda_context
+        from graphcalc.gpu.gpus import cuda_context
 
-        typer.echo(f"Device total: the caching allocator's reserved peak (simulated) + "
-                   f"{format_bytes(cuda_context(options.gpu_spec)[0])} CUDA context"
-                   + (f"; {options.gpu_note}" if options.gpu_note else ""))
-    typer.echo(f"{result.evaluations} analyses, {options.optimizer}, {options.dtype}"
-               f"{', autocast ' + options.amp if options.amp else ''}, for {options.device}"
-               f"{', checkpointing ' + ' '.join(options.checkpoint) if options.checkpoint else ''}")
+        lines.append(f"Device total: the caching allocator's reserved peak (simulated) + "
+                     f"{format_bytes(cuda_context(options.gpu_spec)[0])} CUDA context"
+                     + (f"; {options.gpu_note}" if options.gpu_note else ""))
+    lines.append(f"{result.evaluations} analyses, {options.optimizer}, {options.dtype}"
+                 f"{', autocast ' + options.amp if options.amp else ''}, for {options.device}"
+                 + (f", checkpointing {' '.join(options.checkpoint)}"
+                    if options.checkpoint else ""))
+    _write("\n".join(lines) + "\n", output)
     if check:
-        _fit_verify(source, make_inputs, options, result, budget)
+        _fit_verify(source, make_inputs, options, result, budget, say)
 
 
-def _fit_verify(source, make_inputs, options, result, budget) -> None:
+def _fit_dict(source, options, budget, on_cpu, result) -> dict:
+    """fit's figures as JSON: what was fitted, the batch found, every batch analysed."""
+    from dataclasses import asdict
+
+    d = asdict(result)
+    d["points"] = [list(p) for p in result.points]
+    return {"model": source.name, "config": options.as_dict(),
+            "target": "cpu" if on_cpu else (options.gpu_spec.name if options.gpu
+                                            else "a GPU of that memory"),
+            "figure": "peak_bytes" if on_cpu else "device_total_bytes"} | d
+
+
+def _fit_verify(source, make_inputs, options, result, budget, say=typer.echo) -> None:
     """fit --verify: a real step at the batch found (with the checkpointing chosen, if any)."""
     from dataclasses import replace
 
-    from graphcalc import loader
-    from graphcalc.measure import measure_step
+    from graphcalc.sources import loader
+    from graphcalc.commands.measure import measure_step
     from graphcalc.units import format_bytes
 
     measured = measure_step(loader.build_model(source, device=None), make_inputs,
                             replace(options, batch=result.batch), loss_fn=source.loss)
     verdict = "fits" if measured.peak_bytes <= budget else "DOES NOT FIT"
-    typer.echo(f"Measured at batch {result.batch} on {options.device}: "
+    say(f"Measured at batch {result.batch} on {options.device}: "
                f"{format_bytes(measured.peak_bytes)}: {verdict}")
     if measured.peak_bytes > budget:
         raise typer.Exit(1)
 
 
 # --- check: budgets for pre-commit and CI ---------------------------------------------------------
-
-CheckFmt = Enum("CheckFmt", {k: k for k in ("table", "json")}, type=str)
-
 
 @_command
 def check(
@@ -720,41 +800,43 @@ def check(
     update_baseline: bool = typer.Option(False, "--update-baseline",
                                          help="Write the figures to the baseline file, for "
                                               "max_growth; commit it."),
-    fmt: CheckFmt = typer.Option("table", "--format", "-f", help="Output format."),
+    fmt: FiguresFormatOption = FigureFmt.table,
+    output: OutputOption = None,
     no_cache: bool = typer.Option(False, "--no-cache", help="Analyse every model again."),
-    debug: bool = typer.Option(False, help="Show tracebacks."),
+    debug: DebugOption = False,
 ):
     """Check the models against their budgets (exit 1 when one is exceeded, 2 on a bad config)."""
     import json
 
-    from graphcalc import budget as budgets
+    from graphcalc.commands import budget as budgets
+    from graphcalc.commands import budget_cache, budget_text
     from graphcalc.errors import BudgetError
 
     cfg = budgets.load_config(config if config is not None else budgets.find_config())
-    cache = None if no_cache else budgets.Cache(budgets.default_cache_dir())
+    cache = None if no_cache else budgets.Cache(budget_cache.default_cache_dir())
     run = budgets.check(cfg, changed=files, cache=cache, update_baseline=update_baseline)
     if fmt.value == "json":
-        sys.stdout.write(json.dumps(run.to_dict(), indent=2) + "\n")
+        _write(json.dumps(run.to_dict(), indent=2) + "\n", output)
     elif run.outcomes:
-        _print_budgets(run, budgets)
+        _print_budgets(run, output)
     if update_baseline:
         typer.echo(f"wrote {run.config.baseline_path} ({len(run.outcomes)} "
                    f"budget{'s' if len(run.outcomes) != 1 else ''})", err=True)
     if not run.outcomes:
         typer.echo(f"graphcalc: no budgeted model among the {len(files or [])} changed files",
                    err=True)
-    errors = [budgets.failures_text(o) for o in run.outcomes if o.error is not None]
+    errors = [budget_text.failures_text(o) for o in run.outcomes if o.error is not None]
     if errors:  # a budget not evaluated fails the gate: exit 2, as a bad input does
         from graphcalc.errors import ModelBuildError
 
         raise ModelBuildError(f"{len(errors)} budget{'s' if len(errors) != 1 else ''} could "
                               f"not be checked: {'; '.join(errors)}")
-    failures = [budgets.failures_text(o) for o in run.outcomes if not o.ok]
+    failures = [budget_text.failures_text(o) for o in run.outcomes if not o.ok]
     if failures:
         raise BudgetError(f"budget exceeded: {'; '.join(failures)}")
 
 
-# --- plan: per-rank memory over world sizes and sharding strategies (graphcalc.distributed) -------
+# --- plan: per-rank memory over world sizes and sharding strategies (graphcalc.ranks.distributed) -------
 
 @_command
 def plan(
@@ -765,36 +847,37 @@ def plan(
     gpu: Optional[str] = typer.Option(None, "--gpu", help="The GPU of each rank: the fit is "
                                       "judged on what its device holds (reserved + CUDA "
                                       "context), as analyze --gpu."),
-    expandable_segments: bool = typer.Option(False, "--expandable-segments",
-                                             help=EXPANDABLE_HELP),
+    expandable_segments: ExpandableOption = False,
     world_size: Optional[List[int]] = typer.Option(
         None, "--world-size", help="World sizes to try (repeatable); default: 1, 2, 4 ... 64 "
                                    "where they divide the batch."),
     shard: Optional[List[Shard]] = typer.Option(None, "--shard",
                                                 help="Strategies (repeatable); default: all."),
-    dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
-    optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
-    amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
+    dtype: DtypeOption = Dtype.fp32,
+    optim: OptimOption = Optim.adam,
+    amp: AmpOption = None,
     device: Device = typer.Option("cuda", help="Device the memory prediction is for: GPUs "
                                                "(NCCL) by default, or CPU ranks (gloo)."),
-    input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
-    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help=SEQ_HELP),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_HELP),
-    audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
-    attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
-    offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
-    debug: bool = typer.Option(False, help="Show tracebacks."),
+    input: InputOption = None,
+    task: TaskOption = None,
+    seq_len: SeqLenOption = None,
+    image_size: ImageSizeOption = None,
+    audio_samples: AudioSamplesOption = None,
+    attn: AttnOption = None,
+    offline: OfflineOption = False,
+    fmt: FiguresFormatOption = FigureFmt.table,
+    output: OutputOption = None,
+    debug: DebugOption = False,
 ):
     """Per-rank peak, per-rank batch, fit and bytes sent per step, over world sizes and sharding
     (for GPUs unless --device cpu)."""
     from rich.console import Console
     from rich.table import Table
 
-    from graphcalc import loader
-    from graphcalc.analyze import resolve_inputs
-    from graphcalc.distributed import STRATEGIES
-    from graphcalc.distributed import plan as make_plan
+    from graphcalc.sources import loader
+    from graphcalc.commands.analyze import resolve_inputs
+    from graphcalc.ranks.distributed import STRATEGIES
+    from graphcalc.ranks.distributed import plan as make_plan
     from graphcalc.errors import UsageError
     from graphcalc.units import format_bytes
 
@@ -802,6 +885,7 @@ def plan(
 
     if memory is None and gpu is None:
         raise UsageError("give each GPU's memory with --memory SIZE, or the GPU with --gpu NAME")
+    _outputs(model, {"-o": output})
     if batch < 1:
         raise UsageError(f"batch must be at least 1, got {batch}")
     if gpu is None:
@@ -821,6 +905,14 @@ def plan(
                      global_batch=batch, memory_bytes=budget, world_sizes=world_size or None,
                      shards=shards, loss_fn=source.loss)
     unit = "GPU" if options.device == "cuda" else "rank"  # --device cpu: gloo processes
+    if fmt.value == "json":
+        from dataclasses import asdict
+
+        _emit_json({"model": source.name, "config": options.as_dict(), "global_batch": batch,
+                    "memory_bytes": budget, "unit": unit,
+                    "gpu": options.gpu_spec.name if gpu is not None else None,
+                    "rows": [asdict(r) for r in rows]}, output)
+        return
     card = f" ({options.gpu_spec.name}, device totals)" if gpu is not None else ""
     table = Table(title=f"{source.name}: global batch {batch}, {format_bytes(budget)} per "
                         f"{unit}{card}, {options.dtype}"
@@ -835,10 +927,15 @@ def plan(
                       format_bytes(r.peak_bytes if r.device_total_bytes is None
                                    else r.device_total_bytes), "yes" if r.fits else "no",
                       format_bytes(r.communicated_bytes) if r.world_size > 1 else "--")
-    Console(no_color=True, highlight=False, width=100).print(table)
+    console = Console(no_color=True, highlight=False, width=100, record=output is not None,
+                      file=open(os.devnull, "w") if output is not None else None)
+    console.print(table)
+    if output is not None:
+        _write(console.export_text(), output)
 
 
-def _print_budgets(run, budgets) -> None:
+def _print_budgets(run, output: Optional[Path] = None) -> None:
+    from graphcalc.commands import budget_text
     from rich.console import Console
     from rich.table import Table
 
@@ -860,9 +957,10 @@ def _print_budgets(run, budgets) -> None:
             table.add_section()
             continue
         for i, c in enumerate(o.checks):
-            figure = budgets.LABELS[c.figure] + (" growth" if c.kind == "growth" else "")
+            figure = budget_text.LABELS[c.figure] + (" growth" if c.kind == "growth" else "")
             table.add_row(o.budget.name if i == 0 else (setup if i == 1 else ""), figure,
-                          budgets.value_text(c), budgets.limit_text(c), budgets.verdict_text(c))
+                          budget_text.value_text(c), budget_text.limit_text(c),
+                          budget_text.verdict_text(c))
         if len(o.checks) == 1:
             table.add_row(setup, "", "", "", "")
         if o.figures.unknown_ops:
@@ -873,10 +971,15 @@ def _print_budgets(run, budgets) -> None:
                                               "and was analysed around")
         table.add_section()
     # A wide, uncoloured table: CI logs and pre-commit's output are no terminal.
-    Console(no_color=True, highlight=False, width=max(Console().width, 120)).print(table)
+    console = Console(no_color=True, highlight=False, width=max(Console().width, 120),
+                      record=output is not None,
+                      file=open(os.devnull, "w") if output is not None else None)
+    console.print(table)
+    if output is not None:
+        _write(console.export_text(), output)
 
 
-# --- render: the layer graph with its figures (graphcalc.render) ---------------------------------
+# --- render: the layer graph with its figures (graphcalc.output.render) ---------------------------------
 
 PictureFmt = Enum("PictureFmt", {k: k for k in ("svg", "png", "pdf", "dot")}, type=str)
 ColorBy = Enum("ColorBy", {k: k for k in ("flops", "memory", "params")}, type=str)
@@ -884,7 +987,7 @@ Engine = Enum("Engine", {k: k for k in ("auto", "dot", "embedded")}, type=str)
 
 
 def _picture(report, path: Optional[Path], fmt: Optional[str], **options) -> None:
-    from graphcalc.render import format_for, render, write_picture
+    from graphcalc.output.render import format_for, render, write_picture
 
     if path is None:
         chosen = format_for(None, fmt)
@@ -901,13 +1004,13 @@ def _picture(report, path: Optional[Path], fmt: Optional[str], **options) -> Non
 @_command
 def render(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    batch: int = typer.Option(1, "--batch", "-b", help="Batch size."),
-    dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
-    optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
-    amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
+    batch: BatchOption = 1,
+    dtype: DtypeOption = Dtype.fp32,
+    optim: OptimOption = Optim.adam,
+    amp: AmpOption = None,
     device: Optional[Device] = typer.Option(None, help="Device the memory prediction is for "
                                                        "(default cpu; cuda with --memory)."),
-    input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
+    input: InputOption = None,
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Write here; the suffix picks the format."),
     fmt: Optional[PictureFmt] = typer.Option(None, "--format", "-f",
@@ -930,27 +1033,27 @@ def render(
                                                             "step instead of the layer graph "
                                                             "(SVG)."),
     memory: Optional[str] = typer.Option(None, help=MEMORY_LINE_HELP + " With --timeline."),
-    task: Optional[str] = typer.Option(None, "--task", help=TASK_HELP),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help=SEQ_HELP),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help=IMAGE_HELP),
-    audio_samples: Optional[int] = typer.Option(None, "--audio-samples", help=AUDIO_HELP),
-    attn: Optional[str] = typer.Option(None, "--attn", help=ATTN_HELP),
-    offline: bool = typer.Option(False, "--offline", help=OFFLINE_HELP),
+    task: TaskOption = None,
+    seq_len: SeqLenOption = None,
+    image_size: ImageSizeOption = None,
+    audio_samples: AudioSamplesOption = None,
+    attn: AttnOption = None,
+    offline: OfflineOption = False,
     ops: bool = typer.Option(False, "--ops", help="Draw the ATen ops of the first step "
                                                   "(forward, loss, backward) instead of layers: "
                                                   "a small model, or one layer with --layer."),
     layer: Optional[str] = typer.Option(None, "--layer", help="With --ops: only this layer and "
                                                               "its children, e.g. h.0."),
-    debug: bool = typer.Option(False, help="Show tracebacks."),
+    debug: DebugOption = False,
 ):
     """Draw the layer graph with its figures: params, FLOPs, bytes, the peak layer marked; with
     --timeline, the memory of the step over time, stacked by where it goes; with --ops, the
     op-level graph of the step."""
-    from graphcalc.analyze import analyze_file
+    from graphcalc.commands.analyze import analyze_file
     from graphcalc.errors import RenderError, UsageError
 
     _outputs(model, {"-o": output})
-    from graphcalc.render import format_for
+    from graphcalc.output.render import format_for
 
     budget = _budget(memory)
     if timeline:
@@ -977,7 +1080,7 @@ def render(
     hf = _hf(task, seq_len, image_size, audio_samples, attn, offline)
     report = analyze_file(model, options, inputs=input, hf=hf)
     if timeline:
-        from graphcalc.plots import timeline_svg
+        from graphcalc.output.plots import timeline_svg
 
         if memory is not None and not on_cpu:
             budget, label = _card_line(report)
@@ -995,8 +1098,8 @@ def render(
 
 def _op_picture(model, options, inputs, output, fmt, layer, engine) -> None:
     from graphcalc.errors import RenderError
-    from graphcalc.render_ops import render as render_ops
-    from graphcalc.trace import trace_file
+    from graphcalc.output.render_ops import render as render_ops
+    from graphcalc.commands.trace import trace_file
 
     if output is None and fmt in ("png", "pdf"):
         raise RenderError(f"{fmt} is binary: give a file with -o FILE")
@@ -1011,7 +1114,7 @@ def _op_picture(model, options, inputs, output, fmt, layer, engine) -> None:
     typer.echo(f"wrote {output}", err=True)
 
 
-# --- trace: the step as a torch.fx graph of ATen ops (graphcalc.trace) ---------------------------
+# --- trace: the step as a torch.fx graph of ATen ops (graphcalc.commands.trace) ---------------------------
 
 TraceFmt = Enum("TraceFmt", {k: k for k in ("code", "json")}, type=str)
 
@@ -1019,22 +1122,22 @@ TraceFmt = Enum("TraceFmt", {k: k for k in ("code", "json")}, type=str)
 @_command
 def trace(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    batch: int = typer.Option(1, "--batch", "-b", help="Batch size."),
-    dtype: Dtype = typer.Option("fp32", help="Dtype of the model and its floating inputs."),
-    optim: Optim = typer.Option("adam", "--optim", help="Optimizer of the training step."),
-    amp: Optional[Amp] = typer.Option(None, help="Autocast dtype (fp32 master weights)."),
+    batch: BatchOption = 1,
+    dtype: DtypeOption = Dtype.fp32,
+    optim: OptimOption = Optim.adam,
+    amp: AmpOption = None,
     device: Device = typer.Option("cpu", help="Device the memory prediction is for."),
-    input: Optional[List[str]] = typer.Option(None, "--input", "-i", help="As for analyze."),
+    input: InputOption = None,
     fmt: TraceFmt = typer.Option("code", "--format", "-f",
                                  help="code (what GraphModule prints) or json (the nodes with "
                                       "their meta)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
-    debug: bool = typer.Option(False, help="Show tracebacks."),
+    output: OutputOption = None,
+    debug: DebugOption = False,
 ):
     """The training step (forward, loss, backward, optimizer; two steps) as a torch.fx graph of
     ATen ops, each node with its shape, layer, phase, FLOPs and bytes."""
 
-    from graphcalc.trace import to_code, to_json, trace_file
+    from graphcalc.commands.trace import to_code, to_json, trace_file
 
     _outputs(model, {"-o": output})
     options = _options(batch, dtype, optim, amp, device)

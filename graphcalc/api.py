@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from .analyze import analyze_module
-from .errors import UsageError
-from .loader import seeded, torch_state_kept
-from .options import Options
-from .report import Report
+from graphcalc.commands.analyze import analyze_module
+from graphcalc.errors import UsageError
+from graphcalc.sources.loader import seeded, torch_state_kept
+from graphcalc.options import Options
+from graphcalc.report import Report
 
 
 def _shapes(input_size) -> list[tuple[int, ...]]:
@@ -161,7 +161,7 @@ def summary(model: nn.Module, input_size=None, *, input_data=None, batch_size: i
                              "example_inputs(batch_size)")
     if depth is not None and (not isinstance(depth, int) or depth < 0):
         raise UsageError(f"depth must be 0 or more, got {depth!r}")
-    from .units import parse_bytes
+    from graphcalc.units import parse_bytes
 
     options = Options(batch=batch, dtype=dtype, optimizer=optim, amp=amp, device=device, gpu=gpu,
                       gpu_memory=None if memory is None else parse_bytes(memory),

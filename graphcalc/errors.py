@@ -91,7 +91,7 @@ def model_fault(e: BaseException) -> BaseException:
 
 
 def raised_inside_graphcalc(e: BaseException) -> str | None:
-    """Where `e` was raised when that is graphcalc's own code ("graphcalc/replay.py:412"), and
+    """Where `e` was raised when that is graphcalc's own code ("graphcalc/fake/replay.py:412"), and
     it is not an error graphcalc raised on the model's behalf; else None."""
     import os
 

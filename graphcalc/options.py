@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import UsageError
-from . import routing as routing_
+from graphcalc.errors import UsageError
+from graphcalc import routing as routing_
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad")
 DEVICES = ("cpu", "cuda")
-# How the step is spread over `world_size` ranks (graphcalc.distributed): none (one device), ddp,
+# How the step is spread over `world_size` ranks (graphcalc.ranks.distributed): none (one device), ddp,
 # zero1 (optimizer state sharded), zero2 (and gradients), fsdp (and parameters: fully_shard).
 SHARDS = ("none", "ddp", "zero1", "zero2", "fsdp")
 # Batches past this are analysed (fake tensors cost nothing) but shapes must stay int64-sized.
@@ -39,7 +39,7 @@ class Options:
     shard: str = "none"
     routing: str = "balanced"  # mixture-of-experts routing assumed (graphcalc.routing)
     fused: bool = False  # the optimizer's fused kernels (torch.optim's fused=True)
-    # The GPU the step is for (graphcalc.gpus; any name find_gpu reads, kept as its key) and its
+    # The GPU the step is for (graphcalc.gpu.gpus; any name find_gpu reads, kept as its key) and its
     # memory in bytes (for a card not in the table, or to override the table's). Either implies
     # device cuda and a verdict: does the step fit?
     gpu: str | None = None
@@ -49,7 +49,7 @@ class Options:
     # the compute capability of a card graphcalc's table lacks (verify on such a GPU reads it
     # off the device); a named card's comes from the table
     gpu_capability: tuple[int, int] | None = None
-    # module path patterns run under torch.utils.checkpoint (graphcalc.checkpointing)
+    # module path patterns run under torch.utils.checkpoint (graphcalc.fake.checkpointing)
     checkpoint: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -78,7 +78,7 @@ class Options:
         except ValueError as e:
             raise UsageError(str(e)) from None
         if self.gpu is not None:
-            from .gpus import find_gpu
+            from graphcalc.gpu.gpus import find_gpu
 
             found = find_gpu(self.gpu)
             object.__setattr__(self, "gpu", found.gpu.key)
@@ -115,9 +115,9 @@ class Options:
 
     @property
     def cuda_target(self):
-        """The GPU a CUDA step is replayed for (graphcalc.cuda): the one named, else an sm80
+        """The GPU a CUDA step is replayed for (graphcalc.gpu.cuda): the one named, else an sm80
         (A100-class) GPU."""
-        from .cuda import DEFAULT_TARGET, CudaTarget
+        from graphcalc.gpu.cuda import DEFAULT_TARGET, CudaTarget
 
         spec = self.gpu_spec
         if spec is None:
@@ -129,10 +129,10 @@ class Options:
 
     @property
     def gpu_spec(self):
-        """The graphcalc.gpus.GPU named, or None."""
+        """The graphcalc.gpu.gpus.GPU named, or None."""
         if self.gpu is None:
             return None
-        from .gpus import find_gpu
+        from graphcalc.gpu.gpus import find_gpu
 
         return find_gpu(self.gpu).gpu
 

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from .errors import RenderError, UsageError
+from graphcalc.errors import RenderError, UsageError
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -71,7 +71,7 @@ class Breakdown:
     optimizer_state: int  # the optimizer's state tensors live at the peak
     batch: int
     activations: int  # forward activations, saved tensors, backward temporaries, the output
-    workspace: int = 0  # cuBLAS/cuDNN workspaces of a CUDA step (graphcalc.cuda)
+    workspace: int = 0  # cuBLAS/cuDNN workspaces of a CUDA step (graphcalc.gpu.cuda)
     # what optimizer.step() makes and frees, live at the peak (0 unless the peak is in step())
     optimizer_temporaries: int = 0
 
@@ -97,7 +97,7 @@ class TimelinePoint:
     peak_bytes: int
 
 
-# Where the memory goes on the timeline, in stacking order (bottom first): graphcalc.timeline.
+# Where the memory goes on the timeline, in stacking order (bottom first): graphcalc.passes.timeline.
 STACK_CATEGORIES = ("parameters", "gradients", "optimizer_state", "optimizer_temporaries",
                     "batch", "activations", "workspace")
 
@@ -148,11 +148,11 @@ class Memory:
     optimizer_state_bytes: int  # the optimizer's state tensors once created (steady state)
     optimizer_temporary_bytes: int  # temporaries of optimizer.step() live at the peak
     timeline: tuple[TimelinePoint, ...] = ()
-    # The stacked timeline across the replayed steps (graphcalc.timeline): every point of a small
+    # The stacked timeline across the replayed steps (graphcalc.passes.timeline): every point of a small
     # step, the lowest and highest of each stretch of a big one, and always the peak's event.
     timeline_stack: tuple[StackPoint, ...] = ()
     timeline_phases: tuple[PhaseSpan, ...] = ()
-    # a CUDA step: the attention kernels chosen as CUDA would (graphcalc.cuda), and the GPU
+    # a CUDA step: the attention kernels chosen as CUDA would (graphcalc.gpu.cuda), and the GPU
     attention_kernels: tuple[str, ...] = ()
     cuda_target: str = ""
     # how much more is held after the last step than after the one before (0 in a steady
@@ -164,9 +164,9 @@ class Memory:
 
 @dataclass(frozen=True)
 class GpuFit:
-    """The step on a GPU: what the caching allocator reserves (graphcalc.allocator, simulated
+    """The step on a GPU: what the caching allocator reserves (graphcalc.gpu.allocator, simulated
     over the replay's allocations and frees), the CUDA context beside it, and whether the sum
-    fits the card (graphcalc.gpus). Without a card (`--device cuda` alone) there is no verdict."""
+    fits the card (graphcalc.gpu.gpus). Without a card (`--device cuda` alone) there is no verdict."""
 
     gpu: str | None  # "H100 SXM 80GB"; None for --memory alone or --device cuda alone
     gpu_key: str | None  # "h100-sxm", as --gpu takes it
@@ -187,7 +187,7 @@ class GpuFit:
     # this card. The replay allocates it as a tensor of the step where a real run does, so it
     # is already inside the allocated and reserved figures: not added again.
     cublas_workspace_bytes: int | None
-    cuda_context_bytes: int  # assumed for the device total (graphcalc.gpus.CUDA_CONTEXT_BYTES)
+    cuda_context_bytes: int  # assumed for the device total (graphcalc.gpu.gpus.CUDA_CONTEXT_BYTES)
     cuda_context_range: tuple[int, int]  # what it is seen to be, by GPU, driver and kernels
     device_total_bytes: int  # peak reserved + CUDA context: what nvidia-smi would show
     headroom_bytes: int | None  # capacity - device total (negative: does not fit)
@@ -198,8 +198,8 @@ class GpuFit:
     # replay, not a stream of allocations, so the device total is peak allocated + context
     reserved_simulated: bool = True
     caveats: tuple[str, ...] = ()  # what the card cannot do of the step asked for (bf16 on sm75)
-    # cuDNN's convolution workspaces are estimated (graphcalc.cuda.conv_workspace): the largest
-    # one; and what the verdict keeps free beyond the device total (graphcalc.gpu_fit: 2% of the
+    # cuDNN's convolution workspaces are estimated (graphcalc.gpu.cuda.conv_workspace): the largest
+    # one; and what the verdict keeps free beyond the device total (graphcalc.gpu.gpu_fit: 2% of the
     # allocated peak, or a third of an estimated workspace live at the peak)
     estimated_bytes: int = 0
     estimate_margin_bytes: int = 0
@@ -265,7 +265,7 @@ class Report:
     flow_inputs: tuple = field(default=(), repr=False)
     flow_outputs: tuple = field(default=(), repr=False)
     # (op, layers) where the step read values of the example inputs (a padding mask, lengths):
-    # the figures are for those values (graphcalc.replay._concrete)
+    # the figures are for those values (graphcalc.fake.values._concrete)
     value_reads: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # FLOPs by ATen op (op, calls, forward, backward), the costliest first (fvcore's by-operator)
     op_flops: tuple[tuple[str, int, int, int], ...] = ()
@@ -273,7 +273,7 @@ class Report:
     routers: tuple[tuple[str, int, int], ...] = ()
     routing: str = "balanced"
     routing_peaks: tuple[tuple[str, int], ...] = ()  # (routing, peak bytes) of each routing
-    # per-rank figures under --world-size/--shard (graphcalc.distributed.Distributed), else None
+    # per-rank figures under --world-size/--shard (graphcalc.ranks.distributed.Distributed), else None
     distributed: Any = None
     gpu: GpuFit | None = None  # --device cuda: reserved memory, and with a GPU the verdict
     # activation checkpointing: the module paths run under torch.utils.checkpoint, and the FLOPs
@@ -389,7 +389,7 @@ class Report:
 
 
 # How a report reads as text (`str(report)`: the terminal table) and in a notebook (HTML), set
-# by graphcalc.formatting (`register_renderer`), which graphcalc's __init__ imports: the report
+# by graphcalc.output.formatting (`register_renderer`), which graphcalc's __init__ imports: the report
 # stays plain data and never imports its renderers.
 RENDERERS: dict[str, Callable[[Report], str]] = {}
 
@@ -402,7 +402,7 @@ def _renderer(kind: str) -> Callable[[Report], str]:
     try:
         return RENDERERS[kind]
     except KeyError:
-        raise RuntimeError(f"no {kind} renderer for Report: import graphcalc.formatting") from None
+        raise RuntimeError(f"no {kind} renderer for Report: import graphcalc.output.formatting") from None
 
 
 def _layer_dict(layer: Layer) -> dict:

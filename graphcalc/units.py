@@ -10,7 +10,7 @@ import math
 import re
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from .errors import UsageError
+from graphcalc.errors import UsageError
 
 _COUNT = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "B": 10**9, "T": 10**12, "P": 10**15}
 _BYTES = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,

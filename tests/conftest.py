@@ -2,7 +2,7 @@
 
 The references are independent of graphcalc's own arithmetic: parameter counts from
 `sum(p.numel())` over a really built model, FLOPs from `torch.utils.flop_counter.FlopCounterMode`
-on a real CPU step, memory from a real CPU step (`graphcalc.measure`).
+on a real CPU step, memory from a real CPU step (`graphcalc.commands.measure`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from graphcalc import loader
-from graphcalc.measure import REFERENCE_CORRECTIONS
-from graphcalc.replay import call_model, compute_loss
+from graphcalc.sources import loader
+from graphcalc.commands.measure import REFERENCE_CORRECTIONS
+from graphcalc.fake.step import call_model, compute_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"

@@ -1,4 +1,4 @@
-"""The caching allocator simulation (graphcalc.allocator) on hand-made allocation sequences.
+"""The caching allocator simulation (graphcalc.gpu.allocator) on hand-made allocation sequences.
 
 Every expected figure is derived by hand from c10/cuda/CUDACachingAllocator.cpp, whose constants
 are kMinBlockSize 512 B, kSmallSize 1 MiB, kSmallBuffer 2 MiB, kMinLargeAlloc 10 MiB,
@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from graphcalc.allocator import CachingAllocator, allocation_size, round_size, simulate
+from graphcalc.gpu.allocator import CachingAllocator, allocation_size, round_size, simulate
 
 K, M = 1024, 1 << 20
 

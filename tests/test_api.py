@@ -228,7 +228,7 @@ def test_batch_dim_places_the_batch_of_input_size():
 
 
 def test_given_input_data_is_counted_once_as_the_real_step_holds_it():
-    from graphcalc.measure import measure_step
+    from graphcalc.commands.measure import measure_step
     from graphcalc.options import Options
 
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))

@@ -18,13 +18,13 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from graphcalc.analyze import analyze_file, analyze_module  # noqa: E402
-from graphcalc.measure import count_flops, counted_steps, measure_step  # noqa: E402
+from graphcalc.commands.analyze import analyze_file, analyze_module  # noqa: E402
+from graphcalc.commands.measure import count_flops, counted_steps, measure_step  # noqa: E402
 from graphcalc.options import Options  # noqa: E402
 from graphcalc.routing import ForcedRouting, assigned  # noqa: E402
 
 from conftest import ROOT, real_model, unique_param_count  # noqa: E402
-from graphcalc import loader  # noqa: E402
+from graphcalc.sources import loader  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 import hf_models  # noqa: E402
@@ -89,7 +89,7 @@ def _build(builder):
 def test_decoders_fed_a_mask_are_exact(builder, optim):
     """An all-ones attention mask lets transformers skip building the 4D mask in a real step (it
     reads the mask); on a fake mask it always builds one. The replay knows the mask's values
-    (graphcalc.replay._concrete), so it skips as the real step does (it was +4.2% on Qwen2)."""
+    (graphcalc.fake.values._concrete), so it skips as the real step does (it was +4.2% on Qwen2)."""
     model, inputs = _build(builder)
     options = Options(batch=2, optimizer=optim)
     report = analyze_module(model, inputs, options)

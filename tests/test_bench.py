@@ -44,7 +44,7 @@ def test_speed_bench_worker_measures_the_same_step(tool):
     cell = json.loads(run.stdout.strip().splitlines()[-1])
     assert cell["seconds"] > 0 and cell["rss"] > 0
     if tool == "graphcalc":
-        from graphcalc.analyze import analyze_file
+        from graphcalc.commands.analyze import analyze_file
         from graphcalc.options import Options
 
         report = analyze_file(str(ROOT / "samples" / "seed_cnn.py"), Options(batch=4))
@@ -69,8 +69,8 @@ def test_screenshots_without_chromium_writes_the_svgs_and_says_so(tmp_path):
 def test_cuda_bench_predictions_with_cuda_hidden_are_the_librarys(tmp_path):
     """bench/accuracy_cuda.py's CUDA-hidden half (what a GPU machine runs with
     CUDA_VISIBLE_DEVICES=): its JSON holds the figures graphcalc's report gives for the card."""
-    from graphcalc import loader
-    from graphcalc.analyze import analyze_module
+    from graphcalc.sources import loader
+    from graphcalc.commands.analyze import analyze_module
     from graphcalc.options import Options
 
     out = tmp_path / "hidden.json"

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from graphcalc import budget
+from graphcalc.commands import budget, budget_cache
 from graphcalc.errors import ConfigError
-from graphcalc.measure import measure_step
+from graphcalc.commands.measure import measure_step
 from graphcalc.options import Options
 from graphcalc_cli.app import app
 
@@ -90,7 +90,7 @@ def _isolated(tmp_path, monkeypatch):
 @pytest.fixture
 def analyses(monkeypatch):
     """Counts the analyses (traces) `check` runs: each in a process of its own
-    (graphcalc.budget_worker)."""
+    (graphcalc.commands.budget_worker)."""
     calls = []
     real = budget._isolated
 
@@ -284,9 +284,9 @@ def test_a_gpu_budget_must_fit_the_card_with_the_device_total(tmp_path):
     # Every tensor of this step (an 8 -> 8 -> 2 MLP at batch 4) is under kSmallSize and all of
     # them together under 2 MiB: the caching allocator holds one 2 MiB small segment
     # (CUDACachingAllocator.cpp: kSmallBuffer). The two cuBLAS workspaces (forward and backward
-    # threads, 8,519,680 B each on a T4: graphcalc.cuda) are 1-10 MiB requests: one 20 MiB
+    # threads, 8,519,680 B each on a T4: graphcalc.gpu.cuda) are 1-10 MiB requests: one 20 MiB
     # segment (kLargeBuffer) holds both. The card holds 2 + 20 MiB + the CUDA context.
-    from graphcalc.gpus import CUDA_CONTEXT_BYTES, find_gpu
+    from graphcalc.gpu.gpus import CUDA_CONTEXT_BYTES, find_gpu
 
     project(tmp_path, width=8, gpu="Tesla T4")
     run = budget.check(budget.load_config(tmp_path / "pyproject.toml"))
@@ -409,7 +409,7 @@ def test_local_imports_are_found_by_parsing(tmp_path):
     (tmp_path / "pkg" / "__init__.py").write_text("from .norm import Norm\n")
     (tmp_path / "pkg" / "norm.py").write_text("")
     (tmp_path / "pkg" / "conv.py").write_text("from . import norm\nfrom .. import late\n")
-    files = budget.local_files(tmp_path / "model.py", tmp_path)
+    files = budget_cache.local_files(tmp_path / "model.py", tmp_path)
     assert [f.relative_to(tmp_path).as_posix() for f in files] == [
         "late.py", "layers.py", "model.py", "pkg/__init__.py", "pkg/conv.py", "pkg/norm.py"]
 
@@ -429,7 +429,7 @@ def test_changed_files_select_the_budgets_they_touch(tmp_path):
     assert cold(["README.py"]) == ["models/net.py:build_model", "models/other.py"]
     assert cold(["notes.txt"]) == []
     assert check().exit_code == 0  # analysed: the cache records what each model imported
-    cache = budget.Cache(budget.default_cache_dir())
+    cache = budget.Cache(budget_cache.default_cache_dir())
     names = lambda files: [b.name for b in budget.select(config, files, cache)]  # noqa: E731
     assert names(["models/layers.py"]) == ["models/net.py:build_model"]
     assert names(["models/other.py"]) == ["models/other.py"]

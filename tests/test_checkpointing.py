@@ -2,7 +2,7 @@
 
 The prediction replays the step with the chosen modules under
 torch.utils.checkpoint.checkpoint(use_reentrant=False); the measurement runs the same step for real
-(graphcalc.measure) with the same wrapping, or with torch's own `apply_activation_checkpointing`
+(graphcalc.commands.measure) with the same wrapping, or with torch's own `apply_activation_checkpointing`
 as the printed plan writes it. Peaks are byte-exact; FLOPs equal FlopCounterMode's on the real
 step, the recompute (the forwards re-run in backward) included in backward and counted apart.
 """
@@ -16,12 +16,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from graphcalc import checkpointing, loader, recompute
-from graphcalc.analyze import analyze_module
+from graphcalc.fake import checkpointing
+from graphcalc.sources import loader
+from graphcalc.commands import recompute
+from graphcalc.commands.analyze import analyze_module
 from graphcalc.errors import UsageError
-from graphcalc.measure import count_step_flops, counted_steps, measure_step
+from graphcalc.commands.measure import count_step_flops, counted_steps, measure_step
 from graphcalc.options import Options
-from graphcalc.replay import example_batch, prepare_inputs
+from graphcalc.fake.step import example_batch, prepare_inputs
 from graphcalc_cli.app import app
 
 from conftest import ROOT, SAMPLES
@@ -195,9 +197,9 @@ def test_verify_checks_the_recompute_against_the_real_step():
 @pytest.mark.slow
 @pytest.mark.parametrize("shard", ["ddp", "fsdp"])
 def test_checkpointed_ranks_are_exact(shard):
-    """Two real gloo ranks (graphcalc.measure_distributed) with the blocks checkpointed before
+    """Two real gloo ranks (graphcalc.commands.measure_distributed) with the blocks checkpointed before
     DDP or fully_shard wraps the model, against the per-rank prediction."""
-    from graphcalc.measure_distributed import measure_distributed
+    from graphcalc.commands.measure_distributed import measure_distributed
 
     src, make_inputs = _gpt()
     options = Options(batch=2, optimizer="adam", world_size=2, shard=shard, checkpoint=("h.*",))

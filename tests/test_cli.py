@@ -13,8 +13,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from graphcalc.analyze import analyze_file
-from graphcalc.gpus import CUDA_CONTEXT_BYTES
+from graphcalc.commands.analyze import analyze_file
+from graphcalc.gpu.gpus import CUDA_CONTEXT_BYTES
 from graphcalc.options import Options
 from graphcalc_cli.app import app
 
@@ -260,7 +260,7 @@ def test_an_input_of_the_batch_alone(tmp_path, spec):
 
 def test_input_spec_forms():
     from graphcalc.errors import UsageError
-    from graphcalc.loader import InputSpec
+    from graphcalc.sources.loader import InputSpec
 
     assert InputSpec.parse(":int64").make(5).shape == (5,)
     assert InputSpec.parse("bool").make(3).dtype == torch.bool
@@ -395,10 +395,10 @@ def test_plan_is_for_gpus_by_default_and_says_ranks_on_cpu():
     assert "per rank" in cpu and "for cpu" in cpu and "peak/rank" in cpu
 
 
-# --- --gpu / --memory: the step on a GPU (graphcalc.gpus, graphcalc.allocator) ---------------------
+# --- --gpu / --memory: the step on a GPU (graphcalc.gpu.gpus, graphcalc.gpu.allocator) ---------------------
 
 def test_gpu_json_says_which_card_and_equals_the_library():
-    from graphcalc.gpus import CUDA_CONTEXT_BYTES, find_gpu
+    from graphcalc.gpu.gpus import CUDA_CONTEXT_BYTES, find_gpu
 
     result = run("analyze", CNN, "--batch", "16", "--gpu", "NVIDIA A100-SXM4-80GB", "-f", "json")
     assert result.exit_code == 0, result.output
@@ -412,7 +412,7 @@ def test_gpu_json_says_which_card_and_equals_the_library():
     assert g["peak_reserved_bytes"] % (2 << 20) == 0
     assert g["peak_reserved_bytes"] >= g["peak_allocated_bytes"] >= d["memory"]["peak_bytes"]
     assert g["device_total_bytes"] == g["peak_reserved_bytes"] + CUDA_CONTEXT_BYTES
-    # the headroom is what is left beyond the margin the verdict keeps (graphcalc.gpu_fit)
+    # the headroom is what is left beyond the margin the verdict keeps (graphcalc.gpu.gpu_fit)
     assert g["estimate_margin_bytes"] > 0
     assert g["headroom_bytes"] == g["capacity_bytes"] - g["device_total_bytes"] \
         - g["estimate_margin_bytes"] and g["fits"]
@@ -514,8 +514,8 @@ def test_plan_on_a_gpu_judges_the_device_total():
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())
     assert "(L4 24GB, device totals)" in out and "held/GPU" in out
-    from graphcalc import loader
-    from graphcalc.distributed import plan
+    from graphcalc.sources import loader
+    from graphcalc.ranks.distributed import plan
 
     src = loader.load(spec)
     rows = plan(loader.build_model(src, device="meta"), src.example_inputs,
@@ -525,3 +525,46 @@ def test_plan_on_a_gpu_judges_the_device_total():
     assert rows[0].device_total_bytes == one.device_total_bytes
     # 1 GiB is more than the context and a few MiB of segments: both fit
     assert all(r.fits for r in rows) and rows[1].device_total_bytes > (512 << 20)
+
+
+# --- every command that prints figures takes --format json and -o --------------------------------
+
+def test_fit_as_json_is_the_figures_it_prints(tmp_path):
+    table = run("fit", CNN, "--device", "cpu", "--memory", "8MiB")
+    assert table.exit_code == 0, table.output
+    d = json.loads(run("fit", CNN, "--device", "cpu", "--memory", "8MiB", "-f", "json").stdout)
+    assert d["target"] == "cpu" and d["memory_bytes"] == 8 << 20
+    assert f"that fits 8.00 MiB: {d['batch']} (" in table.stdout
+    # the batch found is the largest whose predicted peak fits (a real step checks it in
+    # tests/test_verify.py); the JSON's points are the analyses the search made
+    assert d["peak_bytes"] <= 8 << 20 and [d["batch"], d["peak_bytes"]] in d["points"]
+    assert d["evaluations"] == len(d["points"])
+    out = tmp_path / "fit.json"
+    written = run("fit", CNN, "--device", "cpu", "--memory", "8MiB", "-f", "json", "-o", str(out))
+    assert written.exit_code == 0 and json.loads(out.read_text()) == d
+    assert "Fitting the CPU" in written.stderr and written.stdout == ""
+
+
+def test_plan_as_json_has_every_row_of_its_table(tmp_path):
+    spec = str(SAMPLES / "mnist_mlp.py")
+    args = ["plan", spec, "--batch", "8", "--memory", "2MiB", "--world-size", "1",
+            "--world-size", "2", "--shard", "ddp", "--shard", "fsdp", "--device", "cpu"]
+    d = json.loads(run(*args, "-f", "json").stdout)
+    assert d["unit"] == "rank" and d["global_batch"] == 8
+    assert [(r["world_size"], r["shard"]) for r in d["rows"]] == [(1, "none"), (2, "ddp"),
+                                                                  (2, "fsdp")]
+    assert all(r["per_rank_batch"] * r["world_size"] == 8 for r in d["rows"])
+    text = tmp_path / "plan.txt"
+    assert run(*args, "-o", str(text)).exit_code == 0
+    assert "fsdp" in text.read_text() and "batch/rank" in text.read_text()
+
+
+def test_verify_as_json_holds_predicted_and_measured(tmp_path):
+    out = tmp_path / "v.json"
+    result = run("verify", str(SAMPLES / "mnist_mlp.py"), "--batch", "4", "--steps", "2",
+                 "-f", "json", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    d = json.loads(out.read_text())
+    peak = next(c for c in d["checks"] if c["unit"] == "B" and "peak" in c["figure"])
+    assert peak["predicted"] == peak["measured"] and d["failed"] == []
+    assert d["config"]["batch"] == 4

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from graphcalc.analyze import analyze_module
+from graphcalc.commands.analyze import analyze_module
 from graphcalc.options import Options
-from graphcalc.replay import call_model, compute_loss
+from graphcalc.fake.step import call_model, compute_loss
 from graphcalc.report import ROOT
 
 from conftest import real_model, sample
@@ -139,7 +139,7 @@ def test_seed_cnn_relu_output_is_saved_once_at_the_relu():
 
 
 def test_a_module_called_three_times_shows_its_call_count():
-    from graphcalc.formatting import to_markdown, to_table
+    from graphcalc.output.formatting import to_markdown, to_table
 
     model, make, _ = _case("reused")
     report = analyze_module(model, make, Options(batch=2))

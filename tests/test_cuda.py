@@ -1,4 +1,4 @@
-"""The CUDA step replayed on CPU fake tensors (graphcalc.cuda), each rule from torch's source and
+"""The CUDA step replayed on CPU fake tensors (graphcalc.gpu.cuda), each rule from torch's source and
 its figure derived by hand: which attention kernel CUDA picks and what it saves, CUDA's autocast
 lists, the cuBLAS workspaces, the fused optimizer. (Real-GPU figures: bench/accuracy.py
 --device cuda, on a machine with one.)"""
@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from graphcalc import cuda
-from graphcalc.analyze import analyze_module
+from graphcalc.gpu import cuda
+from graphcalc.commands.analyze import analyze_module
 from graphcalc.options import Options
 
 A100, T4, RTX3090, H100 = (cuda.CudaTarget((8, 0), "A100"), cuda.CudaTarget((7, 5), "T4"),
@@ -197,7 +197,7 @@ def test_adam_step_counters_are_cpu_tensors_on_cuda():
 
 
 def test_autocast_lists_are_the_installed_torch_s():
-    """graphcalc.cuda's CUDA autocast lists equal aten/src/ATen/autocast_mode.h's macros as the
+    """graphcalc.gpu.cuda's CUDA autocast lists equal aten/src/ATen/autocast_mode.h's macros as the
     installed torch ships them (a `vdot` missing from the promote list broke spectral norm)."""
     import re
     from pathlib import Path

@@ -1,6 +1,6 @@
 """Per-rank memory under DDP and FSDP against real 2-process runs (gloo, CPU).
 
-The reference is `graphcalc.measure_distributed`: two processes on this machine, the sample
+The reference is `graphcalc.commands.measure_distributed`: two processes on this machine, the sample
 wrapped in DistributedDataParallel or FSDP2's fully_shard, real steps, each rank's live tensor
 bytes counted as `verify` counts them. The prediction never starts a process.
 """
@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
-from graphcalc.analyze import analyze_module
-from graphcalc.distributed import communication, plan, shard_units, _Param
+from graphcalc.commands.analyze import analyze_module
+from graphcalc.ranks.distributed import communication, plan, shard_units, _Param
 from graphcalc.errors import UsageError
-from graphcalc.measure_distributed import measure_distributed
+from graphcalc.commands.measure_distributed import measure_distributed
 from graphcalc.options import Options
 
 from conftest import SAMPLES, real_model, sample

@@ -27,7 +27,7 @@ def test_the_breakdown_adds_up_to_the_peak_and_keeps_the_state_apart(extra):
     """The JSON breakdown's optimizer_state is the state alone (step()'s temporaries are their
     own part), and the parts add up to the peak, CUDA workspaces included; the text line shows
     the same parts."""
-    from graphcalc.measure import measure_step
+    from graphcalc.commands.measure import measure_step
     from graphcalc.options import Options
 
     args = ["analyze", str(SAMPLES / "mnist_mlp.py"), "--batch", "64", "--optim", "adam", *extra]
@@ -37,7 +37,7 @@ def test_the_breakdown_adds_up_to_the_peak_and_keeps_the_state_apart(extra):
     if not extra:  # the CPU peak is in step(): state and temporaries, each measured for real
         assert parts["optimizer_temporaries"] > 0
         assert parts["optimizer_state"] == memory["optimizer_state_bytes"]
-        from graphcalc import loader
+        from graphcalc.sources import loader
 
         source = sample("mnist_mlp")
         real = measure_step(loader.build_model(source, device=None), source.example_inputs,
@@ -122,7 +122,7 @@ def test_fit_on_a_model_that_cannot_train_on_one_sample_starts_at_two(tmp_path):
         def example_inputs(batch_size):
             return torch.randn(batch_size, 16)
         """)
-    from graphcalc import loader
+    from graphcalc.sources import loader
 
     source = loader.load(str(path))
     with pytest.raises(ValueError, match="more than 1 value per channel"):
@@ -156,7 +156,8 @@ def test_a_figure_reads_in_its_best_unit(fn, value, text):
 
 
 def test_a_growth_without_a_baseline_says_so():
-    from graphcalc.budget import Check, value_text
+    from graphcalc.commands.budget_text import value_text
+    from graphcalc.commands.budget_types import Check
 
     check = Check(figure="params", kind="growth", value=None, limit=0.05)
     assert value_text(check) == "--"  # was "? params"; the verdict column says why
@@ -166,8 +167,8 @@ def test_a_seq_len_past_a_learned_position_table_is_refused_as_real_torch_refuse
     """GPT-2 has a learned table of n_positions rows: a longer --seq-len fails for real (an index
     out of range), so it is refused with the config's limit named. Llama's rotary positions run
     past max_position_embeddings for real, so there it is analysed."""
-    from graphcalc import loader
-    from graphcalc.hf import HFOptions
+    from graphcalc.sources import loader
+    from graphcalc.sources.hf import HFOptions
 
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()
@@ -256,9 +257,9 @@ def test_a_padded_falcon_follows_the_real_steps_path(side, attn, extra, tmp_path
     to follow the inputs' values): peak and FLOPs equal a real step's, for left, right and no
     padding, SDPA and eager attention, ALiBi and the new decoder architecture."""
     pytest.importorskip("transformers")
-    from graphcalc import loader
+    from graphcalc.sources import loader
     from graphcalc.options import Options
-    from graphcalc.verify import verify
+    from graphcalc.commands.verify import verify
 
     path = tmp_path / "falcon.py"
     path.write_text(FALCON.format(side=side, attn=attn, extra=extra))
@@ -300,9 +301,9 @@ def test_checkpointing_multihead_attention_runs_as_in_real_torch(pattern, tmp_pa
     """A checkpoint saves its inputs and re-runs with them; under the replay's saved-tensor
     hooks `query is key` no longer held, so nn.MultiheadAttention took its other path in the
     recompute ("different metadata"). Now byte-exact against the real checkpointed step."""
-    from graphcalc import loader
+    from graphcalc.sources import loader
     from graphcalc.options import Options
-    from graphcalc.verify import verify
+    from graphcalc.commands.verify import verify
 
     path = tmp_path / "mha.py"
     path.write_text(MHA_BLOCKS)
@@ -320,10 +321,10 @@ def test_checkpointing_multihead_attention_runs_as_in_real_torch(pattern, tmp_pa
 def test_a_fault_inside_graphcalc_is_an_internal_error_on_every_command(command, monkeypatch):
     """A bug in graphcalc's own code while it replays a model that is fine is exit 3 and says
     so, on every command; never "the model failed" (exit 2)."""
-    from graphcalc import replay
+    from graphcalc.fake import replay
 
     # a cost of the wrong shape: graphcalc's own _count then fails on it (an AttributeError
-    # raised in graphcalc/replay.py), as a real bug there would
+    # raised in graphcalc/fake/replay.py), as a real bug there would
     monkeypatch.setattr(replay.flops, "cost_of", lambda *args: object())
     result = runner.invoke(app, [command[0], str(SAMPLES / "mnist_mlp.py"), *command[1:]])
     assert result.exit_code == 3, result.output
@@ -372,9 +373,9 @@ def test_wav2vec2_with_ctc_and_a_padded_batch_is_analysed_through(tmp_path):
     the figures 91-99% low. Now the draw is taken at the top of its range (no layer skipped)
     and the masked index is shaped by the known mask: byte-exact against the real step."""
     pytest.importorskip("transformers")
-    from graphcalc import loader
+    from graphcalc.sources import loader
     from graphcalc.options import Options
-    from graphcalc.verify import verify
+    from graphcalc.commands.verify import verify
 
     path = tmp_path / "w2v.py"
     path.write_text(W2V)
@@ -416,10 +417,10 @@ def test_flops_by_operator_equal_flopcountermodes_own_breakdown(name, batch):
     add up to the step's total."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from graphcalc import loader
-    from graphcalc.analyze import analyze_file
+    from graphcalc.sources import loader
+    from graphcalc.commands.analyze import analyze_file
     from graphcalc.options import Options
-    from graphcalc.replay import call_model, compute_loss
+    from graphcalc.fake.step import call_model, compute_loss
 
     from conftest import REFERENCE_CORRECTIONS
 
@@ -443,8 +444,8 @@ def test_flops_by_operator_equal_flopcountermodes_own_breakdown(name, batch):
 def test_input_shapes_are_the_first_calls_as_a_real_forward_sees_them():
     """torchinfo's input-size column: each layer's input shapes, against forward hooks on the
     real model (first call, positional tensors)."""
-    from graphcalc import loader
-    from graphcalc.analyze import analyze_file
+    from graphcalc.sources import loader
+    from graphcalc.commands.analyze import analyze_file
     from graphcalc.options import Options
 
     source = sample("seed_cnn")

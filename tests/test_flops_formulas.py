@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from graphcalc import flops
-from graphcalc.analyze import analyze_module
+from graphcalc.commands.analyze import analyze_module
 from graphcalc.options import Options
 
 

@@ -1,7 +1,7 @@
 """The budget gate against a hostile model (issue 27): a gate passes only when every budget was
 evaluated on figures graphcalc stands behind and all are within; anything else fails, visibly.
 
-Each budget is analysed in a process of its own (graphcalc.budget_worker): what its model does to
+Each budget is analysed in a process of its own (graphcalc.commands.budget_worker): what its model does to
 that process (sys.exit, os._exit, a signal, torch's global state) cannot decide `check`'s exit code
 nor the next budget's figures.
 """
@@ -14,7 +14,7 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from graphcalc import budget
+from graphcalc.commands import budget, budget_cache
 from graphcalc_cli.app import app
 
 runner = CliRunner()
@@ -186,7 +186,7 @@ def test_an_edit_in_a_src_layout_import_is_seen_by_the_cache_and_by_pre_commit(t
     assert result.exit_code == 1 and "cached" not in result.output, result.output
     # pre-commit's selection: the changed file is one the model imported
     config = budget.load_config(tmp_path / "pyproject.toml")
-    cache = budget.Cache(budget.default_cache_dir())
+    cache = budget.Cache(budget_cache.default_cache_dir())
     assert budget.select(config, [tmp_path / "src" / "mylib" / "blocks.py"], cache)
     assert not budget.select(config, [tmp_path / "other.txt"], cache)
 

@@ -1,10 +1,10 @@
-"""The verdict (graphcalc.gpu_fit) on hand-made allocation streams: reserved + CUDA context
+"""The verdict (graphcalc.gpu.gpu_fit) on hand-made allocation streams: reserved + CUDA context
 against the card, with the allocator returning its cache when a cudaMalloc would pass it."""
 
 from __future__ import annotations
 
-from graphcalc.gpu_fit import gpu_fit, gpu_fit_unsimulated
-from graphcalc.gpus import CUDA_CONTEXT_BYTES
+from graphcalc.gpu.gpu_fit import gpu_fit, gpu_fit_unsimulated
+from graphcalc.gpu.gpus import CUDA_CONTEXT_BYTES
 from graphcalc.options import Options
 
 M = 1 << 20

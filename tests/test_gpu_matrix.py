@@ -17,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from graphcalc.analyze import analyze_module
+from graphcalc.commands.analyze import analyze_module
 from graphcalc.errors import GraphcalcError
 from graphcalc.options import Options
 from graphcalc_cli.app import app
@@ -38,7 +38,7 @@ def _real_step_fails(case, dtype: torch.dtype | None, amp: torch.dtype | None, o
     """The error of the model's real CPU step in that precision, or '' when it runs."""
     torch.manual_seed(0)
     model, make_inputs, loss_fn = case.build()
-    from graphcalc.replay import call_model, compute_loss
+    from graphcalc.fake.step import call_model, compute_loss
 
     inputs = make_inputs(BATCH.get(case.name, 2))
     if dtype is not None:
@@ -129,7 +129,7 @@ def test_check_budgets_on_cuda_in_every_precision(precision, tmp_path, monkeypat
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 def test_summary_on_cuda_in_every_precision(precision):
     from graphcalc import summary
-    from graphcalc import loader
+    from graphcalc.sources import loader
 
     src = loader.load(CNN)
     torch.manual_seed(0)
@@ -142,7 +142,7 @@ def test_summary_on_cuda_in_every_precision(precision):
 def test_verify_predicts_for_the_gpu_it_runs_on(monkeypatch):
     """verify --device cuda names the card it runs on: a card of the table by its entry, another
     by the memory and compute capability the device reports."""
-    from graphcalc.verify import on_this_gpu
+    from graphcalc.commands.verify import on_this_gpu
 
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H200")
     o = on_this_gpu(Options(device="cuda"))

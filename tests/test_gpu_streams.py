@@ -13,8 +13,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from graphcalc import snapshot, snapshot_compare
-from graphcalc.analyze import analyze_module
+from graphcalc.output import snapshot
+from graphcalc.output import snapshot_compare
+from graphcalc.commands.analyze import analyze_module
 from graphcalc.options import Options
 from graphcalc_cli.app import app
 
@@ -64,11 +65,11 @@ def _real_events(path):
 
 @pytest.mark.parametrize("key", sorted(ROWS))
 def test_the_simulated_allocator_on_a_real_stream_gives_the_real_peaks(key, streams):
-    """graphcalc's caching allocator (graphcalc.allocator) fed the real run's own allocations
+    """graphcalc's caching allocator (graphcalc.gpu.allocator) fed the real run's own allocations
     gives the max_memory_allocated it reported (blocks handed out whole, unsplit remainders
     included) within 2 MiB, and its max_memory_reserved within 4% (exact on 12 of 15; the
     ResNets' large cuDNN workspaces part it by -3.4% and +2.9%: a gap of the allocator model)."""
-    from graphcalc.allocator import simulate
+    from graphcalc.gpu.allocator import simulate
 
     r = simulate(_real_events(streams / f"{key}.pickle"))
     row = ROWS[key]

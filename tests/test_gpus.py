@@ -1,4 +1,4 @@
-"""The GPU table (graphcalc.gpus): names as people type them and as nvidia-smi prints them, and
+"""The GPU table (graphcalc.gpu.gpus): names as people type them and as nvidia-smi prints them, and
 the figures that follow from the compute capability (sources in the module docstring)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from graphcalc.errors import UsageError
-from graphcalc.gpus import CUDA_CONTEXT_BYTES, CUDA_CONTEXT_RANGE, GPUS, MiB, find_gpu
+from graphcalc.gpu.gpus import CUDA_CONTEXT_BYTES, CUDA_CONTEXT_RANGE, GPUS, MiB, find_gpu
 
 
 @pytest.mark.parametrize("name,key", [
@@ -71,7 +71,7 @@ def test_memory_is_the_drivers_figure_below_the_marketed_size():
 
 
 def test_every_name_maps_to_one_card():
-    from graphcalc.gpus import _INDEX, _compact
+    from graphcalc.gpu.gpus import _INDEX, _compact
     for g in GPUS:
         for n in (g.key, g.name, *g.aliases):
             assert _INDEX[_compact(n)] is g, n

@@ -7,8 +7,8 @@ samples/), with the shape of the tensor that flows; the graph must hold exactly 
 import networkx as nx
 import pytest
 
-from graphcalc.analyze import analyze_file, analyze_module
-from graphcalc.graph import execution_order, layer_graph
+from graphcalc.commands.analyze import analyze_file, analyze_module
+from graphcalc.passes.graph import execution_order, layer_graph
 from graphcalc.options import Options
 
 import flow_models

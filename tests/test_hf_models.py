@@ -13,8 +13,8 @@ sys.path.insert(0, str(__import__("conftest").ROOT / "bench"))
 
 import hf_models  # noqa: E402
 
-from graphcalc.analyze import analyze_module  # noqa: E402
-from graphcalc.measure import count_flops, measure_step  # noqa: E402
+from graphcalc.commands.analyze import analyze_module  # noqa: E402
+from graphcalc.commands.measure import count_flops, measure_step  # noqa: E402
 from graphcalc.options import Options  # noqa: E402
 from graphcalc.report import TRACER  # noqa: E402
 
@@ -40,5 +40,5 @@ def test_hf_model_against_a_real_step(name):
     _, fresh, _, _ = hf_models.build(name)
     measured = measure_step(fresh, make_inputs, options, loss_fn=loss_fn)
     # Byte-exact on every one (Swin was +0.75% until layer_norm_backward's contiguous grad_input
-    # was modelled: graphcalc.kernels).
+    # was modelled: graphcalc.fake.kernels).
     assert report.memory.peak_bytes == measured.peak_bytes

@@ -1,4 +1,4 @@
-"""Models by their Hugging Face name or config (graphcalc.hf): `hf:NAME` from a local cache,
+"""Models by their Hugging Face name or config (graphcalc.sources.hf): `hf:NAME` from a local cache,
 a config.json, a model folder. Every config is written here (no network: HF_HUB_OFFLINE is set,
 and `hf:NAME` resolves in a fake cache under tmp_path); the models are built from it with random
 weights only where a real step is compared."""
@@ -18,13 +18,13 @@ pytest.importorskip("transformers")
 
 from typer.testing import CliRunner  # noqa: E402
 
-from graphcalc import loader  # noqa: E402
-from graphcalc.analyze import analyze_file  # noqa: E402
+from graphcalc.sources import loader  # noqa: E402
+from graphcalc.commands.analyze import analyze_file  # noqa: E402
 from graphcalc.errors import GraphcalcError, ModelFileError, UsageError  # noqa: E402
-from graphcalc.hf import HFOptions, hub_cache  # noqa: E402
+from graphcalc.sources.hf import HFOptions, hub_cache  # noqa: E402
 from graphcalc.options import Options  # noqa: E402
 from graphcalc.report import TRACER  # noqa: E402
-from graphcalc.verify import verify  # noqa: E402
+from graphcalc.commands.verify import verify  # noqa: E402
 from graphcalc_cli.app import app  # noqa: E402
 
 from conftest import unique_param_count  # noqa: E402
@@ -377,8 +377,8 @@ def test_an_8b_config_analyses_on_meta_without_its_weights(tmp_path):
 def test_analysis_and_fit_build_only_on_meta(tmp_path, monkeypatch):
     """No weight is allocated by analyze or fit: every build is on the meta device, and a failed
     analysis is not retried on a model built for real, as a model file's is (loader.meta_only)."""
-    from graphcalc import analyze as analyze_step
-    from graphcalc.verify import fit_source
+    from graphcalc.commands import analyze as analyze_step
+    from graphcalc.commands.verify import fit_source
 
     spec = write_config(tmp_path, "gpt2")
     devices = []

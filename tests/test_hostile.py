@@ -97,7 +97,7 @@ def test_a_per_step_leak_is_not_steady(tmp_path):
             return torch.randn(batch_size, 64)
         """)
     # the real thing: each step keeps 32 x 64 fp32 more
-    from graphcalc.measure import measure_step
+    from graphcalc.commands.measure import measure_step
     from graphcalc.options import Options
 
     torch.manual_seed(0)
@@ -195,9 +195,9 @@ def test_a_valid_training_setup_is_analysed_and_exact(case, tmp_path):
     path, mod = _module(tmp_path, VALID_SETUPS[case])
     model = mod.build_model()
     model(mod.example_inputs(4)).sum().backward()  # real torch trains it
-    from graphcalc import loader
+    from graphcalc.sources import loader
     from graphcalc.options import Options
-    from graphcalc.verify import verify
+    from graphcalc.commands.verify import verify
 
     source = loader.load(str(path))
     result = verify(source, Options(batch=4, steps=2), source.example_inputs)

@@ -1,5 +1,6 @@
-"""No import cycles inside graphcalc: the layout is a pipeline (load -> replay -> cost -> memory
--> report -> render), each module importing only those before it.
+"""The layout is the pipeline: no import cycles inside graphcalc, and no stage importing a later
+one (sources -> flops -> gpu -> fake -> passes -> ranks -> output -> commands, with the shared
+modules beside them all), each module at most about 600 lines.
 
 An AST scan of every module's imports, those inside functions (lazy) included: a lazy import
 hides a cycle from the interpreter, not from the design. A package importing its own submodules
@@ -78,3 +79,75 @@ def test_the_scan_sees_lazy_imports_and_cycles(tmp_path):
     assert set(g.edges) >= {("graphcalc.a", "graphcalc.b"), ("graphcalc.b", "graphcalc.a"),
                             ("graphcalc.c", "graphcalc.a")}
     assert module_cycles(g) == [["graphcalc.a", "graphcalc.b"]]
+
+
+# --- the pipeline's direction ---------------------------------------------------------------------
+
+# The stages, in the order the pipeline runs them; a stage imports only those before it (and
+# itself) and the shared modules. See each sub-package's docstring and docs/architecture.md.
+LINES_LIMIT = 650  # "no module over about 600 lines"
+OVER_LIMIT: dict = {}
+STAGES = ["sources", "flops", "gpu", "fake", "passes", "ranks", "output", "commands"]
+# Modules every stage shares: they import only one another (options also looks a card up in
+# graphcalc.gpu, the one table of GPUs, when an Options names one).
+SHARED = {"errors", "units", "outputs", "torchlogs", "report", "routing", "options", "version"}
+SHARED_MAY_IMPORT = {"options": {"gpu"}}
+FACADE = {"", "api"}  # graphcalc/__init__.py and graphcalc.api: the public API, built on all
+
+
+def _where(module: str) -> str:
+    """'graphcalc.fake.replay' -> 'fake'; 'graphcalc.errors' -> 'errors'; 'graphcalc' -> ''."""
+    parts = module.split(".")[1:]
+    return parts[0] if parts else ""
+
+
+def direction_faults(g: nx.DiGraph) -> list[str]:
+    faults = []
+    for a, b in g.edges:
+        here, there = _where(a), _where(b)
+        if here == there or here in FACADE:
+            continue
+        if here in SHARED:
+            ok = there in SHARED or there in SHARED_MAY_IMPORT.get(here, ())
+        elif here in STAGES:
+            ok = there in SHARED or (there in STAGES
+                                     and STAGES.index(there) <= STAGES.index(here))
+        else:
+            ok = False
+        if not ok:
+            faults.append(f"{a} imports {b}")
+    return sorted(faults)
+
+
+def test_no_stage_imports_a_later_one():
+    assert direction_faults(import_graph()) == []
+
+
+def test_every_module_is_in_a_stage_or_shared_and_every_stage_says_what_it_holds():
+    for path in PACKAGE.rglob("*.py"):
+        where = _where(_module_name(path))
+        assert where in FACADE or where in SHARED or where in STAGES, path
+    for stage in STAGES:
+        init = PACKAGE / stage / "__init__.py"
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and "May import" in doc, f"{init} says what it holds and what it may import"
+
+
+def test_no_module_is_over_about_600_lines():
+    sizes = {str(p.relative_to(PACKAGE.parent)): len(p.read_text().splitlines())
+             for p in PACKAGE.rglob("*.py")}
+    assert {p: n for p, n in sizes.items() if n > LINES_LIMIT} == OVER_LIMIT
+
+
+def test_the_direction_check_sees_a_stage_importing_a_later_one(tmp_path):
+    pkg = tmp_path / "graphcalc"
+    for stage in ("fake", "passes"):
+        (pkg / stage).mkdir(parents=True)
+        (pkg / stage / "__init__.py").write_text('"""May import nothing."""\n')
+    (pkg / "__init__.py").write_text("")
+    (pkg / "fake" / "replay.py").write_text("def f():\n    from graphcalc.passes import x\n")
+    (pkg / "passes" / "x.py").write_text("from graphcalc.fake import replay\n")
+    (pkg / "errors.py").write_text("from graphcalc.fake import replay\n")
+    assert direction_faults(import_graph(pkg)) == [
+        "graphcalc.errors imports graphcalc.fake.replay",
+        "graphcalc.fake.replay imports graphcalc.passes.x"]

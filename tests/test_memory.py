@@ -1,6 +1,6 @@
 """Peak training memory predicted on fake tensors against a real CPU step, byte for byte.
 
-The measurement (`graphcalc.measure`) runs the real step on real tensors and counts the bytes of
+The measurement (`graphcalc.commands.measure`) runs the real step on real tensors and counts the bytes of
 live tensor storages as it runs; the prediction never allocates an activation or a weight.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from graphcalc.analyze import analyze_module
-from graphcalc.measure import measure_step
+from graphcalc.commands.analyze import analyze_module
+from graphcalc.commands.measure import measure_step
 from graphcalc.options import Options
 
 from conftest import real_model, sample
@@ -171,7 +171,7 @@ def test_an_alias_of_a_storage_is_one_allocation_freed_when_both_die():
     object, the same allocation): counted once, and held until both have died."""
     import gc
 
-    from graphcalc.tracking import LiveStorages
+    from graphcalc.fake.tracking import LiveStorages
 
     tracker = LiveStorages()
     real, other = torch.empty(100), torch.empty(100)

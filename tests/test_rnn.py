@@ -18,10 +18,10 @@ sys.path.insert(0, str(__import__("conftest").ROOT / "bench"))
 
 import rnn_models  # noqa: E402
 
-from graphcalc import fake_vs_real  # noqa: E402
-from graphcalc.analyze import analyze_module  # noqa: E402
-from graphcalc.kernels import lstm_workspace_bytes  # noqa: E402
-from graphcalc.measure import measure_step  # noqa: E402
+from graphcalc.fake import fake_vs_real  # noqa: E402
+from graphcalc.commands.analyze import analyze_module  # noqa: E402
+from graphcalc.fake.kernels import lstm_workspace_bytes  # noqa: E402
+from graphcalc.commands.measure import measure_step  # noqa: E402
 from graphcalc.options import Options  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def _real_workspace(seq, batch, input_size, hidden, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_lstm_workspace_rule_matches_the_real_kernel(dtype):
-    """The oneDNN workspace rule (graphcalc.kernels) against what the real kernel returns, on
+    """The oneDNN workspace rule (graphcalc.fake.kernels) against what the real kernel returns, on
     random shapes: page rounding, the 64-byte leading dimensions, the 256-multiple bump."""
     try:
         _real_workspace(2, 2, 3, 4, dtype)
@@ -242,7 +242,7 @@ def test_a_stale_storage_is_forgotten_when_it_dies():
     lives (a view of it too); a new tensor the allocator puts at a dead one's address is not
     (keyed by address alone, step 2's packed batch sizes of the zoo's packed GRU were once taken
     for stale, now and then, and the GRU analysed around)."""
-    from graphcalc.replay import StaleStorages
+    from graphcalc.fake.values import StaleStorages
 
     stale = StaleStorages()
     t = torch.zeros(8, dtype=torch.int64)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from graphcalc.analyze import analyze_module
+from graphcalc.commands.analyze import analyze_module
 from graphcalc.options import Options
 
 from conftest import SAMPLES, real_model, reference_flops, sample, unique_param_count
@@ -58,7 +58,7 @@ def test_flops_are_linear_in_batch(name):
     src = sample(name)
     model = real_model(src) if name not in ("llama",) else None
     if model is None:
-        from graphcalc import loader
+        from graphcalc.sources import loader
 
         model = loader.build_model(src, device="meta")
     # Batch 2 and 8: BatchNorm refuses a batch of one in training, as it does for real.

@@ -12,7 +12,7 @@ from conftest import SAMPLES
 
 SCRIPT = """
 import json, sys
-from graphcalc.analyze import analyze_file
+from graphcalc.commands.analyze import analyze_file
 from graphcalc.options import Options
 def peak_rss_kib():
     # VmHWM belongs to this process image; getrusage's ru_maxrss would carry over the high-water

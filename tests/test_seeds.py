@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from graphcalc.analyze import analyze_file, analyze_module
+from graphcalc.commands.analyze import analyze_file, analyze_module
 from graphcalc.options import Options
 
 from conftest import SAMPLES, sample
@@ -86,7 +86,7 @@ def test_residual_block_shapes():
 
 def test_resnet18_shape_table():
     src = sample("resnet18")
-    from graphcalc import loader
+    from graphcalc.sources import loader
 
     model = loader.build_model(src)
     r = analyze_module(model, src.example_inputs, Options(batch=1), loss_fn=src.loss)

@@ -1,5 +1,5 @@
-"""The training step as a torch.fx graph (graphcalc.stepgraph) and the passes over it
-(graphcalc.graphpasses).
+"""The training step as a torch.fx graph (graphcalc.fake.stepgraph) and the passes over it
+(graphcalc.passes.graphpasses).
 
 The graph is complete when the passes, reading nothing but node meta, give exactly what the
 recorder tallied as the ops went by: every layer's FLOPs forward and backward, bias adds and
@@ -19,13 +19,13 @@ import pytest
 import torch
 from torch import nn
 
-from graphcalc import graphpasses as gp
-from graphcalc import loader
-from graphcalc.analyze import _layers, analyze_module, resolve_inputs
+from graphcalc.passes import graphpasses as gp
+from graphcalc.sources import loader
+from graphcalc.commands.analyze import _layers, analyze_module, resolve_inputs
 from graphcalc.options import Options
-from graphcalc.replay import replay
-from graphcalc.stepgraph import TensorValue
-from graphcalc.timeline import step_memory
+from graphcalc.fake.replay import replay
+from graphcalc.fake.stepgraph import TensorValue
+from graphcalc.passes.timeline import step_memory
 
 from conftest import ROOT, SAMPLES
 
@@ -193,7 +193,7 @@ def test_the_step_graph_is_a_valid_fx_graph(spec, config):
     # torch.fx's own check: every node's arguments defined before it (the getitem of a
     # multi-output op and an inlined constant come before the op that reads them), targets
     # callable, names unique; and the GraphModule's code compiles
-    from graphcalc.trace import trace_file
+    from graphcalc.commands.trace import trace_file
 
     sg = trace_file(spec, CONFIGS[config])
     sg.graph.lint()
@@ -310,7 +310,7 @@ def test_trace_takes_analyzes_options():
     conv = next(n for n in nodes if n["target"] == "aten.convolution.default")
     assert conv["val"]["dtype"] == "bfloat16"
     r = _cli("trace", CNN, "--device", "cuda", "--format", "json")
-    # every storage in the CUDA allocator's 512-byte blocks (graphcalc.cuda)
+    # every storage in the CUDA allocator's 512-byte blocks (graphcalc.gpu.cuda)
     assert all(n["allocates"] % 512 == 0 for n in json.loads(r.stdout)["nodes"])
 
 
@@ -353,9 +353,9 @@ def _export(tmp_path, batch=4, dynamic=False):
 
 
 def test_an_exported_program_is_analysed_as_its_model_and_as_a_real_step(tmp_path):
-    from graphcalc.analyze import analyze_file
-    from graphcalc.exported import load_exported
-    from graphcalc.measure import measure_step
+    from graphcalc.commands.analyze import analyze_file
+    from graphcalc.sources.exported import load_exported
+    from graphcalc.commands.measure import measure_step
 
     src, path = _export(tmp_path)
     options = Options(batch=4, optimizer="sgd")
@@ -369,7 +369,7 @@ def test_an_exported_program_is_analysed_as_its_model_and_as_a_real_step(tmp_pat
             for L in exported.layers if L.name != "(root)"] == [
         (L.name, L.type, L.flops_forward, L.flops_backward, L.params)
         for L in original.layers if L.name != "(root)"]
-    # the real step of the loaded program, byte for byte (graphcalc.measure: live storages)
+    # the real step of the loaded program, byte for byte (graphcalc.commands.measure: live storages)
     source = load_exported(path)
     real = measure_step(source.build(), source.example_inputs, options)
     assert exported.memory.peak_bytes == real.peak_bytes
@@ -377,7 +377,7 @@ def test_an_exported_program_is_analysed_as_its_model_and_as_a_real_step(tmp_pat
 
 
 def test_an_exported_program_with_a_dynamic_batch_runs_at_any_batch(tmp_path):
-    from graphcalc.analyze import analyze_file
+    from graphcalc.commands.analyze import analyze_file
 
     _, path = _export(tmp_path, dynamic=True)
     at = {b: analyze_file(str(path), Options(batch=b)).totals.flops_forward for b in (4, 12)}
@@ -417,3 +417,56 @@ def test_the_nodes_hold_every_event_of_the_tracker_in_its_order(config):
     for n in sg.nodes("call_function"):
         assert n.meta["allocates"] == sum(d for _, d in n.meta["allocated"])
         assert n.meta["frees"] == -sum(d for _, d in n.meta["freed"])
+
+
+def _runs_as_the_eager_step(spec: str, optimizer: str, tmp_path):
+    """The code `graphcalc trace -o step.py` writes, run on real tensors, against the eager
+    steps: (name, largest difference) of every parameter and buffer after them."""
+    import runpy
+
+    from torch.utils._pytree import tree_leaves
+    from typer.testing import CliRunner
+
+    from graphcalc.fake.step import example_batch, prepare_inputs, training_step
+    from graphcalc.options import make_optimizer
+    from graphcalc_cli.app import app
+
+    code = tmp_path / "step.py"
+    result = CliRunner().invoke(app, ["trace", spec, "--batch", "2", "--optim", optimizer,
+                                      "-o", str(code)])
+    assert result.exit_code == 0, result.output
+    options = Options(batch=2, optimizer=optimizer)
+    src = loader.load(spec)
+    torch.manual_seed(0)
+    model = loader.build_model(src, device=None)
+    named = dict(model.named_parameters()) | dict(model.named_buffers())
+    inputs = prepare_inputs(example_batch(src.example_inputs, 2), options, "cpu")
+    batch = [t for t in tree_leaves(inputs) if isinstance(t, torch.Tensor)]
+    order = [n.meta["input"] for n in _both(spec, options)[1].graph.nodes
+             if n.op == "placeholder"]
+    args = [batch[int(name[6:])].clone() if name.startswith("batch_")
+            else named[name].detach().clone() for name in order]
+    step = runpy.run_path(str(code))["build"]()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        step(*args)
+    optimizer_ = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad])
+    torch.manual_seed(1)
+    for _ in range(options.steps):
+        training_step(model, inputs, src.loss, optimizer_)
+    return {name: (named[name].detach() - a).abs().max().item()
+            for name, a in zip(order, args) if not name.startswith("batch_")}
+
+
+@pytest.mark.parametrize("spec,optimizer", [
+    (str(SAMPLES / "seed_cnn.py"), "adam"), (str(SAMPLES / "mnist_mlp.py"), "adamw"),
+    pytest.param(str(SAMPLES / "resnet18.py"), "sgd", marks=pytest.mark.slow),
+    pytest.param(str(SAMPLES / "gpt2.py"), "adam", marks=pytest.mark.slow),
+    pytest.param(str(ROOT / "tests" / "zoo" / "transformer_encoder.py"), "adam",
+                 marks=pytest.mark.slow)])
+def test_the_traced_step_runs_and_takes_the_eager_steps_bit_for_bit(spec, optimizer, tmp_path):
+    # the parameters after the two replayed steps (forward, loss, backward, optimizer: so every
+    # loss and gradient on the way) equal the eager steps', bit for bit; batch norms' running
+    # statistics too, and dropout draws the same masks from the same seed
+    moved = _runs_as_the_eager_step(spec, optimizer, tmp_path)
+    assert moved and all(d == 0 for d in moved.values()), moved

@@ -16,13 +16,13 @@ from collections import Counter
 import pytest
 from typer.testing import CliRunner
 
-from graphcalc import timeline
-from graphcalc.analyze import analyze_file
+from graphcalc.passes import timeline
+from graphcalc.commands.analyze import analyze_file
 from graphcalc.options import Options
-from graphcalc.plots import CHAR_WIDTH, fit_svg, timeline_svg
+from graphcalc.output.plots import CHAR_WIDTH, fit_svg, timeline_svg
 from graphcalc.report import STACK_CATEGORIES
 from graphcalc.units import format_bytes
-from graphcalc.verify import fit
+from graphcalc.commands.verify import fit
 from graphcalc_cli.app import app
 
 from conftest import SAMPLES

@@ -3,7 +3,7 @@
 The primary tracer replays the whole step on fake tensors, so *args/**kwargs forwards, branches
 and loops on shapes and Hugging Face models (tests/test_hf_models.py) need no fallback: they are
 checked exact against a real step. A layer that reads tensor values (.item(), .tolist(), a branch
-or a loop on values) is analysed around (graphcalc.opaque): the report names it and why, and every
+or a loop on values) is analysed around (graphcalc.fake.opaque): the report names it and why, and every
 other layer's figures still equal FlopCounterMode's on a real step.
 """
 
@@ -17,10 +17,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
-from graphcalc import loader
-from graphcalc.analyze import analyze_file, analyze_module
+from graphcalc.sources import loader
+from graphcalc.commands.analyze import analyze_file, analyze_module
 from graphcalc.errors import TraceError
-from graphcalc.measure import measure_step
+from graphcalc.commands.measure import measure_step
 from graphcalc.options import Options
 from graphcalc.report import TRACER, TRACER_OPAQUE
 from graphcalc_cli.app import app

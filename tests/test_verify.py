@@ -9,11 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from graphcalc import loader
-from graphcalc.analyze import analyze_module
-from graphcalc.measure import measure_step
+from graphcalc.sources import loader
+from graphcalc.commands.analyze import analyze_module
+from graphcalc.commands.measure import measure_step
 from graphcalc.options import Options
-from graphcalc.verify import fit, fit_source
+from graphcalc.commands.verify import fit, fit_source
 from graphcalc_cli.app import app
 
 from conftest import SAMPLES, sample

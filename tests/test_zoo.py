@@ -19,9 +19,9 @@ import functools
 import pytest
 import torch
 
-from graphcalc import loader
-from graphcalc.analyze import analyze_module
-from graphcalc.measure import measure_step
+from graphcalc.sources import loader
+from graphcalc.commands.analyze import analyze_module
+from graphcalc.commands.measure import measure_step
 from graphcalc.options import Options
 
 from conftest import ROOT, reference_flops, unique_param_count

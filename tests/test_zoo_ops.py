@@ -13,7 +13,8 @@ import sys
 import pytest
 import torch
 
-from graphcalc import fake_vs_real, flops
+from graphcalc import flops
+from graphcalc.fake import fake_vs_real
 from graphcalc.options import Options
 
 from conftest import ROOT

@@ -7,6 +7,8 @@ unknown, which the report lists with a count and never folds into the totals as 
 Convention: FlopCounterMode's. A multiply-accumulate is 2 FLOPs; only matrix products,
 convolutions and attention carry FLOPs; a bias add is not a FLOP but is tallied separately as
 `bias_adds` so that torchinfo's bias-inclusive "mult-adds" can be shown beside MACs.
+
+May import: the shared modules only (graphcalc.errors, units, ...): the formulas are pure.
 """
 
 from __future__ import annotations

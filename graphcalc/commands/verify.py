@@ -1,0 +1,223 @@
+"""`graphcalc verify`: predicted against measured on a real step, and `graphcalc fit`: the largest
+batch whose predicted peak fits a memory budget."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+
+from graphcalc.sources import loader
+from graphcalc.commands.analyze import analyze_module
+from graphcalc.errors import GraphcalcError, ShapeError, UsageError
+from graphcalc.commands.measure import Measured, count_step_flops, measure_step
+from graphcalc.routing import ForcedRouting
+from graphcalc.options import MAX_BATCH, Options
+from graphcalc.report import Report
+
+
+@dataclass(frozen=True)
+class Check:
+    figure: str
+    predicted: float | None
+    measured: float | None
+    unit: str  # "B", "", "FLOP", "s"
+    judged: bool = True  # False: shown beside the measurement, not held to --tolerance
+
+    @property
+    def error_percent(self) -> float | None:
+        if self.predicted is None or self.measured is None or self.measured == 0:
+            return None
+        return 100.0 * (self.predicted - self.measured) / self.measured
+
+
+@dataclass(frozen=True)
+class Verification:
+    report: Report
+    measured: Measured
+    checks: tuple[Check, ...]
+    tolerance_percent: float
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.judged and c.error_percent is not None
+                     and abs(c.error_percent) > self.tolerance_percent)
+
+
+def verify(source: loader.ModelSource, options: Options, make_inputs, *,
+           tolerance_percent: float = 5.0,
+           on_step: Callable[[int], None] | None = None) -> Verification:
+    if options.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here (use --device cpu)")
+    if options.device == "cuda":
+        options = on_this_gpu(options)
+    report = analyze_module(loader.build_model(source, device="meta"), make_inputs, options,
+                            loss_fn=source.loss, name=source.name)
+    # A model with mixture-of-experts routers runs its real steps routed as the prediction
+    # assumed (graphcalc.routing), so that the two are the same step.
+    routed = (lambda: ForcedRouting(options.routing)) if report.routers else contextlib.nullcontext
+    torch.manual_seed(0)
+    measured = measure_step(loader.build_model(source, device=None), make_inputs, options,
+                            loss_fn=source.loss, on_step=on_step, routing=routed)
+    flop_model = loader.build_model(source, device=None).to(options.device)
+    if options.dtype != "fp32":
+        flop_model = flop_model.to(options.torch_dtype)
+    from graphcalc.fake.step import example_batch, prepare_inputs
+
+    inputs = prepare_inputs(example_batch(make_inputs, options.batch), options, options.device)
+    flop_model.train()
+    with routed():
+        forward, backward, recomputed = count_step_flops(flop_model, inputs, source.loss,
+                                                         checkpoint=options.checkpoint)
+    checks = (
+        Check("peak memory", report.memory.peak_bytes, measured.peak_bytes, "B"),
+        Check("parameters", report.totals.params, measured.params, ""),
+        Check("FLOPs forward", report.totals.flops_forward, forward, "FLOP"),
+        Check("FLOPs backward", report.totals.flops_backward, backward, "FLOP"),
+    )
+    if report.totals.flops_recompute or recomputed:
+        checks += (Check("FLOPs recomputed (in backward)", report.totals.flops_recompute,
+                         recomputed, "FLOP"),)
+    checks += (Check("step time", None, measured.step_seconds, "s"),)
+    if measured.reserved_bytes is not None:
+        # predicted by the simulated caching allocator (graphcalc.gpu.allocator) over the replay;
+        # shown, not yet held to the tolerance: no GPU has measured it here
+        predicted = report.gpu.peak_reserved_bytes if report.gpu is not None else None
+        checks += (Check("CUDA reserved", predicted, measured.reserved_bytes, "B",
+                         judged=False),)
+    return Verification(report, measured, checks, tolerance_percent)
+
+
+def on_this_gpu(options: Options, device: int = 0) -> Options:
+    """The options of a prediction for the GPU the real steps run on: its table entry when
+    graphcalc knows its name (`torch.cuda.get_device_name`), else its memory and compute
+    capability as the device reports them. A card the options name already is kept."""
+    if options.gpu is not None or options.gpu_memory is not None:
+        return options
+    from graphcalc.errors import GraphcalcError
+    from graphcalc.gpu.gpus import find_gpu
+
+    name = torch.cuda.get_device_name(device)
+    try:
+        found = find_gpu(name)
+    except GraphcalcError:
+        props = torch.cuda.get_device_properties(device)
+        return replace(options, gpu_memory=int(props.total_memory),
+                       gpu_capability=tuple(torch.cuda.get_device_capability(device)),
+                       gpu_note=f"the GPU this runs on, {name} (not in graphcalc's table: its "
+                                "memory and compute capability as the device reports them)")
+    return replace(options, gpu=found.gpu.key, gpu_note=f"the GPU this runs on, {name}")
+
+
+@dataclass(frozen=True)
+class Fit:
+    memory_bytes: int
+    batch: int  # the largest batch whose predicted peak fits; 0 when not even batch 1 does
+    peak_bytes: int
+    recommended_batch: int  # 80% of it, as the seed tutorials advise
+    recommended_peak_bytes: int
+    evaluations: int
+    points: tuple[tuple[int, int], ...] = ()  # (batch, predicted peak) of every batch analysed
+    # the smallest batch the model trains at (2 with a BatchNorm over one value per channel)
+    smallest_batch: int = 1
+    note: str = ""  # why the search did not start at batch 1
+
+
+def fit(peak_at: Callable[[int], int], memory_bytes: int) -> Fit:
+    """Largest batch with peak_at(batch) <= memory_bytes. The peak grows with the batch and is
+    nearly affine in it, so a secant search on the bracket needs a handful of analyses."""
+    if memory_bytes <= 0:
+        raise UsageError(f"memory budget must be positive, got {memory_bytes}")
+    seen: dict[int, int] = {}
+
+    def peak(b: int) -> int:
+        if b not in seen:
+            seen[b] = peak_at(b)
+        return seen[b]
+
+    floor, note = 1, ""
+    try:
+        peak(1)
+    except ShapeError as e:
+        # A model that cannot train on one sample (BatchNorm: "Expected more than 1 value per
+        # channel when training") starts at 2; one that fails there too fails as it did at 1.
+        try:
+            peak(2)
+        except GraphcalcError:
+            raise e from None
+        floor, note = 2, f"batch 1 cannot train ({e}): the smallest batch is 2"
+    found = _search(peak, memory_bytes, floor)
+    return replace(found, evaluations=len(seen), points=tuple(sorted(seen.items())),
+                   smallest_batch=floor, note=note)
+
+
+def _search(peak: Callable[[int], int], memory_bytes: int, floor: int = 1) -> Fit:
+    if peak(floor) > memory_bytes:
+        return Fit(memory_bytes, 0, peak(floor), 0, 0, 0)
+    lo, hi = floor, None
+    probe = floor + 1
+    while hi is None:
+        if peak(probe) > memory_bytes:
+            hi = probe
+            break
+        lo = probe
+        slope = (peak(lo) - peak(floor)) / (lo - floor) if lo > floor else 0
+        guess = int(floor + (memory_bytes - peak(floor)) / slope) if slope > 0 else lo * 64
+        probe = min(max(guess + 1, lo * 2 if guess <= lo else guess + 1), MAX_BATCH)
+        if probe <= lo:
+            return Fit(memory_bytes, lo, peak(lo), *_recommend(peak, lo, floor), 0)
+    while hi - lo > 1:
+        slope = (peak(hi) - peak(lo)) / (hi - lo)
+        guess = lo + int((memory_bytes - peak(lo)) / slope) if slope > 0 else (lo + hi) // 2
+        probe = min(max(guess, lo + 1), hi - 1)
+        if peak(probe) <= memory_bytes:
+            lo = probe
+            if probe + 1 < hi and peak(probe + 1) > memory_bytes:
+                hi = probe + 1
+        else:
+            hi = probe
+    return Fit(memory_bytes, lo, peak(lo), *_recommend(peak, lo, floor), 0)
+
+
+def _recommend(peak, batch: int, floor: int = 1) -> tuple[int, int]:
+    b = max(floor, int(batch * 0.8))
+    return b, peak(b)
+
+
+def fit_source(source: loader.ModelSource, make_inputs, options: Options, memory_bytes: int) -> Fit:
+    """With a GPU (options.gpu or options.gpu_memory) the figure searched is what the card must
+    hold, GpuFit.required_bytes (reserved + CUDA context), else the predicted peak."""
+    model = loader.build_model(source, device="meta")
+    on_gpu = options.gpu is not None or options.gpu_memory is not None
+
+    def peak_at(batch: int) -> int:
+        report = analyze_module(model, make_inputs, replace(options, batch=batch),
+                                loss_fn=source.loss)
+        return report.gpu.required_bytes if on_gpu else report.memory.peak_bytes
+
+    return fit(peak_at, memory_bytes)
+
+
+def verify_distributed(spec: str, source: loader.ModelSource, options: Options, make_inputs, *,
+                       inputs: list[str] | None = None,
+                       tolerance_percent: float = 5.0, hf=None) -> Verification:
+    """`verify --world-size N --shard ddp|fsdp`: start N ranks on this machine (gloo, CPU), run
+    the real steps wrapped as the strategy says and check the per-rank peak of each rank."""
+    from graphcalc.commands.measure_distributed import measure_distributed
+
+    if options.device != "cpu":
+        raise UsageError("verify --world-size runs its ranks on the CPU (gloo): use --device cpu")
+    if options.shard not in ("ddp", "fsdp"):
+        raise UsageError(f"verify --shard {options.shard}: only ddp and fsdp have a real engine "
+                         "here to check against")
+    report = analyze_module(loader.build_model(source, device="meta"), make_inputs, options,
+                            loss_fn=source.loss, name=source.name)
+    ranks = measure_distributed(spec, options, inputs=inputs, hf=hf)
+    checks = tuple(Check(f"peak memory, rank {m.rank}", report.memory.peak_bytes, m.peak_bytes, "B")
+                   for m in ranks)
+    checks += (Check("step time, rank 0", None, ranks[0].step_seconds, "s"),)
+    measured = Measured(max(m.peak_bytes for m in ranks), ranks[0].step_peaks,
+                        report.totals.params, ranks[0].step_seconds)
+    return Verification(report, measured, checks, tolerance_percent)
