@@ -24,11 +24,17 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 def _print_version(asked: bool) -> None:
     if not asked:
         return
-    import torch
+    from importlib.metadata import PackageNotFoundError, version
 
-    import graphcalc
+    from graphcalc.version import __version__
 
-    typer.echo(f"graphcalc {graphcalc.__version__} (torch {torch.__version__})")
+    try:  # torch's own version without importing torch (seconds): the installed distribution's
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        import torch
+
+        torch_version = torch.__version__
+    typer.echo(f"graphcalc {__version__} (torch {torch_version})")
     raise typer.Exit()
 
 
@@ -249,6 +255,32 @@ FiguresFormatOption = Annotated[FigureFmt, typer.Option(
     "--format", "-f", help="Output format: the table, or the same figures as JSON.")]
 
 
+class _Working:
+    """What a command is doing, on a terminal only (stderr; nothing on a pipe or a file, so
+    --format json and CI logs are untouched): rich's spinner with a line that `say` updates."""
+
+    def __init__(self, text: str, quiet: bool = False):
+        self.text, self.status = text, None
+        self.on = not quiet and sys.stderr.isatty()
+
+    def __enter__(self):
+        if self.on:
+            from rich.console import Console
+
+            self.status = Console(stderr=True).status(self.text)
+            self.status.start()
+        return self
+
+    def say(self, text: str) -> None:
+        if self.status is not None:
+            self.status.update(text)
+
+    def __exit__(self, *exc):
+        if self.status is not None:
+            self.status.stop()
+        return False
+
+
 def _emit_json(data: dict, output: Optional[Path]) -> None:
     """A command's figures as JSON, on stdout or to -o (every figure an int or a float)."""
     import json
@@ -329,11 +361,15 @@ def analyze(
     planned = None
     with _model_prints_to_stderr():
         if auto:
-            planned = _auto_plan(model, options, input, memory, hf)
+            with _Working("--checkpoint auto: replaying the step with each candidate "
+                          "checkpointed", quiet=fmt.value == "json"):
+                planned = _auto_plan(model, options, input, memory, hf)
             report = planned.report
         else:
-            report = analyze_file(model, options, inputs=input, hf=hf,
-                                  on_replay=kept.append if snapshot is not None else None)
+            with _Working(f"replaying a training step of {model} at batch {batch} on fake "
+                          "tensors", quiet=fmt.value == "json"):
+                report = analyze_file(model, options, inputs=input, hf=hf,
+                                      on_replay=kept.append if snapshot is not None else None)
     if cpu_budget is not None:
         from dataclasses import replace
 
@@ -556,7 +592,8 @@ def verify(
                                     hf=_hf(task, seq_len, image_size, audio_samples, attn, offline))
     else:
         with Progress(transient=True, console=Console(stderr=True)) as progress:
-            task = progress.add_task(f"{steps} real steps on {device.value}", total=steps)
+            task = progress.add_task(f"the prediction (a replay on fake tensors), then {steps} "
+                                     f"real steps on {device.value}", total=steps)
             result = run_verify(source, options, make_inputs, tolerance_percent=tolerance,
                                 on_step=lambda i: progress.advance(task))
     if fmt.value == "json":
@@ -712,7 +749,11 @@ def fit(
         if check:
             _fit_verify(source, make_inputs, options, result, budget)
         return
-    result = fit_source(source, make_inputs, options, budget)
+    with _Working("fitting: the first analysis", quiet=as_json) as working:
+        result = fit_source(source, make_inputs, options, budget,
+                            on_analysis=lambda n, b: working.say(
+                                f"fitting: analysis {n} (of 3 where the step is affine in the "
+                                f"batch), batch {b}"))
     if plot is not None:
         from graphcalc.output.plots import fit_svg, write_svg
 
@@ -749,7 +790,11 @@ def fit(
         lines.append(f"Device total: the caching allocator's reserved peak (simulated) + "
                      f"{format_bytes(cuda_context(options.gpu_spec)[0])} CUDA context"
                      + (f"; {options.gpu_note}" if options.gpu_note else ""))
-    lines.append(f"{result.evaluations} analyses, {options.optimizer}, {options.dtype}"
+    how = (" (two give every live level as a line in the batch, the third confirms it)"
+           if result.affine else " (a GPU's device total steps with the caching allocator's "
+           "segments: a secant search)" if not on_cpu else " (the step is not affine in the "
+           "batch: a secant search)" if result.evaluations > 3 else "")
+    lines.append(f"{result.evaluations} analyses{how}, {options.optimizer}, {options.dtype}"
                  f"{', autocast ' + options.amp if options.amp else ''}, for {options.device}"
                  + (f", checkpointing {' '.join(options.checkpoint)}"
                     if options.checkpoint else ""))
@@ -901,9 +946,10 @@ def plan(
         raise UsageError("--shard none is world size 1, always in the table")
     source = loader.load(model, _hf(task, seq_len, image_size, audio_samples, attn, offline))
     make_inputs = resolve_inputs(source, input)
-    rows = make_plan(loader.build_model(source, device="meta"), make_inputs, options,
-                     global_batch=batch, memory_bytes=budget, world_sizes=world_size or None,
-                     shards=shards, loss_fn=source.loss)
+    with _Working(f"plan: one replay per per-rank batch of {batch}", quiet=fmt.value == "json"):
+        rows = make_plan(loader.build_model(source, device="meta"), make_inputs, options,
+                         global_batch=batch, memory_bytes=budget,
+                         world_sizes=world_size or None, shards=shards, loss_fn=source.loss)
     unit = "GPU" if options.device == "cuda" else "rank"  # --device cpu: gloo processes
     if fmt.value == "json":
         from dataclasses import asdict

@@ -12,16 +12,39 @@ graphcalc.output (tables, JSON, pictures), graphcalc.commands (analyze, verify, 
 checkpointing, budgets, trace); errors, units, options, report and routing are shared by all.
 """
 
-from graphcalc.api import summary
-from graphcalc.commands.analyze import analyze_file, analyze_module
-from graphcalc.commands.measure import Measured, measure_step
-from graphcalc.errors import (BudgetError, ConfigError, GraphcalcError, IncompleteError,
-                              InternalError, ModelBuildError, ModelFileError, ModelNotFoundError,
-                              RenderError, ShapeError, TraceError, UsageError)
-from graphcalc.options import Options
-from graphcalc.output import formatting as _formatting  # noqa: F401 (str(report), its HTML)
-from graphcalc.report import Breakdown, Layer, Memory, Report, TimelinePoint, Totals
 from graphcalc.version import __version__
+
+# The public API, imported on first use (PEP 562): `import graphcalc` and `graphcalc --version`
+# cost nothing of torch's; the first name used pays for the pipeline (torch, fake tensors).
+_PUBLIC = {
+    "summary": "graphcalc.api",
+    "analyze_file": "graphcalc.commands.analyze", "analyze_module": "graphcalc.commands.analyze",
+    "measure_step": "graphcalc.commands.measure", "Measured": "graphcalc.commands.measure",
+    "Options": "graphcalc.options",
+    **{name: "graphcalc.report" for name in ("Report", "Layer", "Totals", "Memory", "Breakdown",
+                                             "TimelinePoint")},
+    **{name: "graphcalc.errors" for name in (
+        "GraphcalcError", "UsageError", "ModelFileError", "ModelNotFoundError", "ModelBuildError",
+        "ShapeError", "TraceError", "IncompleteError", "ConfigError", "RenderError",
+        "BudgetError", "InternalError")},
+}
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'graphcalc' has no attribute {name!r}")
+    import importlib
+
+    importlib.import_module("graphcalc.output.formatting")  # str(report), its HTML
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "summary", "analyze_file", "analyze_module", "measure_step", "Measured", "Options",

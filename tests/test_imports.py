@@ -151,3 +151,30 @@ def test_the_direction_check_sees_a_stage_importing_a_later_one(tmp_path):
     assert direction_faults(import_graph(pkg)) == [
         "graphcalc.errors imports graphcalc.fake.replay",
         "graphcalc.fake.replay imports graphcalc.passes.x"]
+
+
+# --- start-up (issue 30): --version and --help import nothing heavy ----------------------------
+
+def _modules_after(code: str) -> set[str]:
+    import json
+    import subprocess
+    import sys
+
+    probe = (f"import sys, json\ntry:\n    {code}\nexcept SystemExit:\n    pass\n"
+             "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    return set(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_version_and_help_import_neither_torch_nor_the_pipeline():
+    for argv in (["--version"], ["--help"], ["analyze", "--help"]):
+        loaded = _modules_after("sys.argv = ['graphcalc'] + " + repr(argv)
+                                + "; from graphcalc_cli.app import main; main()")
+        assert "torch" not in loaded and "graphcalc.fake.replay" not in loaded, argv
+
+
+def test_import_graphcalc_is_light_and_the_api_loads_on_first_use():
+    assert "torch" not in _modules_after("import graphcalc")
+    loaded = _modules_after("import graphcalc; graphcalc.Options")
+    assert "torch" in loaded and "graphcalc.output.formatting" in loaded

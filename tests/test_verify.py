@@ -103,3 +103,23 @@ def test_cuda_prediction_rounds_blocks_and_uses_foreach():
     expected = sum(-(-p.numel() * 4 // 512) * 512 for p in model.parameters())
     assert cuda.memory.breakdown.parameters == expected
     assert cuda.memory.device == "cuda"
+
+
+@pytest.mark.parametrize("name,budget", [("seed_cnn", 8 << 20), ("resnet18", 1 << 30),
+                                         ("mnist_mlp", 100 << 20)])
+def test_fit_takes_three_analyses_where_the_step_is_affine_in_the_batch(name, budget):
+    # two replays give every live level as a line in the batch, a third confirms the batch
+    # where the highest meets the budget (issue 30: "every search in three replays"); the answer
+    # is the search's: the batch fits and the next does not, each analysed on its own, and the
+    # recommended batch's peak read off the lines is its analysed peak
+    from graphcalc.commands.analyze import analyze_file
+    from graphcalc.commands.verify import fit_source
+    from graphcalc.sources import loader
+
+    spec = str(SAMPLES / f"{name}.py")
+    src = loader.load(spec)
+    found = fit_source(src, src.example_inputs, Options(optimizer="adam"), budget)
+    assert found.affine and found.evaluations == 3, found
+    peak = lambda b: analyze_file(spec, Options(batch=b, optimizer="adam")).memory.peak_bytes
+    assert peak(found.batch) == found.peak_bytes <= budget < peak(found.batch + 1)
+    assert peak(found.recommended_batch) == found.recommended_peak_bytes

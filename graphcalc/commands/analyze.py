@@ -15,6 +15,7 @@ from graphcalc.sources import loader
 from graphcalc.errors import (GraphcalcError, InternalError, ModelFileError, ShapeError, TraceError,
                      UsageError, raised_inside_graphcalc)
 from graphcalc.options import Options
+from graphcalc.output import formatting as _formatting  # noqa: F401 (str(report), HTML)
 from graphcalc.routing import ROUTINGS
 from graphcalc.fake.replay import LOSS, OPTIMIZER, Replay, replay
 from graphcalc.fake.step import LossCallError

@@ -123,11 +123,15 @@ class Fit:
     # the smallest batch the model trains at (2 with a BatchNorm over one value per channel)
     smallest_batch: int = 1
     note: str = ""  # why the search did not start at batch 1
+    # True: found from three analyses, the peak being convex in the batch (`_affine`); False:
+    # the secant search went on (a peak that is not: the caching allocator's segments)
+    affine: bool = False
 
 
-def fit(peak_at: Callable[[int], int], memory_bytes: int) -> Fit:
-    """Largest batch with peak_at(batch) <= memory_bytes. The peak grows with the batch and is
-    nearly affine in it, so a secant search on the bracket needs a handful of analyses."""
+def fit(peak_at: Callable[[int], int], memory_bytes: int,
+        levels: dict[int, list[int]] | None = None) -> Fit:
+    """Largest batch with peak_at(batch) <= memory_bytes: from three analyses where they prove
+    it (`_affine`), else by a secant search on the bracket that reuses them."""
     if memory_bytes <= 0:
         raise UsageError(f"memory budget must be positive, got {memory_bytes}")
     seen: dict[int, int] = {}
@@ -148,16 +152,75 @@ def fit(peak_at: Callable[[int], int], memory_bytes: int) -> Fit:
         except GraphcalcError:
             raise e from None
         floor, note = 2, f"batch 1 cannot train ({e}): the smallest batch is 2"
-    found = _search(peak, memory_bytes, floor)
+    found = _affine(peak, memory_bytes, floor, levels)
+    affine = found is not None
+    if found is None:
+        found = _search(peak, memory_bytes, floor, seen)
     return replace(found, evaluations=len(seen), points=tuple(sorted(seen.items())),
-                   smallest_batch=floor, note=note)
+                   smallest_batch=floor, note=note, affine=affine)
 
 
-def _search(peak: Callable[[int], int], memory_bytes: int, floor: int = 1) -> Fit:
+def _affine(peak: Callable[[int], int], memory_bytes: int, floor: int,
+            levels: dict[int, list[int]] | None) -> Fit | None:
+    """The answer in three analyses where the step is affine in the batch. Two replays (at
+    `floor` and at 64 times it) give every live-byte level of the step as a line in the batch
+    (each allocation a size affine in it, the same ops in the same order); their highest is
+    the predicted peak at any batch, and the largest batch B whose predicted peak fits is then
+    analysed (the third replay). When its peak is the one the lines predicted, B is the answer
+    and the recommended batch's peak is read off the lines; when not (a step that is not
+    affine in the batch), or the two replays' steps differ, None: the search goes on from them.
+    `levels[batch]`: the live bytes after each event of that batch's replay."""
+    p1 = peak(floor)
+    if p1 > memory_bytes:
+        return Fit(memory_bytes, 0, p1, 0, 0, 0)
+    if levels is None:
+        return None
+    b2 = min(64 * floor, MAX_BATCH)
+    if b2 <= floor:
+        return None
+    peak(b2)
+    a, b = levels.get(floor), levels.get(b2)
+    if a is None or b is None or len(a) != len(b):
+        return None
+    lo = torch.tensor(a, dtype=torch.int64)
+    rise = torch.tensor(b, dtype=torch.int64) - lo
+    if bool((rise % (b2 - floor) != 0).any()):
+        return None  # not a whole number of bytes a sample: not affine
+    slope = rise // (b2 - floor)
+
+    def predicted(x: int) -> int:
+        return int((lo + slope * (x - floor)).max())
+
+    if predicted(floor) != p1 or predicted(b2) != peak(b2):
+        return None
+    if predicted(MAX_BATCH) <= memory_bytes:
+        batch = MAX_BATCH
+    else:
+        good, bad = floor, MAX_BATCH  # predicted(good) fits, predicted(bad) does not
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            good, bad = (mid, bad) if predicted(mid) <= memory_bytes else (good, mid)
+        batch = good
+    pb = peak(batch)
+    if pb != predicted(batch) or pb > memory_bytes:
+        return None
+    recommended = max(floor, int(batch * 0.8))
+    return Fit(memory_bytes, batch, pb, recommended, predicted(recommended), 0)
+
+
+def _search(peak: Callable[[int], int], memory_bytes: int, floor: int = 1,
+            seen: dict[int, int] | None = None) -> Fit:
     if peak(floor) > memory_bytes:
         return Fit(memory_bytes, 0, peak(floor), 0, 0, 0)
     lo, hi = floor, None
-    probe = floor + 1
+    for b, p in (seen or {}).items():  # what was analysed already brackets the answer
+        if b >= floor and p <= memory_bytes:
+            lo = max(lo, b)
+        elif b >= floor:
+            hi = b if hi is None else min(hi, b)
+    if hi is not None and hi <= lo:
+        hi = None
+    probe = lo + 1
     while hi is None:
         if peak(probe) > memory_bytes:
             hi = probe
@@ -186,18 +249,45 @@ def _recommend(peak, batch: int, floor: int = 1) -> tuple[int, int]:
     return b, peak(b)
 
 
-def fit_source(source: loader.ModelSource, make_inputs, options: Options, memory_bytes: int) -> Fit:
+def fit_source(source: loader.ModelSource, make_inputs, options: Options, memory_bytes: int,
+               on_analysis: Callable[[int, int], None] | None = None) -> Fit:
     """With a GPU (options.gpu or options.gpu_memory) the figure searched is what the card must
     hold, GpuFit.required_bytes (reserved + CUDA context), else the predicted peak."""
     model = loader.build_model(source, device="meta")
     on_gpu = options.gpu is not None or options.gpu_memory is not None
+    # every live level of each replay, for the lines through them (not for a GPU's device total:
+    # the caching allocator's segments are no line; nor per rank, adjusted after the replay)
+    levels: dict[int, list[int]] | None = None if on_gpu or options.distributed else {}
+
+    count = 0
 
     def peak_at(batch: int) -> int:
+        nonlocal count
+        count += 1
+        if on_analysis is not None:
+            on_analysis(count, batch)  # which analysis, at which batch (the CLI's progress)
+        kept = []
         report = analyze_module(model, make_inputs, replace(options, batch=batch),
-                                loss_fn=source.loss)
+                                loss_fn=source.loss,
+                                on_replay=kept.append if levels is not None else None)
+        if levels is not None and kept:
+            levels[batch] = live_levels(kept[-1].step_graph)
         return report.gpu.required_bytes if on_gpu else report.memory.peak_bytes
 
-    return fit(peak_at, memory_bytes)
+    return fit(peak_at, memory_bytes, levels)
+
+
+def live_levels(sg) -> list[int]:
+    """The live bytes of a replayed step after each of its events (the report's peak is the
+    highest)."""
+    from graphcalc.passes.graphpasses import memory_events, start_level
+
+    level = start_level(sg)
+    out = [level]
+    for *_, delta in memory_events(sg):
+        level += delta
+        out.append(level)
+    return out
 
 
 def verify_distributed(spec: str, source: loader.ModelSource, options: Options, make_inputs, *,
