@@ -178,3 +178,17 @@ def test_import_graphcalc_is_light_and_the_api_loads_on_first_use():
     assert "torch" not in _modules_after("import graphcalc")
     loaded = _modules_after("import graphcalc; graphcalc.Options")
     assert "torch" in loaded and "graphcalc.output.formatting" in loaded
+
+
+def test_bench_has_no_import_circle():
+    bench = PACKAGE.parent / "bench"
+    names = {p.stem for p in bench.glob("*.py")}
+    g = nx.DiGraph()
+    for p in bench.glob("*.py"):
+        g.add_node(p.stem)
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            found = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            g.add_edges_from((p.stem, f) for f in found if f in names and f != p.stem)
+    assert g.number_of_edges() >= 3  # the scan sees bench's own imports (accuracy, hf_models)
+    assert list(nx.simple_cycles(g)) == []
