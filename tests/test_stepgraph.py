@@ -195,7 +195,10 @@ def test_the_step_graph_is_a_valid_fx_graph(spec, config):
     # callable, names unique; and the GraphModule's code compiles
     from graphcalc.commands.trace import trace_file
 
-    sg = trace_file(spec, CONFIGS[config])
+    options = CONFIGS[config]
+    if spec.endswith("sparse_embedding.py"):  # sparse gradients: Adam refuses them, as for real
+        options = replace(options, optimizer="sgd")
+    sg = trace_file(spec, options)
     sg.graph.lint()
     compile(sg.graph_module().code, "step.py", "exec")
 
