@@ -428,6 +428,8 @@ def compare(
     attn: AttnOption = None,
     offline: OfflineOption = False,
     top: int = typer.Option(5, "--top", help="Allocation sizes listed per phase."),
+    fmt: FiguresFormatOption = FigureFmt.table,
+    output: OutputOption = None,
     debug: DebugOption = False,
 ):
     """Line a real CUDA memory snapshot up with the predicted allocation stream, phase by
@@ -435,16 +437,21 @@ def compare(
     does not."""
     from graphcalc.commands.analyze import analyze_file
     from graphcalc.output.snapshot import snapshot as predicted_snapshot
-    from graphcalc.output.snapshot_compare import compare as line_up, load, render
+    from graphcalc.output.snapshot_compare import as_dict, compare as line_up, load, render
 
     recorded = load(real)  # a bad file is refused before the model runs
     options = _options(batch, dtype, optim, amp, Device("cuda"), steps=steps, fused=fused,
                        gpu=gpu)
     kept = []
-    analyze_file(model, options, inputs=input,
-                 hf=_hf(task, seq_len, image_size, audio_samples, attn, offline),
-                 on_replay=kept.append)
-    typer.echo(render(line_up(recorded, predicted_snapshot(kept[-1])), top=top))
+    report = analyze_file(model, options, inputs=input,
+                          hf=_hf(task, seq_len, image_size, audio_samples, attn, offline),
+                          on_replay=kept.append)
+    c = line_up(recorded, predicted_snapshot(kept[-1]))
+    if fmt == FigureFmt.json:
+        _emit_json({"model": report.model, "config": options.as_dict(), "snapshot": str(real), **as_dict(c, top=top)},
+                   output)
+    else:
+        _write(render(c, top=top) + "\n", output)
 
 
 def _cpu_budget(device, gpu, memory) -> Optional[int]:

@@ -150,3 +150,26 @@ def test_compare_command(streams):
     bad = runner.invoke(app, ["compare", str(SAMPLES / "mnist_mlp.py"), str(DATA / "env.txt")])
     assert bad.exit_code == 2
     assert "not a PyTorch memory snapshot" in bad.output
+
+
+def test_compare_command_as_json(streams, tmp_path):
+    """`compare --format json -o`: the figures the table prints, in bytes; the real peak is the
+    real run's torch.cuda.max_memory_allocated (../shared/gpu), the rows those of the table."""
+    key = "mnist_mlp.256.sgd.fp32"
+    out = tmp_path / "c.json"
+    result = CliRunner().invoke(app, ["compare", str(SAMPLES / "mnist_mlp.py"),
+                                      str(streams / f"{key}.pickle"), "--batch", "256", "--optim",
+                                      "sgd", "--gpu", "h200", "--format", "json", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["model"] == "mnist_mlp" and data["config"]["batch"] == 256
+    assert data["real"]["peak_bytes"] == ROWS[key]["max_memory_allocated"]
+    table = CliRunner().invoke(app, ["compare", str(SAMPLES / "mnist_mlp.py"),
+                                     str(streams / f"{key}.pickle"), "--batch", "256", "--optim",
+                                     "sgd", "--gpu", "h200"]).output
+    rows = [line.split() for line in table.splitlines() if line[:4].strip().isdigit()]
+    assert [(int(r[0]), r[1]) for r in rows] == [(p["step"], p["phase"]) for p in data["phases"]]
+    for r, p in zip(rows, data["phases"]):
+        real = p["real"]["peak_bytes"] if p["real"] else 0
+        assert r[2] == f"{real / 2**20:,.2f}"
+    assert f"{data['peak_differs_percent']:+.2f}%" in table

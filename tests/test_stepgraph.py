@@ -1,8 +1,8 @@
 """The training step as a torch.fx graph (graphcalc.fake.stepgraph) and the passes over it
 (graphcalc.passes.graphpasses).
 
-The graph is complete when the passes, reading nothing but node meta, give exactly what the
-recorder tallied as the ops went by: every layer's FLOPs forward and backward, bias adds and
+The graph is complete when the passes, reading nothing but node meta, give exactly what a
+recorder that tallies as the ops go by (tests/tallies.py; the report reads no tally) counted: every layer's FLOPs forward and backward, bias adds and
 unknown ops, the totals, and the whole memory section (the peak, where it falls, its breakdown,
 each step's peak, the timeline and the stacked timeline, event for event), on samples and zoo
 models, under fp32/Adam, bf16 autocast/SGD and a CUDA step (512-byte blocks, cuBLAS workspaces).
@@ -21,13 +21,14 @@ from torch import nn
 
 from graphcalc.passes import graphpasses as gp
 from graphcalc.sources import loader
-from graphcalc.commands.analyze import _layers, analyze_module, resolve_inputs
+from graphcalc.commands.analyze import analyze_module, resolve_inputs
 from graphcalc.options import Options
 from graphcalc.fake.replay import replay
 from graphcalc.fake.stepgraph import TensorValue
 from graphcalc.passes.timeline import step_memory
 
 from conftest import ROOT, SAMPLES
+from tallies import TallyingRecorder, tallied_layers
 
 MODELS = [str(SAMPLES / f"{n}.py") for n in ("seed_cnn", "residual", "lenet_bn", "mnist_mlp")] + [
     str(ROOT / "tests" / "zoo" / f"{n}.py")
@@ -62,8 +63,8 @@ def test_passes_give_the_tallied_figures_exactly(spec, config):
     src = loader.load(spec)
     make_inputs = resolve_inputs(src, None)
     model = loader.build_model(src, device="meta")
-    rp = replay(model, make_inputs, src.loss, options, graph=True)
-    tallied = _layers(model, rp)  # from rp.recorder.layers
+    rp = replay(model, make_inputs, src.loss, options, graph=True, recorder=TallyingRecorder)
+    tallied = tallied_layers(model, rp)  # from the tallying recorder's per-layer counts
     tallied_memory = step_memory(rp, options)  # from rp.recorder.tracker.events
     per_layer = gp.layer_flops(rp.step_graph)
     for layer in tallied:
@@ -75,9 +76,10 @@ def test_passes_give_the_tallied_figures_exactly(spec, config):
     outputs = gp.layer_outputs(rp.step_graph)  # StepGraph.calls and meta `saves`
     for layer in tallied:
         row = outputs.get(layer.name, gp.LayerOutputs())
-        assert (row.calls, row.shapes, row.dtype, row.out_bytes, row.saved_bytes) == (
+        assert (row.calls, row.shapes, row.dtype, row.out_bytes, row.saved_bytes,
+                row.inputs) == (
             layer.calls, layer.output_shapes, layer.output_dtype, layer.activation_bytes,
-            layer.saved_bytes), layer.name
+            layer.saved_bytes, layer.input_shapes), layer.name
     assert sum(r.saved_bytes for r in outputs.values()) == sum(
         sum(t.saved.values()) for t in rp.recorder.layers.values()) > 0
     totals = gp.flop_totals(per_layer)
@@ -160,7 +162,8 @@ def test_saves_and_outputs_by_hand():
     assert (path, nbytes) == ("1", 2 * 3 * 4)
     rows = gp.layer_outputs(sg)
     assert rows["1"] == gp.LayerOutputs(calls=1, shapes=((2, 3),), dtype="float32",
-                                        out_bytes=24, saved_bytes=24)
+                                        out_bytes=24, saved_bytes=24, inputs=((2, 3),))
+    assert rows["0"].inputs == ((2, 4),)  # the batch
     assert rows["2"].saved_bytes == 0 and rows["2"].shapes == ((2, 2),)
     assert rows["(root)"].out_bytes == 2 * 2 * 4 and "[loss]" not in rows
 

@@ -22,7 +22,8 @@ from graphcalc.fake.step import LossCallError
 from graphcalc.fake.opaque import is_data_dependent, reason_of
 from graphcalc.report import TRACER, TRACER_OPAQUE, FlowNode, Layer, Report, Totals
 from graphcalc.passes.timeline import kernels, step_timeline  # noqa: F401 (step_timeline: its old home)
-from graphcalc.passes.graphpasses import graph_flops, graph_memory, graph_outputs, layer_flow, op_flops
+from graphcalc.passes.graphpasses import (graph_flops, graph_memory, graph_outputs, layer_flops,
+                                          layer_flow, layer_outputs, op_flops)
 from graphcalc.fake.stepgraph import layer_name
 
 
@@ -57,44 +58,28 @@ def _parameter_rows(model: nn.Module):
     return rows
 
 
-def _layers(model: nn.Module, rp: Replay) -> tuple[Layer, ...]:
-    rec = rp.recorder
+def _layers(model: nn.Module, sg) -> tuple[Layer, ...]:
+    """The report's rows, one per module (and the loss, where it ran ops of its own), with
+    their parameters; every other figure is a pass over the step graph (`graph_flops`,
+    `graph_outputs`)."""
     prows = _parameter_rows(model)
+    names = {layer_name(path): (path, type(mod).__name__) for path, mod in model.named_modules()}
+    ran = set(layer_flops(sg)) | set(layer_outputs(sg))
+    if LOSS in ran:
+        names[LOSS] = (LOSS, "loss")
     out = []
-    names = [path for path, _ in model.named_modules()]
-    types = {path: type(mod).__name__ for path, mod in model.named_modules()}
-    if LOSS in rec.layers:
-        names.append(LOSS)
-        types[LOSS] = "loss"
-    for path in names:
-        t = rec.layers.get(path)
+    for name, (path, kind) in names.items():
         params, trainable, buffers, shared = prows.get(path, (0, 0, 0, ()))
-        if t is None and path not in prows:
-            continue
-        macs_f = t.macs_forward if t else 0
-        macs_b = t.macs_backward if t else 0
         out.append(Layer(
-            name=layer_name(path), type=types[path],
-            depth=0 if path == "" or path == LOSS else path.count(".") + 1,
-            output_shapes=tuple(tuple(int(d) for d in s) for s in (t.output_shapes or ())) if t else (),
-            output_dtype=t.output_dtype if t else None,
-            params=params, trainable_params=trainable, frozen_params=params - trainable,
-            buffers=buffers, flops_forward=2 * macs_f, flops_backward=2 * macs_b,
-            macs_forward=macs_f, bias_adds_forward=t.bias_adds_forward if t else 0,
-            activation_bytes=t.output_bytes if t else 0,
-            saved_bytes=sum(t.saved.values()) if t else 0, calls=t.calls if t else 0,
-            shared=shared, unknown_ops=tuple(sorted(t.unknown.items())) if t else (),
-            input_shapes=tuple(tuple(int(d) for d in s) for s in (t.input_shapes or ()))
-            if t else (),
-        ))
-    # Ops recorded outside any known path (should not happen) still count, so rows sum to totals.
-    known = set(names)
-    for path, t in rec.layers.items():
-        if path not in known and (t.macs_forward or t.macs_backward or t.unknown):
-            out.append(Layer(layer_name(path), "other", 0, (), None, 0, 0, 0, 0, 2 * t.macs_forward,
-                             2 * t.macs_backward, t.macs_forward, t.bias_adds_forward, 0,
-                             sum(t.saved.values()), t.calls, (),
-                             tuple(sorted(t.unknown.items()))))
+            name=name, type=kind, depth=0 if path in ("", LOSS) else path.count(".") + 1,
+            output_shapes=(), output_dtype=None, params=params, trainable_params=trainable,
+            frozen_params=params - trainable, buffers=buffers, flops_forward=0, flops_backward=0,
+            macs_forward=0, bias_adds_forward=0, activation_bytes=0, saved_bytes=0, calls=0,
+            shared=shared, unknown_ops=()))
+    # Ops recorded outside any module of the model (should not happen) still count, so rows sum
+    # to the totals.
+    for name in sorted(ran - set(names)):
+        out.append(Layer(name, "other", 0, (), None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (), ()))
     return tuple(out)
 
 
@@ -175,9 +160,9 @@ def _analyze(model, make_inputs, options: Options, loss_fn, name, recompute,
             opaque[owner] = reason_of(e)
     if on_replay is not None:
         on_replay(rp)
-    # The rows' FLOPs, calls, outputs and saved bytes from the step graph's nodes
-    # (graphcalc.passes.graphpasses), not the recorder's tallies
-    layers, unknown = graph_flops(_layers(model, rp), rp.step_graph)
+    # The rows' FLOPs, calls, shapes, outputs and saved bytes: passes over the step graph
+    # (graphcalc.passes.graphpasses)
+    layers, unknown = graph_flops(_layers(model, rp.step_graph), rp.step_graph)
     layers, saved_bytes = graph_outputs(layers, rp.step_graph)
     recomputed = dict(recompute.flops)  # the first replay's; another (routing) counts again
     routing_peaks: tuple[tuple[str, int], ...] = ()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -36,7 +36,6 @@ from graphcalc.fake.opaque import OpaqueLayers
 from graphcalc.options import Options, make_optimizer
 from graphcalc.torchlogs import quietly
 from graphcalc.fake.tracking import LiveCounter, LiveStorages
-from graphcalc.units import dtype_name
 from graphcalc.fake.patches import (_as_on_cuda, _causal_masks_known, _heap_frozen,
                                     _saved_tensors_hooks_beside_checkpoints,
                                     _without_mha_fastpath)
@@ -52,26 +51,9 @@ SETUP = "[setup]"
 PHASES = ("forward", "loss", "backward", "optimizer")
 
 
-@dataclass
-class LayerTrace:
-    """What one module (by path) did in the first step: its own ops, not its children's."""
-
-    macs_forward: int = 0
-    macs_backward: int = 0
-    bias_adds_forward: int = 0
-    calls: int = 0
-    output_shapes: list[tuple[int, ...]] | None = None
-    input_shapes: list[tuple[int, ...]] | None = None  # the tensors of the first call's args
-    output_dtype: str | None = None
-    output_bytes: int = 0
-    saved: dict[int, int] = field(default_factory=dict)  # storage serial -> bytes
-    unknown: Counter = field(default_factory=Counter)
-
-
 FlowKey = tuple[str, int, int]  # (module path, call 1..n, part: 0 the whole call, 1.. own-op runs)
 
 
-@dataclass
 @dataclass
 class Mark:
     """From event `event` on, the step ran `phase` of step `step` inside `owner`."""
@@ -103,8 +85,6 @@ class StepRecorder(TorchDispatchMode):
         self.seq_owner: dict[int, str] = {}
         self._seq_keys: list[int] = []
         self.param_owner: dict[int, str] = {}
-        self.layers: dict[str, LayerTrace] = defaultdict(LayerTrace)
-        self.unknown: Counter = Counter()
         self.serial_phase: dict[int, str] = {}
         self.containers: set[str] = set()  # modules with children: own ops between them are parts
         self._calls: Counter = Counter()
@@ -261,19 +241,9 @@ class StepRecorder(TorchDispatchMode):
         return out
 
     def _count(self, func, args, kwargs, out, owner: str):
-        cost = flops.cost_of(func, args, kwargs, out)
-        layer = self.layers[owner]
-        if cost is None:
-            name = flops.op_name(func)
-            self.unknown[name] += 1
-            layer.unknown[name] += 1
-            return None
-        if self.phase == "backward":
-            layer.macs_backward += cost.macs
-        else:
-            layer.macs_forward += cost.macs
-            layer.bias_adds_forward += cost.bias_adds
-        return cost
+        """The op's cost (None: no formula), for its graph node. (The tests' recorder also
+        tallies it per layer as the ops go by: the graph passes' independent check.)"""
+        return flops.cost_of(func, args, kwargs, out)
 
     # --- the data flow of the first forward ------------------------------------------------------
     def _flow_of(self, owner: str) -> FlowKey:
@@ -324,11 +294,7 @@ class StepRecorder(TorchDispatchMode):
             path, _ = self.frames.pop()
             _, call = self._call_stack.pop()
             if self.phase == "forward" and self.count_flops:
-                layer = self.layers[path]
-                if layer.input_shapes is None:  # torchinfo's input-size column
-                    layer.input_shapes = [tuple(t.shape) for t in tree_leaves(args)
-                                          if isinstance(t, torch.Tensor)]
-                self._record_output(path, call, output)
+                self._returned(path, call, args, output)
                 if self._call_stack:
                     self._child_returned.add(self._call_stack[-1])
 
@@ -355,9 +321,7 @@ class StepRecorder(TorchDispatchMode):
                     # output that the next MaxPool saves again is the ReLU's), so rows sum.
                     path = self.frames[-1][0]
                     self.saved_by[serial] = path
-                    self.layers[path].saved[serial] = self.tracker._bytes_of.get(serial, 0)
-                    if self.step_graph is not None:
-                        self.step_graph.saved(path, serial, self.layers[path].saved[serial])
+                    self._saved(path, serial, self.tracker._bytes_of.get(serial, 0))
             # Detached, or an output saved by its own node would hold itself in a cycle and
             # outlive the step, which autograd's own saving avoids.
             self._packing = True
@@ -368,17 +332,20 @@ class StepRecorder(TorchDispatchMode):
 
         return _saved_tensors_hooks_beside_checkpoints(pack, lambda t: t)
 
-    def _record_output(self, path: str, call: int, output) -> None:
-        layer = self.layers[path]
-        layer.calls += 1
-        tensors = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
-        layer.output_bytes += sum(t.numel() * t.element_size() for t in tensors)
-        if layer.output_shapes is None:
-            layer.output_shapes = [tuple(t.shape) for t in tensors]
-            layer.output_dtype = dtype_name(tensors[0].dtype) if tensors else None
-        if self.step_graph is not None:  # the call as a stretch of the graph's first forward
+    def _saved(self, path: str, serial: int, nbytes: int) -> None:
+        """Autograd saved storage `serial` for the first time, while layer `path` ran."""
+        if self.step_graph is not None:
+            self.step_graph.saved(path, serial, nbytes)
+
+    def _returned(self, path: str, call: int, args, output) -> None:
+        """Call `call` of layer `path` (first step's forward) was handed `args`, returned
+        `output`: a stretch of the graph's first forward, with the shapes of both."""
+        if self.step_graph is not None:
+            tensors = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor)]
+            inputs = tuple(tuple(t.shape) for t in tree_leaves(args)
+                           if isinstance(t, torch.Tensor))  # torchinfo's input-size column
             self.step_graph.returned(path, call, tuple(self._call_stack) + ((path, call),),
-                                     tensors)
+                                     tensors, inputs)
 
 
 @dataclass
@@ -463,25 +430,29 @@ def fake_device(target: str) -> str:
 
 @quietly
 def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options: Options, *,
-           opaque: dict[str, str] | None = None, graph: bool = False) -> Replay:
+           opaque: dict[str, str] | None = None, graph: bool = False,
+           recorder: type[StepRecorder] | None = None) -> Replay:
     """See `_replay`; the heap from before it set aside from the collector (`_heap_frozen`)."""
     with _heap_frozen():
-        return _replay(model, make_inputs, loss_fn, options, opaque=opaque, graph=graph)
+        return _replay(model, make_inputs, loss_fn, options, opaque=opaque, graph=graph,
+                       recorder=recorder or StepRecorder)
 
 
 def _replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options: Options, *,
-            opaque: dict[str, str] | None = None, graph: bool = False) -> Replay:
+            opaque: dict[str, str] | None = None, graph: bool = False,
+            recorder: type[StepRecorder] = StepRecorder) -> Replay:
     """Run `options.steps` training steps and one inference forward on fake tensors.
 
     `opaque` names layers (path -> why) to run around, not through (`graphcalc.fake.opaque`).
     `graph`: also record the step as a torch.fx.Graph (`Replay.step_graph`, graphcalc.fake.stepgraph),
-    in the same pass."""
+    in the same pass. `recorder`: the dispatch mode that records (the tests hand a subclass that
+    also tallies each layer's figures as the ops go by, to check the graph passes against)."""
     opaque_layers = (OpaqueLayers(model, opaque, options.batch, options.torch_dtype,
                                   options.amp_dtype) if opaque else contextlib.nullcontext())
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     round_to = 512 if options.device == "cuda" else 1
     device = fake_device(options.device)
-    rec = StepRecorder(round_to=round_to, device=options.device)
+    rec = recorder(round_to=round_to, device=options.device)
     rec.sdpa_backends = {}
     rec.values.routing = options.routing
     dtype = options.torch_dtype

@@ -119,13 +119,14 @@ class Call(NamedTuple):
     """One stretch of the first forward (`StepGraph.calls`): the (path, call) of the forwards
     running round it, outermost first; and, for a layer's call that returned (part 0; not the
     loss, not a container's own runs), the shapes of the tensors it returned, their bytes and
-    the dtype of the first."""
+    the dtype of the first, and the shapes of the tensors it was handed."""
 
     context: tuple[tuple[str, int], ...]
     shapes: tuple[tuple[int, ...], ...] = ()
     out_bytes: int = 0
     dtype: str | None = None
     returned: bool = False
+    inputs: tuple[tuple[int, ...], ...] = ()
 
 
 class StepGraphBuilder:
@@ -221,14 +222,13 @@ class StepGraphBuilder:
         return a
 
     def _arg(self, t: torch.Tensor) -> fx.Node:
-        made = self._node_of.get(id(t))
-        if made is not None and made[0]() is t:
-            return self._part(made[1], made[2])
-        serial = self.tracker.serial(t)
-        source = self._storage_node.get(serial) if serial is not None else None
-        if source is None:
+        found = self._find(t)
+        if found is None:
             return self._constant(t)
-        node = self._part(*source)
+        (op, part), serial = found
+        node = self._part(op, part)
+        if serial is None:  # the very tensor an op returned
+            return node
         layout = _layout(t)
         if layout is None or layout == self._storage_layout.get(serial) \
                 or node.meta["val"].dtype != t.dtype:
@@ -352,8 +352,8 @@ class StepGraphBuilder:
             self.calls[key] = Call(context)
 
     def returned(self, path: str, call: int, context: tuple[tuple[str, int], ...],
-                 tensors: list) -> None:
-        """Call `call` of layer `path` returned `tensors`. The last node gets meta `returns`:
+                 tensors: list, inputs: tuple[tuple[int, ...], ...] = ()) -> None:
+        """Call `call` of layer `path`, handed tensors of shapes `inputs`, returned `tensors`. The last node gets meta `returns`:
         (the call's key, the (node, part) of each tensor returned, its shape), so that a pass
         can tell a layer that passes on a tensor it did not make (Identity, Dropout(0.0), a
         branch returning its input): it runs no op, yet the tensor flows through it."""
@@ -363,7 +363,7 @@ class StepGraphBuilder:
             shapes=tuple(tuple(t.shape) for t in tensors),
             out_bytes=sum(t.numel() * t.element_size() for t in tensors),
             dtype=dtype_name(tensors[0].dtype) if tensors else None,
-            returned=True)
+            returned=True, inputs=tuple(tuple(int(d) for d in s) for s in inputs))
         made = []
         for t in tensors:
             source = self._source(t)
@@ -382,11 +382,18 @@ class StepGraphBuilder:
     def _source(self, t: torch.Tensor) -> tuple[fx.Node, int | None] | None:
         """The (node, part) that made `t`: by the tensor itself, else by its storage (where it
         was made or last written in place); None for a tensor the step never made."""
+        found = self._find(t)
+        return found[0] if found is not None else None
+
+    def _find(self, t: torch.Tensor):
+        """`_source`'s lookup, saying which way it matched: ((node, part), None) for the tensor
+        an op returned, ((node, part), serial) for one found by its storage; else None."""
         made = self._node_of.get(id(t))
         if made is not None and made[0]() is t:
-            return made[1], made[2]
+            return (made[1], made[2]), None
         serial = self.tracker.serial(t)
-        return self._storage_node.get(serial) if serial is not None else None
+        source = self._storage_node.get(serial) if serial is not None else None
+        return (source, serial) if source is not None else None
 
     def _free_after_last(self, start: int, end: int) -> None:
         """Events [start, end) of the tracker died after the last node."""

@@ -244,6 +244,44 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:,.2f} MiB"
 
 
+def as_dict(c: Comparison, top: int = 5) -> dict:
+    """The comparison's figures as `render` prints them, in bytes: the peaks, each phase's
+    real and predicted figures, the kinds of allocation, and per phase the allocation sizes
+    only one side has (the `top` largest by bytes, with where each was made)."""
+
+    def phase(f: PhaseFigures | None) -> dict | None:
+        return None if f is None else {"peak_bytes": f.peak, "end_bytes": f.end,
+                                       "allocated_bytes": f.allocated, "allocations": f.count}
+
+    def only(diff: dict, stream: Stream) -> list:
+        out = []
+        for (step, ph), sizes in diff.items():
+            biggest = sorted(sizes.items(), key=lambda kv: -kv[0] * kv[1])[:top]
+            out.append({"step": step + 1, "phase": ph,
+                        "bytes": sum(s * n for s, n in sizes.items()),
+                        "allocations": sum(sizes.values()),
+                        "largest": [{"size_bytes": size, "count": n, "where": next(
+                            a.where for a in stream.allocs
+                            if (a.step, a.phase) == (step, ph) and a.size == size)}
+                            for size, n in biggest]})
+        return out
+
+    return {
+        "real": {"peak_bytes": c.real.peak, "peak_step": c.real.peak_at[0] + 1,
+                 "peak_phase": c.real.peak_at[1]},
+        "predicted": {"peak_bytes": c.predicted.peak, "peak_step": c.predicted.peak_at[0] + 1,
+                      "peak_phase": c.predicted.peak_at[1]},
+        "peak_differs_percent": round(
+            (c.predicted.peak - c.real.peak) / max(c.real.peak, 1) * 100, 4),
+        "phases": [{"step": step + 1, "phase": ph, "real": phase(rf), "predicted": phase(pf)}
+                   for step, ph, rf, pf in c.rows],
+        "kinds": {name: {"real_bytes": rb, "real_count": rn, "predicted_bytes": pb,
+                         "predicted_count": pn} for name, (rb, rn, pb, pn) in c.kinds.items()},
+        "real_only": only(c.real_only, c.real),
+        "predicted_only": only(c.predicted_only, c.predicted),
+    }
+
+
 def render(c: Comparison, top: int = 5) -> str:
     lines = [f"peak allocated: real {_mib(c.real.peak)} (step {c.real.peak_at[0] + 1} "
              f"{c.real.peak_at[1]}), predicted {_mib(c.predicted.peak)} (step "

@@ -415,6 +415,7 @@ def layer_flow(sg: StepGraph):
 class LayerOutputs:
     calls: int = 0  # forward calls of the first step that returned
     shapes: tuple[tuple[int, ...], ...] = ()  # what the first call returned
+    inputs: tuple[tuple[int, ...], ...] = ()  # the shapes of the tensors it was handed
     dtype: str | None = None  # of its first tensor
     out_bytes: int = 0  # what every call returned, summed
     saved_bytes: int = 0  # storages saved for backward while it ran, each at its first save
@@ -433,7 +434,7 @@ def layer_outputs(sg: StepGraph) -> dict[str, LayerOutputs]:
         row = out.setdefault(name, LayerOutputs())
         if call < first.get(name, call + 1):
             first[name] = call
-            row.shapes, row.dtype = c.shapes, c.dtype
+            row.shapes, row.dtype, row.inputs = c.shapes, c.dtype, c.inputs
         row.calls += 1
         row.out_bytes += c.out_bytes
     for node in sg.graph.nodes:
@@ -445,8 +446,8 @@ def layer_outputs(sg: StepGraph) -> dict[str, LayerOutputs]:
 # --- the report's figures from the graph ----------------------------------------------------------
 
 def graph_outputs(layers, sg: StepGraph):
-    """The report's layer rows with their calls, output shapes, dtype and bytes and their saved
-    bytes from `layer_outputs`; and the step's saved bytes (every row's, with those of layers
+    """The report's layer rows with their calls, input and output shapes, dtype and bytes and
+    their saved bytes from `layer_outputs`; and the step's saved bytes (every row's, with those of layers
     the report has no row for, were there any)."""
     per_layer = layer_outputs(sg)
     out = []
@@ -454,7 +455,7 @@ def graph_outputs(layers, sg: StepGraph):
         row = per_layer.get(layer.name, LayerOutputs())
         out.append(replace(layer, calls=row.calls, output_shapes=row.shapes,
                            output_dtype=row.dtype, activation_bytes=row.out_bytes,
-                           saved_bytes=row.saved_bytes))
+                           saved_bytes=row.saved_bytes, input_shapes=row.inputs))
     return tuple(out), sum(row.saved_bytes for row in per_layer.values())
 
 
