@@ -21,10 +21,15 @@ runs: it is a target's comparison.
 Also: the 7B Llama sample at batch 8 and a 70B-sized Llama (samples/llama.py:build_70b), analysed
 by graphcalc alone (time and peak RSS; nothing is allocated for weights).
 
+Also: the commands as a user runs them (whole processes, alternated, median): `--version`,
+analyze at batch 1 and 256, fit (CPU budget, a T4, an H100), plan and `--checkpoint auto`,
+against `python -c "import torch"`, with the number of replays each took.
+
 Usage:
   .venv/bin/python bench/speed.py            # everything; prints the table, writes
                                              # bench/results/speed.md
   .venv/bin/python bench/speed.py --quick    # batch 1 and 256 only, no 70B
+  .venv/bin/python bench/speed.py --commands 5   # the commands table alone, 5 rounds
 The peers need `pip install torchinfo fvcore` (the `bench` extra).
 """
 
@@ -173,15 +178,103 @@ def _ratio(ours: Result, peer: Result) -> str:
     return f"{peer.seconds / ours.seconds:.1f}x"
 
 
+# --- the commands, whole processes, with the replays each took --------------------------------
+
+# Runs the graphcalc command in argv[1:] with graphcalc.fake.replay._replay counted; prints the
+# count on stderr as the last line (`replays N`). The replay module is imported up front, which
+# every command below pays anyway (--version is run as itself, without this wrapper).
+COUNTING = """
+import atexit, sys
+import graphcalc.fake.replay as R
+n = [0]
+run = R._replay
+def counted(*a, **k):
+    n[0] += 1
+    return run(*a, **k)
+R._replay = counted
+atexit.register(lambda: sys.stderr.write(f"\\nreplays {n[0]}\\n"))
+sys.argv = ["graphcalc"] + sys.argv[1:]
+from graphcalc_cli.app import main
+main()
+"""
+
+COMMANDS = [
+    ("python -c 'import torch'", [sys.executable, "-c", "import torch"], False),
+    ("graphcalc --version", ["graphcalc", "--version"], False),
+    ("analyze resnet50 --batch 1", ["analyze", "samples/resnet50.py", "--batch", "1",
+                                    "-f", "json"], True),
+    ("analyze resnet50 --batch 256 --optim adam", ["analyze", "samples/resnet50.py", "--batch",
+                                                   "256", "--optim", "adam", "-f", "json"], True),
+    ("fit seed_cnn --device cpu --memory 8MiB", ["fit", "samples/seed_cnn.py", "--device", "cpu",
+                                                 "--memory", "8MiB", "-f", "json"], True),
+    ("fit seed_cnn --gpu t4", ["fit", "samples/seed_cnn.py", "--gpu", "t4", "-f", "json"], True),
+    ("fit gpt2 --gpu h100 --amp bf16", ["fit", "samples/gpt2.py", "--gpu", "h100", "--amp", "bf16",
+                                        "-f", "json"], True),
+    ("plan gpt2 --batch 256 --gpu h100", ["plan", "samples/gpt2.py", "--batch", "256", "--gpu",
+                                          "h100", "-f", "json"], True),
+    ("analyze gpt2 --checkpoint auto --memory 1GiB --device cpu",
+     ["analyze", "samples/gpt2.py", "--batch", "8", "--checkpoint", "auto", "--memory", "1GiB",
+      "--device", "cpu", "-f", "json"], True),
+]
+
+
+def _command(argv: list[str], counted: bool) -> tuple[float, int | None]:
+    """(wall seconds, replays) of one whole process."""
+    if counted:
+        argv = [sys.executable, "-c", COUNTING] + argv
+    elif argv[0] == "graphcalc":
+        argv = [str(Path(sys.executable).with_name("graphcalc"))] + argv[1:]
+    t = time.perf_counter()
+    run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    replays = None
+    if counted:
+        last = run.stderr.strip().splitlines()[-1:] or [""]
+        replays = int(last[0].split()[1]) if last[0].startswith("replays ") else None
+    return seconds, replays
+
+
+def commands(rounds: int, emit) -> None:
+    """Each command of COMMANDS, whole processes, alternated round by round (so that a busy
+    moment of the machine falls on all of them); the median wall time, its ratio to
+    `python -c "import torch"` measured in the same rounds, and the replays each took."""
+    import statistics
+
+    times: dict[str, list[float]] = {name: [] for name, _, _ in COMMANDS}
+    replays: dict[str, int | None] = {}
+    for _ in range(rounds):
+        for name, argv, counted in COMMANDS:
+            seconds, n = _command(argv, counted)
+            times[name].append(seconds)
+            replays[name] = n
+    base = statistics.median(times[COMMANDS[0][0]])
+    emit(f"Whole processes, alternated, median of {rounds} "
+         f"(`.venv/bin/python bench/speed.py --commands {rounds}`):")
+    emit()
+    emit("| command | wall | against `import torch` | replays |")
+    emit("|---|---:|---:|---:|")
+    for name, _, counted in COMMANDS:
+        m = statistics.median(times[name])
+        n = replays[name]
+        emit(f"| {name} | {m:.2f} s | {m / base:.2f}x | "
+             f"{'-' if not counted else (n if n is not None else 'failed')} |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="batch 1 and 256 only, no 70B")
+    ap.add_argument("--commands", type=int, metavar="ROUNDS", default=None,
+                    help="only the commands table: --version, analyze, fit, plan and "
+                         "--checkpoint auto against import torch, with their replays")
     ap.add_argument("--worker", nargs=3, metavar=("TOOL", "SPEC", "BATCH"), help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "speed.md")
     args = ap.parse_args(argv)
     if args.worker:
         tool, spec, batch = args.worker
         print(json.dumps(_worker(tool, spec, int(batch))))
+        return 0
+    if args.commands:
+        commands(args.commands, lambda line="": print(line, flush=True))
         return 0
 
     batches = BATCHES[:2] if args.quick else BATCHES
@@ -314,6 +407,10 @@ def main(argv=None) -> int:
         d = json.loads(out)
         emit(f"| {name} | {batch} | {seconds:.1f} s | {usage.ru_maxrss / 1024:,.0f} MiB | "
              f"{d['totals']['params'] / 1e9:.2f} B | {d['memory']['peak_bytes'] / 2**30:,.0f} GiB |")
+    emit()
+    emit("## The commands, and the replays each took")
+    emit()
+    commands(3, emit)
     emit()
     emit("What was profiled and changed, and what holds the rest back: "
          "[speed-profile.md](speed-profile.md).")

@@ -797,10 +797,13 @@ def fit(
         lines.append(f"Device total: the caching allocator's reserved peak (simulated) + "
                      f"{format_bytes(cuda_context(options.gpu_spec)[0])} CUDA context"
                      + (f"; {options.gpu_note}" if options.gpu_note else ""))
-    how = (" (two give every live level as a line in the batch, the third confirms it)"
-           if result.affine else " (a GPU's device total steps with the caching allocator's "
-           "segments: a secant search)" if not on_cpu else " (the step is not affine in the "
-           "batch: a secant search)" if result.evaluations > 3 else "")
+    two = ("two give every allocation as a line in the batch, the simulated allocator the "
+           "device total at any batch" if not on_cpu else "two give every live level as a line in the batch")
+    first = (", batch 1 running other kernels: the lines from batch 2"
+             if result.evaluations == 4 else "")
+    how = (f" ({two}, the last confirms it{first})" if result.affine
+           else " (the step is not affine in the batch: a secant search)"
+           if result.evaluations > 3 else "")
     lines.append(f"{result.evaluations} analyses{how}, {options.optimizer}, {options.dtype}"
                  f"{', autocast ' + options.amp if options.amp else ''}, for {options.device}"
                  + (f", checkpointing {' '.join(options.checkpoint)}"
@@ -953,10 +956,20 @@ def plan(
         raise UsageError("--shard none is world size 1, always in the table")
     source = loader.load(model, _hf(task, seq_len, image_size, audio_samples, attn, offline))
     make_inputs = resolve_inputs(source, input)
-    with _Working(f"plan: one replay per per-rank batch of {batch}", quiet=fmt.value == "json"):
+    replayed, read = [], []
+
+    def on_replay(b: int, k: int, n: int) -> None:
+        (replayed if k else read).append(b)
+        if k:
+            working.say(f"plan: replay {k} (per-rank batch {b}) of at most {n}")
+
+    with _Working(f"plan: per-rank batches of {batch}", quiet=fmt.value == "json") as working:
         rows = make_plan(loader.build_model(source, device="meta"), make_inputs, options,
                          global_batch=batch, memory_bytes=budget,
-                         world_sizes=world_size or None, shards=shards, loss_fn=source.loss)
+                         world_sizes=world_size or None, shards=shards, loss_fn=source.loss,
+                         on_replay=on_replay)
+    how = (f"{len(replayed)} replays (per-rank batch {', '.join(map(str, replayed))})"
+           + (f"; {', '.join(map(str, sorted(read)))} read off their lines" if read else ""))
     unit = "GPU" if options.device == "cuda" else "rank"  # --device cpu: gloo processes
     if fmt.value == "json":
         from dataclasses import asdict
@@ -964,7 +977,8 @@ def plan(
         _emit_json({"model": source.name, "config": options.as_dict(), "global_batch": batch,
                     "memory_bytes": budget, "unit": unit,
                     "gpu": options.gpu_spec.name if gpu is not None else None,
-                    "rows": [asdict(r) for r in rows]}, output)
+                    "rows": [asdict(r) for r in rows], "replayed_batches": replayed,
+                    "batches_read_off_lines": sorted(read)}, output)
         return
     card = f" ({options.gpu_spec.name}, device totals)" if gpu is not None else ""
     table = Table(title=f"{source.name}: global batch {batch}, {format_bytes(budget)} per "
@@ -983,6 +997,7 @@ def plan(
     console = Console(no_color=True, highlight=False, width=100, record=output is not None,
                       file=open(os.devnull, "w") if output is not None else None)
     console.print(table)
+    console.print(how)
     if output is not None:
         _write(console.export_text(), output)
 

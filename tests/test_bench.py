@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,3 +90,21 @@ def test_cuda_bench_predictions_with_cuda_hidden_are_the_librarys(tmp_path):
                             Options(batch=2, optimizer="adam", gpu="h100"), loss_fn=src.loss)
     assert got["mnist_mlp|adam|fp32"] == [report.gpu.peak_allocated_bytes,
                                           report.gpu.peak_reserved_bytes]
+
+
+def test_speed_bench_counts_the_replays_a_command_takes():
+    """bench/speed.py --commands: the replay count of a whole `graphcalc` process (one for
+    analyze; fit's count is its JSON's evaluations)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import speed
+    finally:
+        sys.path.pop(0)
+    seconds, n = speed._command(["analyze", "samples/seed_cnn.py", "-f", "json"], True)
+    assert seconds > 0 and n == 1
+    _, n = speed._command(["fit", "samples/seed_cnn.py", "--device", "cpu", "--memory", "8MiB",
+                           "-f", "json", "-o", os.devnull], True)
+    fit = subprocess.run([str(Path(sys.executable).with_name("graphcalc")), "fit",
+                          "samples/seed_cnn.py", "--device", "cpu", "--memory", "8MiB", "-f",
+                          "json"], capture_output=True, text=True, cwd=ROOT)
+    assert n == json.loads(fit.stdout)["evaluations"] == 3

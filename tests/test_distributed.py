@@ -8,6 +8,8 @@ bytes counted as `verify` counts them. The prediction never starts a process.
 from __future__ import annotations
 
 import pytest
+import torch
+from torch import nn
 from typer.testing import CliRunner
 
 from cli.app import app
@@ -127,3 +129,49 @@ def test_cli_plan_prints_its_table():
     assert r.exit_code == 0, r.output
     for word in ("GPUs", "ddp", "zero1", "zero2", "fsdp", "batch/GPU", "sent/GPU/step"):
         assert word in r.output
+
+
+class _Similarity(nn.Module):
+    """A batch-by-batch similarity matrix (as a contrastive loss makes): its bytes are
+    quadratic in the batch, no line."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        z = self.fc(x)
+        return z @ z.t()
+
+
+@pytest.mark.parametrize("name,options", [
+    ("mnist_mlp", Options(optimizer="adam", device="cuda", gpu="h100")),
+    ("seed_cnn", Options(optimizer="sgd", amp="bf16", device="cuda")),  # cuDNN workspaces
+    ("gpt2", Options(optimizer="adamw", device="cpu")),
+    ("similarity", Options(optimizer="adam", device="cuda")),
+])
+def test_plan_reads_per_rank_batches_off_three_replays_as_replaying_each(name, options):
+    """plan at global batch 64 (per-rank batches 64, 32 ... 1): three replays (four where
+    batch 1 runs other kernels) and the rest read off their lines give the very rows that one
+    replay per batch gives; a step whose bytes
+    are not affine in the batch (a batch-by-batch matrix) is replayed at every batch."""
+    if name == "similarity":
+        model, make_inputs, loss_fn = _Similarity(), lambda b: torch.randn(b, 8), None
+    else:
+        src = sample(name)
+        model, make_inputs, loss_fn = real_model(src), src.example_inputs, src.loss
+    calls = []
+    kw = dict(global_batch=64, memory_bytes=2**30, loss_fn=loss_fn)
+    read = plan(model, make_inputs, options, on_replay=lambda b, k, n: calls.append((b, k)),
+                **kw)
+    each = plan(model, make_inputs, options, lines=False, **kw)
+    assert read == each
+    assert len(read) == 1 + 6 * 4 and {r.per_rank_batch for r in read} == {64, 32, 16, 8, 4, 2, 1}
+    replayed = [b for b, k in calls if k]
+    if name == "similarity":
+        assert sorted(replayed) == [1, 2, 4, 8, 16, 32, 64] and all(k for _, k in calls)
+    else:
+        # batch 1 runs other kernels than the rest on some models (a matrix-vector product):
+        # the lines then start at batch 2, a fourth replay
+        assert replayed in ([1, 8, 64], [1, 8, 64, 2])
+        assert sorted(b for b, k in calls if not k) == sorted({2, 4, 16, 32} - set(replayed))

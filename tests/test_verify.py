@@ -123,3 +123,34 @@ def test_fit_takes_three_analyses_where_the_step_is_affine_in_the_batch(name, bu
     peak = lambda b: analyze_file(spec, Options(batch=b, optimizer="adam")).memory.peak_bytes
     assert peak(found.batch) == found.peak_bytes <= budget < peak(found.batch + 1)
     assert peak(found.recommended_batch) == found.recommended_peak_bytes
+
+
+@pytest.mark.parametrize("name,gpu", [("seed_cnn", "t4"), ("mnist_mlp", "h100"),
+                                      ("resnet18", "t4")])
+def test_gpu_fit_takes_three_analyses_reading_the_device_total_off_the_lines(name, gpu):
+    # A GPU's device total (the caching allocator's segments + the CUDA context) is no line in
+    # the batch, but each storage the step asks for is: two replays give every allocation at
+    # any batch, the simulated allocator gives the device total there, and the third replay,
+    # at the batch found, lies on the lines (a fourth where batch 1 runs other kernels than the
+    # rest: on CUDA a linear layer at batch 1 takes no cuBLASLt workspace, so the lines start
+    # at batch 2; before, 15 analyses on a T4). The answer is the search's: the batch fits and
+    # the next does not, each analysed on its own (analyze --gpu), and the recommended batch's
+    # device total read off the lines is its analysed one
+    from graphcalc.commands.analyze import analyze_file
+    from graphcalc.commands.verify import fit_source
+    from graphcalc.sources import loader
+
+    spec = str(SAMPLES / f"{name}.py")
+    src = loader.load(spec)
+    options = Options(optimizer="adam", amp="bf16" if gpu == "h100" else None, device="cuda",
+                      gpu=gpu)
+    budget = options.gpu_spec.memory_bytes
+    found = fit_source(src, src.example_inputs, options, budget)
+    assert found.affine and found.evaluations <= 4, found
+    assert found.evaluations == 3 or 2 in dict(found.points)
+
+    def held(b):
+        return analyze_file(spec, replace(options, batch=b)).gpu.required_bytes
+
+    assert held(found.batch) == found.peak_bytes <= budget < held(found.batch + 1)
+    assert held(found.recommended_batch) == found.recommended_peak_bytes

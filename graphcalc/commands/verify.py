@@ -129,9 +129,10 @@ class Fit:
 
 
 def fit(peak_at: Callable[[int], int], memory_bytes: int,
-        levels: dict[int, list[int]] | None = None) -> Fit:
+        levels: dict[int, list[int]] | None = None, lines=None) -> Fit:
     """Largest batch with peak_at(batch) <= memory_bytes: from three analyses where they prove
-    it (`_affine`), else by a secant search on the bracket that reuses them."""
+    it (`_affine`), else by a secant search on the bracket that reuses them. `lines`: a
+    `DeviceLines` for a GPU's device total, read off the replays' lines."""
     if memory_bytes <= 0:
         raise UsageError(f"memory budget must be positive, got {memory_bytes}")
     seen: dict[int, int] = {}
@@ -152,7 +153,11 @@ def fit(peak_at: Callable[[int], int], memory_bytes: int,
         except GraphcalcError:
             raise e from None
         floor, note = 2, f"batch 1 cannot train ({e}): the smallest batch is 2"
-    found = _affine(peak, memory_bytes, floor, levels)
+    if lines is not None:
+        found = _affine(peak, memory_bytes, floor, lines.reader, lines.holds)
+    else:
+        found = _affine(peak, memory_bytes, floor,
+                        None if levels is None else _levels_reader(levels))
     affine = found is not None
     if found is None:
         found = _search(peak, memory_bytes, floor, seen)
@@ -160,52 +165,105 @@ def fit(peak_at: Callable[[int], int], memory_bytes: int,
                    smallest_batch=floor, note=note, affine=affine)
 
 
+def _levels_reader(levels: dict[int, list[int]]):
+    """The predicted peak at any batch from the live levels of the replays at lo and hi (each
+    level a line through them), or None where they are no lines."""
+
+    def read(lo_batch: int, hi_batch: int) -> Callable[[int], int] | None:
+        a, b = levels.get(lo_batch), levels.get(hi_batch)
+        if a is None or b is None or len(a) != len(b):
+            return None
+        lo = torch.tensor(a, dtype=torch.int64)
+        rise = torch.tensor(b, dtype=torch.int64) - lo
+        if bool((rise % (hi_batch - lo_batch) != 0).any()):
+            return None  # not a whole number of bytes a sample: not affine
+        slope = rise // (hi_batch - lo_batch)
+        return lambda x: int((lo + slope * (x - lo_batch)).max())
+
+    return read
+
+
+class DeviceLines:
+    """A GPU's device total at any batch without a replay: the replay at that batch read off
+    the lines of two (graphcalc.fake.lines), through the simulated caching allocator. The
+    third replay, at the batch found, must lie on the lines (`holds`): three points of a line
+    rule out every size of degree two or less in the batch, so the events, and the allocator's
+    answer on them, are the step's at every batch."""
+
+    def __init__(self, required: Callable[[object], int]):
+        self.replays: dict[int, object] = {}  # batch -> its replay (fit_source keeps them)
+        self.required = required  # a replay -> what the card must hold for it
+        self.lines = None
+
+    def reader(self, lo: int, hi: int) -> Callable[[int], int] | None:
+        from graphcalc.fake.lines import Lines
+
+        if lo not in self.replays or hi not in self.replays:
+            return None
+        self.lines = Lines.through(self.replays[lo], lo, self.replays[hi], hi)
+        if self.lines is None:
+            return None
+        cache: dict[int, int] = {}
+
+        def predicted(x: int) -> int:
+            if x not in cache:
+                cache[x] = self.required(self.lines.at(x))
+            return cache[x]
+
+        return predicted
+
+    def holds(self, batch: int) -> bool:
+        rp = self.replays.get(batch)
+        return self.lines is not None and rp is not None and self.lines.holds(rp, batch)
+
+
 def _affine(peak: Callable[[int], int], memory_bytes: int, floor: int,
-            levels: dict[int, list[int]] | None) -> Fit | None:
+            reader, holds: Callable[[int], bool] = lambda batch: True) -> Fit | None:
     """The answer in three analyses where the step is affine in the batch. Two replays (at
     `floor` and at 64 times it) give every live-byte level of the step as a line in the batch
     (each allocation a size affine in it, the same ops in the same order); their highest is
     the predicted peak at any batch, and the largest batch B whose predicted peak fits is then
-    analysed (the third replay). When its peak is the one the lines predicted, B is the answer
-    and the recommended batch's peak is read off the lines; when not (a step that is not
-    affine in the batch), or the two replays' steps differ, None: the search goes on from them.
-    `levels[batch]`: the live bytes after each event of that batch's replay."""
+    analysed (the third replay). When its peak is the one the lines predicted (and, for a GPU's
+    device total, `holds(B)`: B's replay lies on the lines), B is the answer and the
+    recommended batch's peak is read off the lines; when not (a step that is not affine in the
+    batch), or the two replays' steps differ, None: the search goes on from them. `reader(lo,
+    hi)`: the predicted peak at any batch from the analyses at lo and hi, or None."""
     p1 = peak(floor)
     if p1 > memory_bytes:
         return Fit(memory_bytes, 0, p1, 0, 0, 0)
-    if levels is None:
+    if reader is None:
         return None
     b2 = min(64 * floor, MAX_BATCH)
     if b2 <= floor:
         return None
     peak(b2)
-    a, b = levels.get(floor), levels.get(b2)
-    if a is None or b is None or len(a) != len(b):
+    lo = floor
+    predicted = reader(floor, b2)
+    if predicted is None and floor == 1 and b2 > 2:
+        # batch 1 may run other kernels than every larger batch (on CUDA a linear layer at
+        # batch 1 takes no cuBLASLt workspace): the lines from batch 2, a fourth analysis
+        lo = 2
+        if peak(lo) > memory_bytes:
+            return None
+        predicted = reader(lo, b2)
+    if predicted is None:
         return None
-    lo = torch.tensor(a, dtype=torch.int64)
-    rise = torch.tensor(b, dtype=torch.int64) - lo
-    if bool((rise % (b2 - floor) != 0).any()):
-        return None  # not a whole number of bytes a sample: not affine
-    slope = rise // (b2 - floor)
-
-    def predicted(x: int) -> int:
-        return int((lo + slope * (x - floor)).max())
-
-    if predicted(floor) != p1 or predicted(b2) != peak(b2):
+    if predicted(lo) != peak(lo) or predicted(b2) != peak(b2):
         return None
     if predicted(MAX_BATCH) <= memory_bytes:
         batch = MAX_BATCH
     else:
-        good, bad = floor, MAX_BATCH  # predicted(good) fits, predicted(bad) does not
+        good, bad = lo, MAX_BATCH  # predicted(good) fits, predicted(bad) does not
         while bad - good > 1:
             mid = (good + bad) // 2
             good, bad = (mid, bad) if predicted(mid) <= memory_bytes else (good, mid)
         batch = good
     pb = peak(batch)
-    if pb != predicted(batch) or pb > memory_bytes:
+    if pb != predicted(batch) or pb > memory_bytes or not holds(batch):
         return None
     recommended = max(floor, int(batch * 0.8))
-    return Fit(memory_bytes, batch, pb, recommended, predicted(recommended), 0)
+    return Fit(memory_bytes, batch, pb, recommended,
+               predicted(recommended) if recommended >= lo else peak(recommended), 0)
 
 
 def _search(peak: Callable[[int], int], memory_bytes: int, floor: int = 1,
@@ -255,9 +313,12 @@ def fit_source(source: loader.ModelSource, make_inputs, options: Options, memory
     hold, GpuFit.required_bytes (reserved + CUDA context), else the predicted peak."""
     model = loader.build_model(source, device="meta")
     on_gpu = options.gpu is not None or options.gpu_memory is not None
-    # every live level of each replay, for the lines through them (not for a GPU's device total:
-    # the caching allocator's segments are no line; nor per rank, adjusted after the replay)
+    # every live level of each replay, for the lines through them (not for a GPU's device total,
+    # whose allocator segments are no line: its replays' storages are; nor per rank)
     levels: dict[int, list[int]] | None = None if on_gpu or options.distributed else {}
+    # a GPU's device total (not per rank): read off the lines of the replays' storages
+    lines = DeviceLines(lambda rp: _device_required(rp, options)) \
+        if on_gpu and not options.distributed else None
 
     count = 0
 
@@ -269,12 +330,21 @@ def fit_source(source: loader.ModelSource, make_inputs, options: Options, memory
         kept = []
         report = analyze_module(model, make_inputs, replace(options, batch=batch),
                                 loss_fn=source.loss,
-                                on_replay=kept.append if levels is not None else None)
+                                on_replay=kept.append if levels is not None or lines else None)
         if levels is not None and kept:
             levels[batch] = live_levels(kept[-1].step_graph)
+        if lines is not None and kept:
+            lines.replays[batch] = kept[-1]
         return report.gpu.required_bytes if on_gpu else report.memory.peak_bytes
 
-    return fit(peak_at, memory_bytes, levels)
+    return fit(peak_at, memory_bytes, levels, lines)
+
+
+def _device_required(rp, options: Options) -> int:
+    """What the card must hold for a replay's step: the report's GpuFit.required_bytes."""
+    from graphcalc.commands.analyze import _gpu
+
+    return _gpu(rp, options, None).required_bytes
 
 
 def live_levels(sg) -> list[int]:

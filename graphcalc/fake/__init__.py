@@ -5,7 +5,8 @@ FLOPs, bytes allocated and freed, module, phase). The step itself, the same for 
 and runs for real (`values`); what it changes in torch while it runs (`patches`); where real
 kernels differ from their fake ones, on the CPU and on CUDA (`kernels`, `fake_vs_real`); layers
 analysed around because they read tensor values (`opaque`); activation checkpointing as
-torch.utils.checkpoint runs it (`checkpointing`).
+torch.utils.checkpoint runs it (`checkpointing`); the replay at another batch read off
+replays at three, where every storage is affine in the batch (`lines`).
 
 May import: the shared modules, graphcalc.sources, graphcalc.flops, graphcalc.gpu. Not the
 passes or later.

@@ -36,6 +36,9 @@ class LiveStorages:
         self.keep_events = keep_events
         self._serial_of: dict[int, int] = {}  # storage pointer -> serial, while live
         self._bytes_of: dict[int, int] = {}  # serial -> bytes, while live
+        # serial -> the bytes asked for, before rounding to `round_to` (kept after the free):
+        # what is affine in the batch where the rounded size is not (graphcalc.fake.lines)
+        self.requested: dict[int, int] = {}
         self._keys_of: dict[int, int] = {}  # serial -> how many live storages hold it (aliases)
         self._finalizers: list[weakref.finalize] = []
         self._next = 0
@@ -59,7 +62,8 @@ class LiveStorages:
             return serial
         serial = self._next
         self._next += 1
-        nbytes = storage_bytes(st.nbytes() if nbytes is None else nbytes, self.round_to)
+        self.requested[serial] = st.nbytes() if nbytes is None else nbytes
+        nbytes = storage_bytes(self.requested[serial], self.round_to)
         self._serial_of[key] = serial
         self._bytes_of[serial] = nbytes
         self._keys_of[serial] = 1
@@ -72,6 +76,7 @@ class LiveStorages:
         freed at once; returns its serial."""
         serial = self._next
         self._next += 1
+        self.requested[serial] = nbytes
         nbytes = storage_bytes(nbytes, self.round_to)
         self._change(serial, nbytes)
         self._change(serial, -nbytes)

@@ -509,14 +509,21 @@ class PlanRow:
 
 
 def plan(model: nn.Module, make_inputs, options: Options, *, global_batch: int, memory_bytes: int,
-         world_sizes=None, shards=STRATEGIES, loss_fn=None) -> tuple[PlanRow, ...]:
-    """Per-rank peak of every (world size, strategy) for `global_batch`: one replay per per-rank
-    batch, every strategy computed from it. Default world sizes: those of WORLD_SIZES that
-    divide the batch; a given world size that does not divide it is an error."""
+         world_sizes=None, shards=STRATEGIES, loss_fn=None, on_replay=None,
+         lines: bool = True) -> tuple[PlanRow, ...]:
+    """Per-rank peak of every (world size, strategy) for `global_batch`, every strategy computed
+    from the replay of one rank's step at its per-rank batch. Over three per-rank batches, three
+    replays (the smallest, the largest and one between; a fourth, the next smallest, where the
+    smallest runs other kernels, as batch 1 may) and the others read off their lines
+    (graphcalc.fake.lines) where every storage's bytes are affine in the batch; else (or with
+    `lines=False`) one replay each. `on_replay(batch, k, n)` is called before each replay (k of
+    at most n), and with k=0 for a batch read off the lines. Default world sizes: those of
+    WORLD_SIZES that divide the batch; a given world size that does not divide it is an error."""
     from dataclasses import replace
 
     from graphcalc.passes.timeline import step_memory as _memory
     from graphcalc.errors import UsageError
+    from graphcalc.fake.lines import Lines
     from graphcalc.fake.replay import replay
 
     if global_batch < 1:
@@ -534,10 +541,41 @@ def plan(model: nn.Module, make_inputs, options: Options, *, global_batch: int, 
         if s not in STRATEGIES:
             raise UsageError(f"unknown shard '{s}': choose among {', '.join(STRATEGIES)}")
     gpu = options.gpu is not None or options.gpu_memory is not None
+    batches = sorted({global_batch // w for w in world_sizes})
+    replays: dict = {}
+
+    def run(batch: int, k: int, n: int):
+        if on_replay is not None:
+            on_replay(batch, k, n)
+        replays[batch] = replay(model, make_inputs, loss_fn,
+                                replace(options, batch=batch, world_size=1, shard="none"))
+
+    if lines and len(batches) > 3:
+        mid, hi = batches[len(batches) // 2], batches[-1]
+        for k, b in enumerate((batches[0], mid, hi), 1):
+            run(b, k, len(batches))
+        found = Lines.of(replays)
+        if found is None and len(batches) > 4 and batches[1] < mid:
+            # the smallest batch may run other kernels than the rest (at batch 1 a linear layer
+            # is a matrix-vector product): the lines from the next one up
+            run(batches[1], 4, len(batches))
+            found = Lines.of({b: replays[b] for b in (batches[1], mid, hi)})
+        for b in batches:
+            if b in replays:
+                continue
+            if found is not None and b > found.lo:
+                if on_replay is not None:
+                    on_replay(b, 0, len(batches))
+                replays[b] = found.at(b)
+            else:  # not affine in the batch: one replay each
+                run(b, len(replays) + 1, len(batches))
+    for b in batches:
+        if b not in replays:
+            run(b, len(replays) + 1, len(batches))
     rows = []
     for w in sorted(set(world_sizes)):
         one = replace(options, batch=global_batch // w, world_size=1, shard="none")
-        rp = replay(model, make_inputs, loss_fn, one)
+        rp = replays[one.batch]
         if w == 1:
             memory = _memory(rp, one)
             total = _device_total(rp, one, memory) if gpu else None
