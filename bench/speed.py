@@ -205,6 +205,13 @@ COMMANDS = [
                                     "-f", "json"], True),
     ("analyze resnet50 --batch 256 --optim adam", ["analyze", "samples/resnet50.py", "--batch",
                                                    "256", "--optim", "adam", "-f", "json"], True),
+    ("torchinfo summary resnet50, batch 1 (whole process)",
+     [sys.executable, "-c", "import torch, torchinfo\n"
+      "from graphcalc.sources import loader\n"
+      "src = loader.load('samples/resnet50.py')\n"
+      "torchinfo.summary(loader.build_model(src, device=None), input_data=[src.example_inputs(1)],"
+      " verbose=0)"],
+     False),
     ("fit seed_cnn --device cpu --memory 8MiB", ["fit", "samples/seed_cnn.py", "--device", "cpu",
                                                  "--memory", "8MiB", "-f", "json"], True),
     ("fit seed_cnn --gpu t4", ["fit", "samples/seed_cnn.py", "--gpu", "t4", "-f", "json"], True),
@@ -212,8 +219,8 @@ COMMANDS = [
                                         "-f", "json"], True),
     ("plan gpt2 --batch 256 --gpu h100", ["plan", "samples/gpt2.py", "--batch", "256", "--gpu",
                                           "h100", "-f", "json"], True),
-    ("analyze gpt2 --checkpoint auto --memory 1GiB --device cpu",
-     ["analyze", "samples/gpt2.py", "--batch", "8", "--checkpoint", "auto", "--memory", "1GiB",
+    ("analyze gpt2 --batch 8 --checkpoint auto --memory 2.5GiB --device cpu",
+     ["analyze", "samples/gpt2.py", "--batch", "8", "--checkpoint", "auto", "--memory", "2.5GiB",
       "--device", "cpu", "-f", "json"], True),
 ]
 
@@ -227,6 +234,8 @@ def _command(argv: list[str], counted: bool) -> tuple[float, int | None]:
     t = time.perf_counter()
     run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - t
+    if run.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[-8:])} failed: {run.stderr.strip()[-300:]}")
     replays = None
     if counted:
         last = run.stderr.strip().splitlines()[-1:] or [""]
@@ -240,10 +249,16 @@ def commands(rounds: int, emit) -> None:
     `python -c "import torch"` measured in the same rounds, and the replays each took."""
     import statistics
 
-    times: dict[str, list[float]] = {name: [] for name, _, _ in COMMANDS}
+    import importlib.util
+
+    chosen = COMMANDS
+    if importlib.util.find_spec("torchinfo") is None:
+        chosen = [c for c in COMMANDS if not c[0].startswith("torchinfo")]
+        emit("(torchinfo is not installed: `pip install torchinfo` for its row)")
+    times: dict[str, list[float]] = {name: [] for name, _, _ in chosen}
     replays: dict[str, int | None] = {}
     for _ in range(rounds):
-        for name, argv, counted in COMMANDS:
+        for name, argv, counted in chosen:
             seconds, n = _command(argv, counted)
             times[name].append(seconds)
             replays[name] = n
@@ -253,7 +268,7 @@ def commands(rounds: int, emit) -> None:
     emit()
     emit("| command | wall | against `import torch` | replays |")
     emit("|---|---:|---:|---:|")
-    for name, _, counted in COMMANDS:
+    for name, _, counted in chosen:
         m = statistics.median(times[name])
         n = replays[name]
         emit(f"| {name} | {m:.2f} s | {m / base:.2f}x | "
