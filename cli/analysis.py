@@ -91,9 +91,9 @@ def analyze(
     planned = None
     with _model_prints_to_stderr():
         if auto:
-            with _Working("--checkpoint auto: replaying the step with each candidate "
-                          "checkpointed", quiet=fmt.value == "json"):
-                planned = _auto_plan(model, options, input, memory, hf)
+            with _Working("--checkpoint auto: the first replay", quiet=fmt.value == "json") \
+                    as working:
+                planned = _auto_plan(model, options, input, memory, hf, say=working.say)
             report = planned.report
         else:
             with _Working(f"replaying a training step of {model} at batch {batch} on fake "

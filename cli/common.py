@@ -361,7 +361,7 @@ def _checkpoint_choice(checkpoint, memory, *, fit=False) -> tuple[bool, tuple[st
     return auto, () if auto else given
 
 
-def _auto_plan(spec, options, inputs, memory, hf=None):
+def _auto_plan(spec, options, inputs, memory, hf=None, say=None):
     from graphcalc.sources import loader
     from graphcalc.commands.analyze import resolve_inputs
     from graphcalc.commands.recompute import plan
@@ -375,7 +375,7 @@ def _auto_plan(spec, options, inputs, memory, hf=None):
     make_inputs = resolve_inputs(source, inputs)
     model = loader.build_model(source, device="meta")
     return plan(model, make_inputs, options, parse_bytes(memory), loss_fn=source.loss,
-                name=source.name)
+                name=source.name, say=say)
 
 
 def _picture(report, path: Optional[Path], fmt: Optional[str], **options) -> None:

@@ -213,8 +213,10 @@ def fit(
 
         if batch is not None:
             replace(options, batch=batch)  # validates it
-        fitted = fit_with_plan(loader.build_model(source, device="meta"), make_inputs, options,
-                               budget, batch=batch, loss_fn=source.loss, name=source.name)
+        with _Working("fit --checkpoint auto: the first replay", quiet=as_json) as working:
+            fitted = fit_with_plan(loader.build_model(source, device="meta"), make_inputs,
+                                   options, budget, batch=batch, loss_fn=source.loss,
+                                   name=source.name, say=working.say)
         options = replace(options, checkpoint=fitted.plan.patterns)
         result = fitted.with_plan
         if as_json:

@@ -249,6 +249,52 @@ def test_the_plan_fits_and_a_real_step_measures_its_peak():
     assert "apply_activation_checkpointing" in text and "--checkpoint" in text
 
 
+def test_each_candidates_peak_and_recompute_read_off_the_graph_are_its_replays():
+    """The estimates the plan chooses with (graphcalc.passes.recompute), against a replay of
+    the step with each group checkpointed (the replay is what the real-step tests hold)."""
+    from graphcalc.passes.recompute import CheckpointEstimator
+
+    src, make_inputs = _gpt()
+    options = Options(batch=8, optimizer="adam")
+    model = loader.build_model(src, device="meta")
+    kept = []
+    base = analyze_module(model, make_inputs, options, loss_fn=src.loss, name=src.name,
+                          on_replay=kept.append)
+    est = CheckpointEstimator(kept[-1].step_graph, options.steps)
+    assert est.base.peak_bytes == base.memory.peak_bytes
+    checked = 0
+    for pattern, paths, _ in recompute.groups(model, base)[:8]:
+        e = est.estimate(paths)
+        real = _predict(src, make_inputs, replace(options, checkpoint=paths))
+        assert (pattern, e.peak_bytes, e.recompute_flops) == (
+            pattern, real.memory.peak_bytes,
+            real.totals.flops_recompute - base.totals.flops_recompute)
+        checked += e.peak_bytes < base.memory.peak_bytes
+    assert checked >= 3  # blocks, MLPs, attention, layer norms
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gpu", [None, "h100"])
+def test_the_plan_takes_at_most_three_replays_and_is_the_replayed_searchs(gpu):
+    """--checkpoint auto chooses on the first replay's graph and replays the choice: the same
+    plan, peak and recompute as replaying every candidate and pick (13-20 replays here)."""
+    src, make_inputs = _gpt()
+    extra = {"gpu": gpu, "device": "cuda"} if gpu else {}
+    options = Options(batch=8, optimizer="adam", **extra)
+    model = loader.build_model(src, device="meta")
+    base = _predict(src, make_inputs, options).needed_bytes
+    blocks = _predict(src, make_inputs, replace(options, checkpoint=("h.*",))).needed_bytes
+    for budget in (base - (base - blocks) // 2, blocks - 1):  # half-way; nothing fits
+        fast, slow = (recompute.plan(model, make_inputs, options, budget, loss_fn=src.loss,
+                                     name=src.name, estimate=e) for e in (True, False))
+        assert fast.estimated and fast.replays <= 3 < slow.replays
+        assert (fast.patterns, fast.fits, fast.report.needed_bytes, fast.recompute_flops) == \
+            (slow.patterns, slow.fits, slow.report.needed_bytes, slow.recompute_flops)
+        assert fast.fits == (budget > blocks)
+        text = recompute.plan_text(fast)
+        assert "read off the step graph" in text and f"{fast.replays} replays of the step" in text
+
+
 @pytest.mark.slow
 def test_fit_with_the_plan_runs_within_the_budget_and_more_does_not_fit():
     src, make_inputs = _gpt()
@@ -259,6 +305,11 @@ def test_fit_with_the_plan_runs_within_the_budget_and_more_does_not_fit():
                                      name=src.name)
     p, batch = fitted.plan, fitted.with_plan.batch
     assert p.fits and batch > fitted.without.batch > 0
+    # Each largest batch read off the replays' lines (a fourth: GPT's batch 1 runs other ops),
+    # each plan chosen on a graph: 10 replays here (49 replaying each candidate and bisecting)
+    assert fitted.without.affine and fitted.with_plan.affine
+    assert fitted.without.evaluations <= 4 and fitted.with_plan.evaluations <= 4
+    assert fitted.plan.estimated and fitted.replays <= 12
     planned = Options(batch=batch, optimizer="adam", checkpoint=p.patterns)
     real = _real(src, make_inputs, planned)
     assert real.peak_bytes == fitted.with_plan.peak_bytes <= budget

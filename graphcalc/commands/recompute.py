@@ -2,18 +2,19 @@
 least recompute.
 
 Candidates are the model's modules grouped by pattern (`h.*`, `h.*.mlp`, `lm_head`: a repeated
-block's members go together), largest saved tensors first, from the per-layer Saved column of the
-step without checkpointing. Each is then replayed alone: its real effect on the peak and the
-forward FLOPs it re-runs, both confirmed rather than estimated (a module's saved tensors are not
-all it frees: its input stays saved, and its recompute lives while its backward runs). The plan is
-a greedy pick by peak bytes saved per recomputed FLOP (then, if those cannot reach the budget, by
-the peak each reaches alone), each step confirmed by a replay of the step with everything picked
-so far, until the peak fits; then picks no longer needed are dropped, and of each group only as
-many members as needed are kept (the first ones: their saved tensors live longest), found by
-bisection. `torch.distributed._tools.sac_milp` solves a MILP over per-op estimates; this plan
-replays its answer instead, so the peak it prints is the step's.
+block's members go together). Each group's effect on the peak and the forward FLOPs it re-runs
+are read off the step graph of the step without checkpointing (graphcalc.passes.recompute: its
+saved tensors die when its forward ends and are made again when its backward begins; its input
+stays saved). The plan is a greedy pick by peak bytes saved per recomputed FLOP (then, if those
+cannot reach the budget, by the peak each reaches alone) until the peak fits; then picks no
+longer needed are dropped, and of each group only as many members as needed are kept (the
+first ones: their saved tensors live longest), found by bisection. The plan is then replayed,
+so the peak printed is the step's: two replays in all; where the replay finds the estimate low
+(a recompute's temporaries, a GPU's segments), a third for the plan chosen against the budget
+less the difference; where that misses too, every candidate and pick is replayed, as the plan
+did before it read the graph. `torch.distributed._tools.sac_milp` solves a MILP over per-op
+estimates; this plan replays its answer instead.
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -27,6 +28,7 @@ from graphcalc.errors import GraphcalcError
 from graphcalc.options import Options
 from graphcalc.report import Report
 from graphcalc.commands.verify import Fit, fit
+from graphcalc.passes.recompute import CheckpointEstimator
 
 CANDIDATES = 12  # groups replayed one by one (the largest savers)
 
@@ -48,6 +50,7 @@ class Plan:
     report: Report  # the step with the plan, replayed
     candidates: tuple[Candidate, ...]
     replays: int
+    estimated: bool = False  # candidates and picks read off the step graph, the plan replayed
 
     @property
     def fits(self) -> bool:
@@ -69,21 +72,53 @@ class Plan:
 
 
 class _Replays:
-    """The step with a set of paths checkpointed, each set replayed once."""
+    """The step with a set of paths checkpointed, each set replayed once; the step graphs of the
+    last few replays kept (the estimates read them)."""
 
-    def __init__(self, model, make_inputs, options: Options, loss_fn, name):
+    KEEP_GRAPHS = 3
+
+    def __init__(self, model, make_inputs, options: Options, loss_fn, name,
+                 say: Callable[[str], None] | None = None):
         self.model, self.make_inputs, self.loss_fn, self.name = model, make_inputs, loss_fn, name
         self.options = replace(options, checkpoint=())
         self.done: dict[tuple[int, frozenset], Report] = {}
+        self.graphs: dict[tuple[int, frozenset], Any] = {}  # step graphs of the last replays
+        self.kept: dict[tuple[int, frozenset], Any] = {}  # and the replays themselves
+        self.count = 0  # replays run
+        self.say = say  # progress: what each replay is (the CLI's spinner)
+        self.stage = ""  # what the replays are for, said with each
 
     def __call__(self, paths, batch: int | None = None) -> Report:
         batch = self.options.batch if batch is None else batch
         key = (batch, frozenset(paths))
         if key not in self.done:
-            opts = replace(self.options, batch=batch, checkpoint=tuple(paths))
-            self.done[key] = analyze_module(self.model, self.make_inputs, opts,
-                                            loss_fn=self.loss_fn, name=self.name)
+            self._replay(key, paths, batch)
         return self.done[key]
+
+    def _replay(self, key, paths, batch: int) -> None:
+        if self.say is not None:
+            what = (f"{len(paths)} module{'s' if len(paths) != 1 else ''} checkpointed"
+                    if paths else "as the model runs")
+            self.say(f"checkpoint auto: replay {self.count + 1}, batch {batch}, {what}"
+                     + (f" ({self.stage})" if self.stage else ""))
+        kept = []
+        opts = replace(self.options, batch=batch, checkpoint=tuple(paths))
+        self.done[key] = analyze_module(self.model, self.make_inputs, opts,
+                                        loss_fn=self.loss_fn, name=self.name,
+                                        on_replay=kept.append)
+        self.count += 1
+        if kept:
+            self.graphs[key], self.kept[key] = kept[-1].step_graph, kept[-1]
+            while len(self.graphs) > self.KEEP_GRAPHS:
+                del self.graphs[next(iter(self.graphs))]
+                del self.kept[next(iter(self.kept))]
+
+    def with_graph(self, paths, batch: int):
+        """(the replay's report, its step graph or None), replaying again for a graph let go."""
+        key = (batch, frozenset(paths))
+        if key not in self.done or key not in self.graphs:
+            self._replay(key, paths, batch)
+        return self.done[key], self.graphs.get(key)
 
 
 def groups(model: nn.Module, base: Report) -> list[tuple[str, tuple[str, ...], int]]:
@@ -109,69 +144,128 @@ def _nested(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 
 def plan(model: nn.Module, make_inputs: Callable[[int], Any], options: Options,
          memory_bytes: int, *, loss_fn=None, name: str | None = None,
-         replays: _Replays | None = None) -> Plan:
+         replays: _Replays | None = None, estimate: bool = True,
+         say: Callable[[str], None] | None = None) -> Plan:
     """The least-recompute set of modules to checkpoint for the step at `options.batch` to fit
-    `memory_bytes`; when none fits, the plan of the smallest peak found (`Plan.fits` False)."""
-    replays = replays or _Replays(model, make_inputs, options, loss_fn, name)
-    start = len(replays.done)
+    `memory_bytes`; when none fits, the plan of the smallest peak found (`Plan.fits` False).
+
+    The search runs on estimates read off the step graph of the step without checkpointing
+    (graphcalc.passes.recompute): one replay for the graph, one to confirm the choice, and, where
+    the replay finds the estimate low, a third for the choice made against the budget less the
+    difference. Where that misses too, every candidate and pick is replayed (`Plan.estimated`
+    False), as the search did before it had the estimates (and as `estimate=False` asks)."""
+    replays = replays or _Replays(model, make_inputs, options, loss_fn, name, say)
 
     def run(paths) -> Report:
         return replays(paths, options.batch)
 
-    base = run(())
+    start = replays.count
+    replays.stage = "the step graph the plan is chosen on"
+    base, sg = replays.with_graph((), options.batch)
 
-    def done(paths, report, cands=()) -> Plan:
+    def done(paths, report, cands=(), estimated=False) -> Plan:
         patterns = _patterns(paths, cands)
         if patterns:  # the report says what to pass to --checkpoint, which names these paths
             report = replace(report, config={**report.config, "checkpoint": list(patterns)})
         return Plan(memory_bytes, patterns, base, report, tuple(cands),
-                    len(replays.done) - start)
+                    replays.count - start, estimated)
 
     if base.needed_bytes <= memory_bytes:
         return done((), base)
+    if sg is not None and estimate:
+        est = CheckpointEstimator(sg, options.steps)
+        gpu = base.gpu is not None  # the device total moves with the allocator's reserved peak
+
+        def figure(e) -> int:
+            return e.reserved_bytes if gpu else e.peak_bytes
+
+        shift = base.needed_bytes - figure(est.base)
+
+        def estimated(paths) -> tuple[int, int]:
+            e = est.estimate(paths)
+            return figure(e) + shift, e.recompute_flops
+
+        budget, tried = memory_bytes, None
+        for _ in range(2):
+            cands = _candidates(model, base, estimated, every=True)
+            paths, guess = _search(cands, base, estimated, budget)
+            if paths == tried:
+                break
+            tried = paths
+            replays.stage = "the plan chosen, confirmed" if budget == memory_bytes else \
+                "the plan chosen again, the estimate being low"
+            report = run(paths)
+            if report.needed_bytes <= memory_bytes:
+                return done(paths, report, cands, estimated=True)
+            if guess > budget:  # nothing reaches the budget: the smallest peak, replayed
+                return done(paths, report, cands, estimated=True)
+            budget -= report.needed_bytes - guess  # the estimate was low by that much
+    # Every candidate, pick and bisection replayed.
+    replays.stage = "each candidate and pick replayed"
+
+    def replayed(paths) -> tuple[int, int]:
+        r = run(paths)
+        return r.needed_bytes, r.totals.flops_recompute - base.totals.flops_recompute
+
+    cands = _candidates(model, base, replayed)
+    paths, _ = _search(cands, base, replayed, memory_bytes)
+    return done(paths, run(paths), cands)
+
+
+def _candidates(model, base: Report, evaluate, every: bool = False) -> list[Candidate]:
+    """The groups that lower the peak alone, with their peak and recompute: every group where
+    `evaluate` is an estimate, the CANDIDATES largest savers where it replays."""
     cands = []
-    for pattern, paths, saved in groups(model, base)[:CANDIDATES]:
+    found = groups(model, base)
+    for pattern, paths, saved in found if every else found[:CANDIDATES]:
         try:
-            r = run(paths)
+            peak, recompute = evaluate(paths)
         except GraphcalcError:  # a module that cannot run under checkpoint: not a candidate
             continue
-        if r.needed_bytes < base.needed_bytes:
-            cands.append(Candidate(pattern, paths, saved, r.needed_bytes,
-                                   r.totals.flops_recompute - base.totals.flops_recompute))
+        if peak < base.needed_bytes:
+            cands.append(Candidate(pattern, paths, saved, peak, recompute))
+    return cands
+
+
+def _search(cands: list[Candidate], base: Report, evaluate,
+            memory_bytes: int) -> tuple[tuple[str, ...], int]:
+    """The paths to checkpoint, and their peak by `evaluate` (paths -> (peak, recompute))."""
 
     def worth(c: Candidate) -> float:  # peak bytes saved per recomputed FLOP
         return (base.needed_bytes - c.peak_bytes) / max(c.recompute_flops, 1)
 
-    def greedy(order) -> tuple[list[Candidate], Report]:
+    def greedy(order) -> tuple[list[Candidate], int]:
         chosen: list[Candidate] = []
-        current = base
+        current = base.needed_bytes
         for c in order:
             if any(_nested(c.paths, x.paths) for x in chosen):
                 continue
-            r = run(_paths(chosen + [c]))
-            if r.needed_bytes >= current.needed_bytes:
+            peak = evaluate(_paths(chosen + [c]))[0]
+            if peak >= current:
                 continue  # no gain beside the others
             chosen.append(c)
-            current = r
-            if r.needed_bytes <= memory_bytes:
+            current = peak
+            if peak <= memory_bytes:
                 break
         return chosen, current
 
     # The cheapest savers first; if they cannot reach the budget together (a block's parts
     # save less than the block), the strongest savers first.
     chosen, current = greedy(sorted(cands, key=worth, reverse=True))
-    if current.needed_bytes > memory_bytes:
+    if current > memory_bytes:
         chosen, current = min((chosen, current),
                               greedy(sorted(cands, key=lambda c: c.peak_bytes)),
-                              key=lambda cr: cr[1].needed_bytes)
-    if current.needed_bytes > memory_bytes:
-        return done(_paths(chosen), current, cands)
+                              key=lambda cr: (cr[1], -sum(c.saved_bytes for c in cr[0])))
+        # (of equal peaks, the one dropping more saved tensors: a GPU's device total moves in
+        # whole segments, which an estimate may not see it cross)
+    if current > memory_bytes:
+        return _paths(chosen), current
     # Drop earlier picks the later ones made unnecessary, the costliest first.
     for c in sorted(chosen[:-1], key=lambda c: -c.recompute_flops):
         trial = [x for x in chosen if x is not c]
-        r = run(_paths(trial))
-        if r.needed_bytes <= memory_bytes:
-            chosen, current = trial, r
+        peak = evaluate(_paths(trial))[0]
+        if peak <= memory_bytes:
+            chosen, current = trial, peak
     # Of each group picked, the costliest first, the fewest members (the first ones: their saved
     # tensors live longest) that still fit beside the others.
     kept = {id(c): len(c.paths) for c in chosen}
@@ -183,13 +277,12 @@ def plan(model: nn.Module, make_inputs: Callable[[int], Any], options: Options,
         lo, hi = 0, len(c.paths)
         while hi - lo > 1:
             kept[id(c)] = mid = (lo + hi) // 2
-            r = run(picked())
-            if r.needed_bytes <= memory_bytes:
-                hi, current = mid, r
+            if evaluate(picked())[0] <= memory_bytes:
+                hi = mid
             else:
                 lo = mid
         kept[id(c)] = hi
-    return done(picked(), run(picked()), cands)
+    return picked(), evaluate(picked())[0]
 
 
 def _paths(chosen) -> tuple[str, ...]:
@@ -231,24 +324,55 @@ class PlannedFit:
     plan: Plan
     without: Fit  # the largest batch as the model runs
     with_plan: Fit  # the largest batch with the plan
+    replays: int = 0  # of the step, in all
 
 
 def fit_with_plan(model: nn.Module, make_inputs, options: Options, memory_bytes: int, *,
-                  batch: int | None = None, loss_fn=None, name=None) -> PlannedFit:
+                  batch: int | None = None, loss_fn=None, name=None,
+                  say: Callable[[str], None] | None = None) -> PlannedFit:
     """`fit --checkpoint auto`: the plan for `batch` (by default the largest batch any plan
-    found reaches: the smallest-peak plan's), and the largest batch with and without it."""
-    run = _Replays(model, make_inputs, options, loss_fn, name)
-    without = fit(lambda b: run((), b).needed_bytes, memory_bytes)
+    found reaches: the smallest-peak plan's), and the largest batch with and without it. Each
+    largest batch is found as `fit` finds it (graphcalc.commands.verify.fit: three replays
+    where the step is affine in the batch), each plan as `plan` chooses it."""
+    run = _Replays(model, make_inputs, options, loss_fn, name, say)
+    run.stage = "the largest batch without checkpointing"
+    without = _fit(run, (), memory_bytes)
+    batch_given = batch
     if batch is None:
         probe = max(1, without.batch)
         widest = plan(model, make_inputs, replace(options, batch=probe), 0, loss_fn=loss_fn,
                       name=name, replays=run)
-        reach = fit(lambda b: run(widest.paths, b).needed_bytes, memory_bytes)
+        run.stage = "the largest batch with the plan of the smallest peak"
+        reach = _fit(run, widest.paths, memory_bytes)
         batch = max(1, reach.batch)
     chosen = plan(model, make_inputs, replace(options, batch=batch), memory_bytes,
                   loss_fn=loss_fn, name=name, replays=run)
-    with_plan = fit(lambda b: run(chosen.paths, b).needed_bytes, memory_bytes)
-    return PlannedFit(chosen, without, with_plan)
+    run.stage = "the largest batch with the plan"
+    with_plan = reach if batch_given is None and set(chosen.paths) == set(widest.paths) \
+        else _fit(run, chosen.paths, memory_bytes)  # the same plan: the same search
+    return PlannedFit(chosen, without, with_plan, run.count)
+
+
+def _fit(run: _Replays, paths, memory_bytes: int) -> Fit:
+    """The largest batch with `paths` checkpointed, reading the replays' lines (as fit_source
+    does: the live levels on the CPU, the storages' lines through the allocator on a GPU)."""
+    from graphcalc.commands.verify import DeviceLines, _device_required, live_levels
+
+    options = run.options
+    on_gpu = options.gpu is not None or options.gpu_memory is not None
+    levels: dict[int, list[int]] | None = None if on_gpu else {}
+    lines = DeviceLines(lambda rp: _device_required(rp, options)) if on_gpu else None
+
+    def peak_at(b: int) -> int:
+        report = run(paths, b)
+        key = (b, frozenset(paths))
+        if levels is not None and key in run.graphs:
+            levels[b] = live_levels(run.graphs[key])
+        if lines is not None and key in run.kept:
+            lines.replays[b] = run.kept[key]
+        return report.needed_bytes
+
+    return fit(peak_at, memory_bytes, levels, lines)
 
 
 def plan_text(p: Plan, *, fitted: PlannedFit | None = None) -> str:
@@ -286,12 +410,19 @@ def plan_text(p: Plan, *, fitted: PlannedFit | None = None) -> str:
         lines.append(f"  largest batch in {budget}: {fitted.without.batch} without, "
                      f"{fitted.with_plan.batch} with the plan "
                      f"(peak {format_bytes(fitted.with_plan.peak_bytes)})")
+        lines.append(f"  {fitted.replays} replays of the step in all: the largest batch "
+                     f"without the plan ({fitted.without.evaluations} analyses) and with it "
+                     f"({fitted.with_plan.evaluations}), and the plans")
     if p.candidates:
-        lines.append("  candidates, each alone (saved tensors, peak, recompute FLOPs):")
+        lines.append("  candidates, each alone (saved tensors, peak, recompute FLOPs"
+                     + ("; peak and recompute read off the step graph" if p.estimated else "")
+                     + "):")
         for c in sorted(p.candidates, key=lambda c: c.peak_bytes):
             lines.append(f"    {c.pattern:<24} {format_bytes(c.saved_bytes):>10}  "
                          f"{format_bytes(c.peak_bytes):>10}  {format_count(c.recompute_flops):>8}")
-    lines.append(f"  {p.replays} replay{'s' if p.replays != 1 else ''} of the step")
+    lines.append(f"  {p.replays} replay{'s' if p.replays != 1 else ''} of the step"
+                 + (" (the plan chosen on the first's graph, then replayed)" if p.estimated
+                    else " (each candidate and pick replayed)" if p.candidates else ""))
     if p.fits and p.paths:
         lines += ["Apply it (before building the optimizer):", "",
                   *(("    " + line).rstrip() for line in apply_code(p.patterns).splitlines()), ""]
