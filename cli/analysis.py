@@ -173,9 +173,11 @@ def compare(
     options = _options(batch, dtype, optim, amp, Device("cuda"), steps=steps, fused=fused,
                        gpu=gpu)
     kept = []
-    report = analyze_file(model, options, inputs=input,
-                          hf=_hf(task, seq_len, image_size, audio_samples, attn, offline),
-                          on_replay=kept.append)
+    with _Working(f"replaying a training step of {model} at batch {batch} on fake tensors",
+                  quiet=fmt == FigureFmt.json):
+        report = analyze_file(model, options, inputs=input,
+                              hf=_hf(task, seq_len, image_size, audio_samples, attn, offline),
+                              on_replay=kept.append)
     c = line_up(recorded, predicted_snapshot(kept[-1]))
     if fmt == FigureFmt.json:
         _emit_json({"model": report.model, "config": options.as_dict(), "snapshot": str(real), **as_dict(c, top=top)},

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from .common import (AmpOption, AttnOption, AudioSamplesOption, BatchOption, DebugOption, Device,
+                     _Working,
                      Dtype, DtypeOption, ImageSizeOption, InputOption, MEMORY_LINE_HELP,
                      MODEL_HELP, OfflineOption, Optim, OptimOption, OutputOption, SeqLenOption,
                      TaskOption, _budget, _card_line, _command, _hf, _model_prints_to_stderr,
@@ -101,7 +102,8 @@ def render(
                     engine.value if engine else None)
         return
     hf = _hf(task, seq_len, image_size, audio_samples, attn, offline)
-    report = analyze_file(model, options, inputs=input, hf=hf)
+    with _Working(f"replaying a training step of {model} at batch {batch} on fake tensors"):
+        report = analyze_file(model, options, inputs=input, hf=hf)
     if timeline:
         from graphcalc.output.plots import timeline_svg
 
@@ -126,7 +128,9 @@ def _op_picture(model, options, inputs, output, fmt, layer, engine) -> None:
 
     if output is None and fmt in ("png", "pdf"):
         raise RenderError(f"{fmt} is binary: give a file with -o FILE")
-    picture = render_ops(trace_file(model, options, inputs=inputs), fmt, layer=layer,
+    with _Working(f"replaying a training step of {model} on fake tensors"):
+        step = trace_file(model, options, inputs=inputs)
+    picture = render_ops(step, fmt, layer=layer,
                          engine=engine)
     if output is None:
         sys.stdout.write(picture.decode())
@@ -164,7 +168,8 @@ def trace(
 
     _outputs(model, {"-o": output})
     options = _options(batch, dtype, optim, amp, device)
-    with _model_prints_to_stderr():
+    with _model_prints_to_stderr(), _Working(f"replaying a training step of {model} at batch "
+                                             f"{batch} on fake tensors"):
         step = trace_file(model, options, inputs=input)
     if fmt.value == "json":
         text = to_json(step, model, options.as_dict())

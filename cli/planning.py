@@ -42,7 +42,11 @@ def check(
 
     cfg = budgets.load_config(config if config is not None else budgets.find_config())
     cache = None if no_cache else budgets.Cache(budget_cache.default_cache_dir())
-    run = budgets.check(cfg, changed=files, cache=cache, update_baseline=update_baseline)
+    with _Working("check: the budgets", quiet=fmt.value == "json") as working:
+        run = budgets.check(cfg, changed=files, cache=cache, update_baseline=update_baseline,
+                            on_budget=lambda b: working.say(f"check: budget {b.name} "
+                                                            f"({b.model}, batch "
+                                                            f"{b.options.batch})"))
     if fmt.value == "json":
         _write(json.dumps(run.to_dict(), indent=2) + "\n", output)
     elif run.outcomes:
