@@ -20,7 +20,7 @@ from graphcalc.routing import ROUTINGS
 from graphcalc.fake.replay import LOSS, OPTIMIZER, Replay, replay
 from graphcalc.fake.step import LossCallError
 from graphcalc.fake.opaque import is_data_dependent, reason_of
-from graphcalc.report import TRACER, TRACER_OPAQUE, FlowNode, Layer, Report, Totals
+from graphcalc.report import TRACER, TRACER_OPAQUE, FlowNode, Layer, Memory, Report, Totals
 from graphcalc.passes.timeline import kernels, step_timeline  # noqa: F401 (step_timeline: its old home)
 from graphcalc.passes.graphpasses import (graph_flops, graph_memory, graph_outputs, layer_flops,
                                           layer_flow, layer_outputs, op_flops)
