@@ -82,8 +82,7 @@ class _Replays:
         self.model, self.make_inputs, self.loss_fn, self.name = model, make_inputs, loss_fn, name
         self.options = replace(options, checkpoint=())
         self.done: dict[tuple[int, frozenset], Report] = {}
-        self.graphs: dict[tuple[int, frozenset], Any] = {}  # step graphs of the last replays
-        self.kept: dict[tuple[int, frozenset], Any] = {}  # and the replays themselves
+        self.kept: dict[tuple[int, frozenset], Any] = {}  # the last replays themselves
         self.count = 0  # replays run
         self.say = say  # progress: what each replay is (the CLI's spinner)
         self.stage = ""  # what the replays are for, said with each
@@ -108,17 +107,17 @@ class _Replays:
                                         on_replay=kept.append)
         self.count += 1
         if kept:
-            self.graphs[key], self.kept[key] = kept[-1].step_graph, kept[-1]
-            while len(self.graphs) > self.KEEP_GRAPHS:
-                del self.graphs[next(iter(self.graphs))]
+            self.kept[key] = kept[-1]
+            while len(self.kept) > self.KEEP_GRAPHS:
                 del self.kept[next(iter(self.kept))]
 
     def with_graph(self, paths, batch: int):
         """(the replay's report, its step graph or None), replaying again for a graph let go."""
         key = (batch, frozenset(paths))
-        if key not in self.done or key not in self.graphs:
+        if key not in self.done or key not in self.kept:
             self._replay(key, paths, batch)
-        return self.done[key], self.graphs.get(key)
+        rp = self.kept.get(key)
+        return self.done[key], rp.step_graph if rp is not None else None
 
 
 def groups(model: nn.Module, base: Report) -> list[tuple[str, tuple[str, ...], int]]:
@@ -366,8 +365,8 @@ def _fit(run: _Replays, paths, memory_bytes: int) -> Fit:
     def peak_at(b: int) -> int:
         report = run(paths, b)
         key = (b, frozenset(paths))
-        if levels is not None and key in run.graphs:
-            levels[b] = live_levels(run.graphs[key])
+        if levels is not None and key in run.kept:
+            levels[b] = live_levels(run.kept[key].step_graph)
         if lines is not None and key in run.kept:
             lines.replays[b] = run.kept[key]
         return report.needed_bytes

@@ -25,7 +25,6 @@ import torch.fx as fx
 from graphcalc.fake.stepgraph import StepGraph
 from graphcalc.passes.graphpasses import _meta
 
-FORWARD = ("forward",)
 USERS_IN_FORWARD = ("forward", "loss")
 
 
@@ -46,10 +45,14 @@ class CheckpointEstimator:
     def __init__(self, sg: StepGraph, steps: int):
         self.sg, self.steps = sg, steps
         self.nodes = [n for n in sg.graph.nodes if n.op != "output"]
-        self.index = {n: i for i, n in enumerate(self.nodes)}
         self.freed_at: dict[int, int] = {}
         self.made_at: dict[int, int] = {}
+        # (step, phase) -> (index, module) of its nodes, in order; no getitem (made where used)
+        self.stretches: dict[tuple, list[tuple[int, str | None]]] = {}
         for i, n in enumerate(self.nodes):
+            if n.target is not operator.getitem:
+                self.stretches.setdefault((n.meta.get("step"), n.meta.get("phase")), []).append(
+                    (i, n.meta.get("module")))
             for serial, _ in _meta(n, "allocated"):
                 self.made_at.setdefault(serial, i)
             for serial, _ in _meta(n, "freed"):
@@ -123,12 +126,8 @@ class CheckpointEstimator:
         flops = 0
         for path in paths:
             for step in range(1, self.steps + 1):
-                fwd = [i for i, n in enumerate(self.nodes)  # a getitem is made where it is used
-                       if n.meta.get("step") == step and n.meta.get("phase") == "forward"
-                       and _within(n.meta.get("module"), path) and n.target is not operator.getitem]
-                bwd = [i for i, n in enumerate(self.nodes)
-                       if n.meta.get("step") == step and n.meta.get("phase") == "backward"
-                       and _within(n.meta.get("module"), path)]
+                fwd, bwd = ([i for i, module in self.stretches.get((step, phase), ())
+                             if _within(module, path)] for phase in ("forward", "backward"))
                 if not fwd:
                     continue
                 if step == 1:
