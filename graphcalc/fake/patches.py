@@ -11,7 +11,6 @@ import gc
 import weakref
 
 import torch
-import torch._dynamo  # noqa: F401  (fake tensors import it on their first op; pay it at import)
 
 from graphcalc.gpu import cuda
 from graphcalc.options import Options

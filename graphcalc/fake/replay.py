@@ -23,7 +23,6 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-import torch._dynamo  # noqa: F401  (fake tensors import it on their first op; pay it at import)
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -32,6 +31,7 @@ from torch.utils._pytree import tree_leaves
 from graphcalc import flops
 from graphcalc.gpu import cuda
 from graphcalc.fake import kernels
+from graphcalc.dynamo import dynamo_deferred
 from graphcalc.fake.opaque import OpaqueLayers
 from graphcalc.options import Options, make_optimizer
 from graphcalc.torchlogs import quietly
@@ -432,8 +432,10 @@ def fake_device(target: str) -> str:
 def replay(model: nn.Module, make_inputs: Callable[[int], Any], loss_fn, options: Options, *,
            opaque: dict[str, str] | None = None, graph: bool = False,
            recorder: type[StepRecorder] | None = None) -> Replay:
-    """See `_replay`; the heap from before it set aside from the collector (`_heap_frozen`)."""
-    with _heap_frozen():
+    """See `_replay`; the heap from before it set aside from the collector (`_heap_frozen`), and
+    torch._dynamo loaded only if something in the step asks for more of it than fake tensors
+    and optimizers do (`graphcalc.dynamo`)."""
+    with _heap_frozen(), dynamo_deferred():
         return _replay(model, make_inputs, loss_fn, options, opaque=opaque, graph=graph,
                        recorder=recorder or StepRecorder)
 

@@ -11,7 +11,6 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-import torch._dynamo  # noqa: F401  (fake tensors import it on their first op; pay it at import)
 from torch.utils._pytree import tree_leaves, tree_map
 
 from graphcalc.errors import ModelFault, model_fault

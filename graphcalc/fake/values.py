@@ -14,7 +14,6 @@ import weakref
 from typing import Any
 
 import torch
-import torch._dynamo  # noqa: F401  (fake tensors import it on their first op; pay it at import)
 from torch._subclasses.fake_tensor import (DataDependentOutputException,
                                            DynamicOutputShapeException, FakeTensor,
                                            unset_fake_temporarily)

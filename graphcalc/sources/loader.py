@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from graphcalc.dynamo import dynamo_deferred
 from graphcalc.errors import ModelBuildError, ModelFileError, ModelNotFoundError, UsageError
 
 _counter = itertools.count()
@@ -209,12 +210,15 @@ def load(spec: str, hf=None) -> ModelSource:
 
 
 def build_model(source: ModelSource, device: str | None = "meta") -> nn.Module:
-    """Build the model; on the meta device by default, so that no weight is allocated."""
+    """Build the model; on the meta device by default, so that no weight is allocated. Without
+    torch._dynamo unless the model asks for it (`graphcalc.dynamo`: torch's initialisers on meta
+    tensors would import it)."""
     try:
         if device is None:
-            model = source.build()
+            with dynamo_deferred():
+                model = source.build()
         else:
-            with torch.device(device):
+            with torch.device(device), dynamo_deferred():
                 model = source.build()
     except Exception as e:
         line = _line_in(e.__traceback__, source.path.resolve())
