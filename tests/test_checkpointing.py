@@ -249,42 +249,62 @@ def test_the_plan_fits_and_a_real_step_measures_its_peak():
     assert "apply_activation_checkpointing" in text and "--checkpoint" in text
 
 
-def test_each_candidates_peak_and_recompute_read_off_the_graph_are_its_replays():
+@pytest.mark.parametrize("gpu, optim, amp", [(None, "adam", None), (None, "sgd", "bf16"),
+                                             ("h100", "adamw", "bf16"), ("h100", "sgd", "fp16")])
+def test_each_candidates_peak_and_recompute_read_off_the_graph_are_its_replays(gpu, optim, amp):
     """The estimates the plan chooses with (graphcalc.passes.recompute), against a replay of
-    the step with each group checkpointed (the replay is what the real-step tests hold)."""
+    the step with each group checkpointed (the replay is what the real-step tests hold): the
+    peak (on a GPU the device total, through the simulated allocator) and the recompute. Under
+    autocast a checkpointed module's casts of its weights live until autocast exits (its
+    cache), and a module whose first op is a cast keeps its input for the recompute where
+    without checkpointing it died; on a GPU the recompute's matmuls take the backward's
+    cuBLASLt workspace. Whether autocast cached a step's casts is read off the graph (on a GPU
+    SGD's foreach update leaves the second step's casts uncached)."""
     from graphcalc.passes.recompute import CheckpointEstimator
 
     src, make_inputs = _gpt()
-    options = Options(batch=8, optimizer="adam")
+    extra = {"gpu": gpu, "device": "cuda"} if gpu else {}
+    options = Options(batch=8, optimizer=optim, amp=amp, **extra)
     model = loader.build_model(src, device="meta")
     kept = []
     base = analyze_module(model, make_inputs, options, loss_fn=src.loss, name=src.name,
                           on_replay=kept.append)
-    est = CheckpointEstimator(kept[-1].step_graph, options.steps)
+    cached = frozenset(n for n, p in model.named_parameters() if p.requires_grad) if amp \
+        else frozenset()
+    est = CheckpointEstimator(kept[-1].step_graph, options.steps, cached)
     assert est.base.peak_bytes == base.memory.peak_bytes
+
+    def figure(e):  # what the plan reads: the device total on a GPU (the base's shift added)
+        return e.peak_bytes if gpu is None else \
+            e.reserved_bytes + base.needed_bytes - est.base.reserved_bytes
+
     checked = 0
     for pattern, paths, _ in recompute.groups(model, base)[:8]:
         e = est.estimate(paths)
         real = _predict(src, make_inputs, replace(options, checkpoint=paths))
-        assert (pattern, e.peak_bytes, e.recompute_flops) == (
-            pattern, real.memory.peak_bytes,
+        assert (pattern, figure(e), e.recompute_flops) == (
+            pattern, real.needed_bytes if gpu else real.memory.peak_bytes,
             real.totals.flops_recompute - base.totals.flops_recompute)
-        checked += e.peak_bytes < base.memory.peak_bytes
-    assert checked >= 3  # blocks, MLPs, attention, layer norms
+        checked += e.peak_bytes < est.base.peak_bytes
+    assert checked >= 3  # blocks, MLPs, attention, layer norms lower the allocated peak
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("gpu", [None, "h100"])
-def test_the_plan_takes_at_most_three_replays_and_is_the_replayed_searchs(gpu):
+@pytest.mark.parametrize("gpu, optim, amp", [(None, "adam", None), ("h100", "adam", None),
+                                             (None, "sgd", "bf16"), ("h100", "adamw", "bf16"),
+                                             ("h100", "sgd", "fp16")])
+def test_the_plan_takes_at_most_three_replays_and_is_the_replayed_searchs(gpu, optim, amp):
     """--checkpoint auto chooses on the first replay's graph and replays the choice: the same
-    plan, peak and recompute as replaying every candidate and pick (13-20 replays here)."""
+    plan, peak and recompute as replaying every candidate and pick (13-20 replays here), on
+    the CPU and a GPU, with and without autocast (its casts are made again by the recompute),
+    with each optimizer's state."""
     src, make_inputs = _gpt()
     extra = {"gpu": gpu, "device": "cuda"} if gpu else {}
-    options = Options(batch=8, optimizer="adam", **extra)
+    options = Options(batch=8, optimizer=optim, amp=amp, **extra)
     model = loader.build_model(src, device="meta")
     base = _predict(src, make_inputs, options).needed_bytes
     blocks = _predict(src, make_inputs, replace(options, checkpoint=("h.*",))).needed_bytes
-    for budget in (base - (base - blocks) // 2, blocks - 1):  # half-way; nothing fits
+    for budget in (base - (base - blocks) // 2, blocks // 2):  # half-way; nothing fits
         fast, slow = (recompute.plan(model, make_inputs, options, budget, loss_fn=src.loss,
                                      name=src.name, estimate=e) for e in (True, False))
         assert fast.estimated and fast.replays <= 3 < slow.replays
@@ -306,10 +326,10 @@ def test_fit_with_the_plan_runs_within_the_budget_and_more_does_not_fit():
     p, batch = fitted.plan, fitted.with_plan.batch
     assert p.fits and batch > fitted.without.batch > 0
     # Each largest batch read off the replays' lines (a fourth: GPT's batch 1 runs other ops),
-    # each plan chosen on a graph: 10 replays here (49 replaying each candidate and bisecting)
+    # each plan chosen on a graph, the widest not replayed: 9 here (49 replaying each and bisecting)
     assert fitted.without.affine and fitted.with_plan.affine
     assert fitted.without.evaluations <= 4 and fitted.with_plan.evaluations <= 4
-    assert fitted.plan.estimated and fitted.replays <= 12
+    assert fitted.plan.estimated and fitted.replays <= 9
     planned = Options(batch=batch, optimizer="adam", checkpoint=p.patterns)
     real = _real(src, make_inputs, planned)
     assert real.peak_bytes == fitted.with_plan.peak_bytes <= budget

@@ -172,18 +172,7 @@ def plan(model: nn.Module, make_inputs: Callable[[int], Any], options: Options,
     if base.needed_bytes <= memory_bytes:
         return done((), base)
     if sg is not None and estimate:
-        est = CheckpointEstimator(sg, options.steps)
-        gpu = base.gpu is not None  # the device total moves with the allocator's reserved peak
-
-        def figure(e) -> int:
-            return e.reserved_bytes if gpu else e.peak_bytes
-
-        shift = base.needed_bytes - figure(est.base)
-
-        def estimated(paths) -> tuple[int, int]:
-            e = est.estimate(paths)
-            return figure(e) + shift, e.recompute_flops
-
+        estimated = _estimates(model, options, base, sg)
         budget, tried = memory_bytes, None
         for _ in range(2):
             cands = _candidates(model, base, estimated, every=True)
@@ -209,6 +198,40 @@ def plan(model: nn.Module, make_inputs: Callable[[int], Any], options: Options,
     cands = _candidates(model, base, replayed)
     paths, _ = _search(cands, base, replayed, memory_bytes)
     return done(paths, run(paths), cands)
+
+
+def _estimates(model: nn.Module, options: Options, base: Report,
+               sg) -> Callable[[Any], tuple[int, int]]:
+    """paths -> (the step's peak with them checkpointed, the FLOPs they recompute), read off the
+    step graph of the step without checkpointing (graphcalc.passes.recompute); on a GPU the
+    device total, which moves with the simulated allocator's reserved peak."""
+    cached = frozenset(name for name, p in model.named_parameters(remove_duplicate=False)
+                       if p.requires_grad) if options.amp else frozenset()
+    est = CheckpointEstimator(sg, options.steps, cached)
+    gpu = base.gpu is not None
+
+    def figure(e) -> int:
+        return e.reserved_bytes if gpu else e.peak_bytes
+
+    shift = base.needed_bytes - figure(est.base)
+
+    def estimated(paths) -> tuple[int, int]:
+        e = est.estimate(paths)
+        return figure(e) + shift, e.recompute_flops
+
+    return estimated
+
+
+def _smallest_peak(model, run: _Replays, batch: int) -> tuple[str, ...]:
+    """The paths of the smallest-peak plan at `batch` (what `plan` chooses for a budget of 0),
+    chosen on the estimates and not replayed: the search for its largest batch replays it."""
+    run.stage = "the step graph the plan is chosen on"
+    base, sg = run.with_graph((), batch)
+    if sg is None:
+        return plan(model, run.make_inputs, replace(run.options, batch=batch), 0,
+                    loss_fn=run.loss_fn, name=run.name, replays=run).paths
+    estimated = _estimates(model, run.options, base, sg)
+    return _search(_candidates(model, base, estimated, every=True), base, estimated, 0)[0]
 
 
 def _candidates(model, base: Report, evaluate, every: bool = False) -> list[Candidate]:
@@ -338,16 +361,14 @@ def fit_with_plan(model: nn.Module, make_inputs, options: Options, memory_bytes:
     without = _fit(run, (), memory_bytes)
     batch_given = batch
     if batch is None:
-        probe = max(1, without.batch)
-        widest = plan(model, make_inputs, replace(options, batch=probe), 0, loss_fn=loss_fn,
-                      name=name, replays=run)
+        widest = _smallest_peak(model, run, max(1, without.batch))
         run.stage = "the largest batch with the plan of the smallest peak"
-        reach = _fit(run, widest.paths, memory_bytes)
+        reach = _fit(run, widest, memory_bytes)
         batch = max(1, reach.batch)
     chosen = plan(model, make_inputs, replace(options, batch=batch), memory_bytes,
                   loss_fn=loss_fn, name=name, replays=run)
     run.stage = "the largest batch with the plan"
-    with_plan = reach if batch_given is None and set(chosen.paths) == set(widest.paths) \
+    with_plan = reach if batch_given is None and set(chosen.paths) == set(widest) \
         else _fit(run, chosen.paths, memory_bytes)  # the same plan: the same search
     return PlannedFit(chosen, without, with_plan, run.count)
 
