@@ -270,11 +270,13 @@ def fit(
         lines.append(f"Device total: the caching allocator's reserved peak (simulated) + "
                      f"{format_bytes(cuda_context(options.gpu_spec)[0])} CUDA context"
                      + (f"; {options.gpu_note}" if options.gpu_note else ""))
-    two = ("two give every allocation as a line in the batch, the simulated allocator the "
-           "device total at any batch" if not on_cpu else "two give every live level as a line in the batch")
-    first = (", batch 1 running other kernels: the lines from batch 2"
-             if result.evaluations == 4 else "")
-    how = (f" ({two}, the last confirms it{first})" if result.affine
+    two = ("two, at batches 2 and 64, give every allocation as a line in the batch, the "
+           "simulated allocator the device total at any batch" if not on_cpu
+           else "two, at batches 2 and 64, give every live level as a line in the batch")
+    last = ", the answer one of them" if result.batch in (2, 64) else ", the last confirms it"
+    first = (", batch 1 analysed for the recommendation"
+             if result.affine and 1 in dict(result.points) else "")
+    how = (f" ({two}{last}{first})" if result.affine
            else " (the step is not affine in the batch: a secant search)"
            if result.evaluations > 3 else "")
     lines.append(f"{result.evaluations} analyses{how}, {options.optimizer}, {options.dtype}"

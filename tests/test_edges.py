@@ -112,7 +112,8 @@ def test_a_loss_that_cannot_take_the_dict_batch_is_the_loss_not_the_model(tmp_pa
 
 def test_fit_on_a_model_that_cannot_train_on_one_sample_starts_at_two(tmp_path):
     """BatchNorm1d refuses one value per channel in training, as real torch does at batch 1:
-    fit's search starts at 2 and says why, instead of failing on the layer."""
+    fit's lines start at batch 2 and never fail on the layer; where batch 1 would be the
+    recommendation (the answer is 2), fit tries it, says why it cannot be, and recommends 2."""
     path = _model(tmp_path, """
         import torch
         from torch import nn
@@ -129,11 +130,21 @@ def test_fit_on_a_model_that_cannot_train_on_one_sample_starts_at_two(tmp_path):
         source.build()(source.example_inputs(1))  # real torch at batch 1
     result = runner.invoke(app, ["fit", str(path), "--memory", "2MiB", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "smallest batch is 2" in result.output
+    assert "3 analyses" in result.output  # batches 2, 64 and the answer: batch 1 not needed
     batch = int(result.output.split("that fits 2.00 MiB: ")[1].split()[0])
     peak = _json(["analyze", str(path), "--batch", str(batch)])["memory"]["peak_bytes"]
     above = _json(["analyze", str(path), "--batch", str(batch + 1)])["memory"]["peak_bytes"]
     assert peak <= 2 * 2**20 < above
+    two, three = (_json(["analyze", str(path), "--batch", str(b)])["memory"]["peak_bytes"]
+                  for b in (2, 3))
+    result = runner.invoke(app, ["fit", str(path), "--memory", f"{(two + three) // 2}B",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "smallest batch is 2" in result.output
+    assert "that fits" in result.output and "Recommended (80%): 2 " in result.output
+    assert ": 2 (peak" in result.output
+    result = runner.invoke(app, ["fit", str(path), "--memory", f"{two - 1}B", "--device", "cpu"])
+    assert result.exit_code == 1 and "batch 2 needs" in result.output
 
 
 @pytest.mark.parametrize("fn, value, text", [

@@ -128,11 +128,19 @@ class Fit:
     affine: bool = False
 
 
+# The batches whose replays give the lines: above 1, which may run other kernels than every
+# larger batch (on CUDA a linear layer at batch 1 takes no cuBLASLt workspace) or not train at all
+# (a BatchNorm over one value per channel); batch 1 is analysed only where it could be the answer
+# or the recommendation.
+LINES = (2, 64)
+
+
 def fit(peak_at: Callable[[int], int], memory_bytes: int,
         levels: dict[int, list[int]] | None = None, lines=None) -> Fit:
     """Largest batch with peak_at(batch) <= memory_bytes: from three analyses where they prove
-    it (`_affine`), else by a secant search on the bracket that reuses them. `lines`: a
-    `DeviceLines` for a GPU's device total, read off the replays' lines."""
+    it (`_affine`: batches 2 and 64, then the answer), else by a secant search on the bracket
+    that reuses them, from batch 1. `lines`: a `DeviceLines` for a GPU's device total, read off
+    the replays' lines; `levels`: the live levels of the replays, for a peak."""
     if memory_bytes <= 0:
         raise UsageError(f"memory budget must be positive, got {memory_bytes}")
     seen: dict[int, int] = {}
@@ -142,25 +150,34 @@ def fit(peak_at: Callable[[int], int], memory_bytes: int,
             seen[b] = peak_at(b)
         return seen[b]
 
-    floor, note = 1, ""
-    try:
-        peak(1)
-    except ShapeError as e:
-        # A model that cannot train on one sample (BatchNorm: "Expected more than 1 value per
-        # channel when training") starts at 2; one that fails there too fails as it did at 1.
+    reader = lines.reader if lines is not None else \
+        None if levels is None else _levels_reader(levels)
+    found = None
+    if reader is not None:
         try:
-            peak(2)
-        except GraphcalcError:
-            raise e from None
-        floor, note = 2, f"batch 1 cannot train ({e}): the smallest batch is 2"
-    if lines is not None:
-        found = _affine(peak, memory_bytes, floor, lines.reader, lines.holds)
-    else:
-        found = _affine(peak, memory_bytes, floor,
-                        None if levels is None else _levels_reader(levels))
+            found = _affine(peak, memory_bytes, reader,
+                            lines.holds if lines is not None else lambda batch: True)
+        except GraphcalcError:  # said again from batch 1, where the search starts
+            found = None
     affine = found is not None
-    if found is None:
-        found = _search(peak, memory_bytes, floor, seen)
+    floor, note = 1, ""
+    if found is None or found.recommended_batch < LINES[0]:
+        try:
+            peak(1)
+        except ShapeError as e:
+            # A model that cannot train on one sample ("Expected more than 1 value per channel
+            # when training") starts at 2; one that fails there too fails as it did at 1.
+            try:
+                peak(2)
+            except GraphcalcError:
+                raise e from None
+            floor, note = 2, f"batch 1 cannot train ({e}): the smallest batch is 2"
+        if found is None:
+            found = _search(peak, memory_bytes, floor, seen)
+        else:
+            recommended = max(floor, found.recommended_batch)
+            found = replace(found, recommended_batch=recommended,
+                            recommended_peak_bytes=peak(recommended))
     return replace(found, evaluations=len(seen), points=tuple(sorted(seen.items())),
                    smallest_batch=floor, note=note, affine=affine)
 
@@ -217,38 +234,24 @@ class DeviceLines:
         return self.lines is not None and rp is not None and self.lines.holds(rp, batch)
 
 
-def _affine(peak: Callable[[int], int], memory_bytes: int, floor: int,
-            reader, holds: Callable[[int], bool] = lambda batch: True) -> Fit | None:
+def _affine(peak: Callable[[int], int], memory_bytes: int, reader,
+            holds: Callable[[int], bool] = lambda batch: True) -> Fit | None:
     """The answer in three analyses where the step is affine in the batch. Two replays (at
-    `floor` and at 64 times it) give every live-byte level of the step as a line in the batch
+    batches 2 and 64, `LINES`) give every live-byte level of the step as a line in the batch
     (each allocation a size affine in it, the same ops in the same order); their highest is
     the predicted peak at any batch, and the largest batch B whose predicted peak fits is then
     analysed (the third replay). When its peak is the one the lines predicted (and, for a GPU's
     device total, `holds(B)`: B's replay lies on the lines), B is the answer and the
-    recommended batch's peak is read off the lines; when not (a step that is not affine in the
-    batch), or the two replays' steps differ, None: the search goes on from them. `reader(lo,
-    hi)`: the predicted peak at any batch from the analyses at lo and hi, or None."""
-    p1 = peak(floor)
-    if p1 > memory_bytes:
-        return Fit(memory_bytes, 0, p1, 0, 0, 0)
-    if reader is None:
+    recommended batch's peak is read off the lines (below 2 the caller analyses it); when not
+    (a step that is not affine in the batch), the two replays' steps differ, or batch 2 does
+    not fit, None: the search goes on from batch 1. `reader(lo, hi)`: the predicted peak at any
+    batch from the analyses at lo and hi, or None."""
+    lo, hi = LINES
+    if peak(lo) > memory_bytes:
         return None
-    b2 = min(64 * floor, MAX_BATCH)
-    if b2 <= floor:
-        return None
-    peak(b2)
-    lo = floor
-    predicted = reader(floor, b2)
-    if predicted is None and floor == 1 and b2 > 2:
-        # batch 1 may run other kernels than every larger batch (on CUDA a linear layer at
-        # batch 1 takes no cuBLASLt workspace): the lines from batch 2, a fourth analysis
-        lo = 2
-        if peak(lo) > memory_bytes:
-            return None
-        predicted = reader(lo, b2)
-    if predicted is None:
-        return None
-    if predicted(lo) != peak(lo) or predicted(b2) != peak(b2):
+    peak(hi)
+    predicted = reader(lo, hi)
+    if predicted is None or predicted(lo) != peak(lo) or predicted(hi) != peak(hi):
         return None
     if predicted(MAX_BATCH) <= memory_bytes:
         batch = MAX_BATCH
@@ -261,9 +264,9 @@ def _affine(peak: Callable[[int], int], memory_bytes: int, floor: int,
     pb = peak(batch)
     if pb != predicted(batch) or pb > memory_bytes or not holds(batch):
         return None
-    recommended = max(floor, int(batch * 0.8))
+    recommended = max(1, int(batch * 0.8))
     return Fit(memory_bytes, batch, pb, recommended,
-               predicted(recommended) if recommended >= lo else peak(recommended), 0)
+               predicted(recommended) if recommended >= lo else 0, 0)
 
 
 def _search(peak: Callable[[int], int], memory_bytes: int, floor: int = 1,
