@@ -30,11 +30,11 @@ import contextlib
 import dataclasses
 import importlib
 import importlib.util
+import inspect
 import sys
 import types
 
 import torch
-from torch._guards import ChainedSource, Source
 from torch.utils._python_dispatch import _disable_current_modes
 
 _NAME = "torch._dynamo"
@@ -94,6 +94,8 @@ def _source_classes() -> dict[str, type] | None:
     torch's `Source` is not the frozen dataclass they extend (the package is then imported as
     before)."""
     try:
+        from torch._guards import ChainedSource, Source
+
         frozen = dataclasses.dataclass(frozen=True)
 
         @frozen
@@ -130,10 +132,16 @@ def _source_classes() -> dict[str, type] | None:
             @property
             def _name_template(self) -> str:
                 return f"random_value_{self.random_call_index}"
-    except (TypeError, AttributeError):
+    except (ImportError, TypeError, AttributeError):
         return None
-    return {c.__name__: c for c in (ConstantSource, AttrSource, EphemeralSource,
-                                    RandomValueSource)}
+    classes = (ConstantSource, AttrSource, EphemeralSource, RandomValueSource)
+    if callable(inspect.getattr_static(Source, "name", None)):
+        # an older torch's `Source.name()` is a method (torch 2.13's a cached property that
+        # reads `_name_template`)
+        for c in classes:
+            c.name = (lambda self: self._name_template.format(self.base.name())) \
+                if issubclass(c, ChainedSource) else (lambda self: self._name_template)
+    return {c.__name__: c for c in classes}
 
 
 _SOURCES = _source_classes()
