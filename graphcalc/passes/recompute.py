@@ -12,8 +12,8 @@ What the module's forward was given (made before it) the checkpoint keeps for th
 where it died before the module's backward (a module whose first op is a cast, under autocast,
 saved only the cast), it now dies as that backward ends. Under autocast a cast of a trainable
 parameter is cached until autocast exits, so checkpointed it dies there, not at the module's
-end (where the graph shows the step's casts were cached: an optimizer can leave a parameter
-autocast will not cache). On a GPU the recompute runs in the backward's thread: its first
+end (where the graph shows the step's casts were cached: in the second step of a CUDA replay
+with SGD's foreach update they are not). On a GPU the recompute runs in the backward's thread: its first
 matmul through cuBLASLt takes that thread's cuBLASLt workspace where the backward took none,
 and the simulated caching allocator runs over the events so changed. What this leaves out, and
 the replay then measures: the recompute's own temporaries (freed as it goes).
@@ -157,7 +157,8 @@ class CheckpointEstimator:
                     casts.setdefault(n.meta.get("step"), []).append(i)
             # Whether autocast cached a step's casts shows in the graph: its casts that nothing
             # saved (a bias's) die as autocast exits where it did, at their last use where not
-            # (a parameter an optimizer made a non-leaf of); with none such, autocast's rule.
+            # (the second step of a CUDA replay with SGD's foreach update); with none such,
+            # autocast's rule.
             for step, found in casts.items():
                 exit_ = self.autocast_exit.get(step, -1)
                 transient = [self.freed_at.get(serial) for i in found
