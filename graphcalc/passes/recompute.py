@@ -15,8 +15,9 @@ parameter is cached until autocast exits, so checkpointed it dies there, not at 
 end (where the graph shows the step's casts were cached: in the second step of a CUDA replay
 with SGD's foreach update they are not). On a GPU the recompute runs in the backward's
 thread: its first matmul through cuBLASLt takes that thread's cuBLASLt workspace where the
-backward took none, and the simulated caching allocator runs over the events so changed. What this leaves out, and
-the replay then measures: the recompute's own temporaries (freed as it goes).
+backward took none, and the simulated caching allocator runs over the events so changed.
+What this leaves out, and the replay then measures: the recompute's own temporaries (freed as
+it goes).
 The recomputed FLOPs are the module's forward FLOPs up to the last op that makes a tensor one
 of its ops saved (torch stops the recompute there), counted in the first step as the report
 counts FLOPs.
