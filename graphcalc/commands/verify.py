@@ -120,9 +120,11 @@ class Fit:
     recommended_peak_bytes: int
     evaluations: int
     points: tuple[tuple[int, int], ...] = ()  # (batch, predicted peak) of every batch analysed
-    # the smallest batch the model trains at (2 with a BatchNorm over one value per channel)
+    # the smallest batch the model trains at (2 with a BatchNorm over one value per channel),
+    # where batch 1 was analysed: the search from the lines looks at it only where the answer
+    # is 2 or below (else 1, not looked at)
     smallest_batch: int = 1
-    note: str = ""  # why the search did not start at batch 1
+    note: str = ""  # why batch 1 is not the smallest batch, where it was looked at
     # True: found from three analyses, the peak being convex in the batch (`_affine`); False:
     # the secant search went on (a peak that is not: the caching allocator's segments)
     affine: bool = False
