@@ -376,20 +376,15 @@ def fit_with_plan(model: nn.Module, make_inputs, options: Options, memory_bytes:
 def _fit(run: _Replays, paths, memory_bytes: int) -> Fit:
     """The largest batch with `paths` checkpointed, reading the replays' lines (as fit_source
     does: the live levels on the CPU, the storages' lines through the allocator on a GPU)."""
-    from graphcalc.commands.verify import DeviceLines, _device_required, live_levels
+    from graphcalc.commands.verify import line_readers
 
-    options = run.options
-    on_gpu = options.gpu is not None or options.gpu_memory is not None
-    levels: dict[int, list[int]] | None = None if on_gpu else {}
-    lines = DeviceLines(lambda rp: _device_required(rp, options)) if on_gpu else None
+    levels, lines, keep = line_readers(run.options)
 
     def peak_at(b: int) -> int:
         report = run(paths, b)
         key = (b, frozenset(paths))
-        if levels is not None and key in run.kept:
-            levels[b] = live_levels(run.kept[key].step_graph)
-        if lines is not None and key in run.kept:
-            lines.replays[b] = run.kept[key]
+        if key in run.kept:
+            keep(b, run.kept[key])
         return report.needed_bytes
 
     return fit(peak_at, memory_bytes, levels, lines)

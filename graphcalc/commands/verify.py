@@ -318,13 +318,7 @@ def fit_source(source: loader.ModelSource, make_inputs, options: Options, memory
     hold, GpuFit.required_bytes (reserved + CUDA context), else the predicted peak."""
     model = loader.build_model(source, device="meta")
     on_gpu = options.gpu is not None or options.gpu_memory is not None
-    # every live level of each replay, for the lines through them (not for a GPU's device total,
-    # whose allocator segments are no line: its replays' storages are; nor per rank)
-    levels: dict[int, list[int]] | None = None if on_gpu or options.distributed else {}
-    # a GPU's device total (not per rank): read off the lines of the replays' storages
-    lines = DeviceLines(lambda rp: _device_required(rp, options)) \
-        if on_gpu and not options.distributed else None
-
+    levels, lines, keep = line_readers(options)
     count = 0
 
     def peak_at(batch: int) -> int:
@@ -336,13 +330,30 @@ def fit_source(source: loader.ModelSource, make_inputs, options: Options, memory
         report = analyze_module(model, make_inputs, replace(options, batch=batch),
                                 loss_fn=source.loss,
                                 on_replay=kept.append if levels is not None or lines else None)
-        if levels is not None and kept:
-            levels[batch] = live_levels(kept[-1].step_graph)
-        if lines is not None and kept:
-            lines.replays[batch] = kept[-1]
+        if kept:
+            keep(batch, kept[-1])
         return report.gpu.required_bytes if on_gpu else report.memory.peak_bytes
 
     return fit(peak_at, memory_bytes, levels, lines)
+
+
+def line_readers(options: Options):
+    """What `fit` reads its lines off for a step with `options`: (the live levels of each
+    replay, for a peak; a `DeviceLines` of the replays themselves, for a GPU's device total,
+    whose allocator segments are no line but whose storages are; a function keeping the replay
+    at a batch for them). Neither per rank."""
+    on_gpu = options.gpu is not None or options.gpu_memory is not None
+    levels: dict[int, list[int]] | None = None if on_gpu or options.distributed else {}
+    lines = DeviceLines(lambda rp: _device_required(rp, options)) \
+        if on_gpu and not options.distributed else None
+
+    def keep(batch: int, rp) -> None:
+        if levels is not None:
+            levels[batch] = live_levels(rp.step_graph)
+        if lines is not None:
+            lines.replays[batch] = rp
+
+    return levels, lines, keep
 
 
 def _device_required(rp, options: Options) -> int:
